@@ -95,7 +95,7 @@ int lmk_config_decode(const void *data, size_t len, lmk_config_rec *c, char *msg
         c->head_dim < 1 || c->head_dim > 65536 || c->block_len < 1 ||
         c->block_len > (1 << 20) || (c->dtype != LMK_DTYPE_F32 && c->dtype != LMK_DTYPE_F16) ||
         (c->landmark != LMK_LANDMARK_MEAN && c->landmark != LMK_LANDMARK_TOKEN) ||
-        strlen(c->spec) != sl || strlen(c->fingerprint) != fl)
+        f[7] != 0 || strlen(c->spec) != sl || strlen(c->fingerprint) != fl)
         goto bad;
     return LMK_OK;
 bad:
