@@ -13,7 +13,8 @@
 #include "lmk_test.h"
 
 enum { NL = 2, NH = 4, KV = 2, D = 8, BL = 16 };
-static const size_t ROW = (size_t)KV * D, QROW = (size_t)NH * D;
+#define ROW ((size_t)KV * D)
+#define QROW ((size_t)NH * D)
 
 static int logged;
 static void count_log(void *ud, const char *msg)
