@@ -127,6 +127,24 @@ static int test_crc(void)
         CHECK(lmk_crc32c(lmk_crc32c(seed, buf + off, cut), buf + off + cut, len - cut) == want);
     }
     free(buf);
+    /* Long inputs (the hardware path joins three lanes of 512 bytes): a few lengths
+     * around strip boundaries and one of ~1 MiB, against the software version. */
+    unsigned char *lb = malloc((1 << 20) + 64);
+    REQUIRE(lb);
+    for (size_t i = 0; i < (1 << 20) + 64; i++)
+        lb[i] = (unsigned char)lmk_test_rand(&st);
+    static const size_t long_lens[] = {1535, 1536, 1537, 3071, 3072, 3073, 4607, 32768,
+                                       32768 + 4, (1 << 20) + 37};
+    for (size_t i = 0; i < sizeof long_lens / sizeof long_lens[0]; i++) {
+        size_t off = i % 9;
+        uint32_t want = lmk_store_crc32c_sw(0x1234u, lb + off, long_lens[i]);
+        if (i < 3)
+            CHECK(crc_ref(0x1234u, lb + off, long_lens[i]) == want);
+        if (hw)
+            CHECK(lmk_store_crc32c_hw(0x1234u, lb + off, long_lens[i]) == want);
+        CHECK(lmk_crc32c(0x1234u, lb + off, long_lens[i]) == want);
+    }
+    free(lb);
 
     /* Throughput, for the report (1 MiB, a few rounds). */
     size_t big = 1 << 20;
@@ -753,7 +771,14 @@ static int test_map_growth(void)
     CHECK(db1 > db0 + (40u << 20));
     CHECK(db1 < (200u << 20));
     lmk_store_close(s);
-    /* Reopen with the same tiny map option: LMDB rounds it up to the data. */
+    /* Reopen with the same tiny map option: LMDB rounds it up to the data. Evict the file
+     * from the page cache first so reads are cold (the multi-page read hint path). */
+    char path[600];
+    snprintf(path, sizeof path, "%s/data.mdb", dir);
+    int fd = open(path, O_RDONLY);
+    REQUIRE(fd >= 0);
+    CHECK(posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED) == 0);
+    close(fd);
     REQUIRE_OK(open_store(dir, 0, 0, 1u << 20, &s));
     CHECK(check_store(s, 1, 0, 768, 16384, 5) == 0);
     CHECK(check_store(s, 2, 0, 2048, 16384, 5) == 0);
@@ -903,7 +928,7 @@ static int open_rc(const char *dir, int ro, char *msg, size_t cap)
 
 static int test_bad_files(void)
 {
-    char dir[512], good[600], path[700], msg[512];
+    char dir[512], good[600], path[700], msg[512], gpath0[700];
     lmk_test_dir(dir, sizeof dir, "store-bad");
     snprintf(path, sizeof path, "%s/data.mdb", dir);
     snprintf(good, sizeof good, "%s-good", dir);
@@ -925,6 +950,8 @@ static int test_bad_files(void)
     REQUIRE(mkdir(dir, 0755) == 0);
     CHECK_RC(open_rc(dir, 0, msg, sizeof msg), LMK_ENOTFOUND); /* dir without data.mdb */
     CHECK_RC(open_rc(dir, 1, msg, sizeof msg), LMK_ENOTFOUND);
+    snprintf(gpath0, sizeof gpath0, "%s/landmark.lock", dir);
+    CHECK(access(gpath0, F_OK) != 0); /* nothing created in a directory without a store */
 
     /* A real data file to damage. */
     REQUIRE_OK(open_store(good, 1, 0, 0, &s));
