@@ -1237,7 +1237,7 @@ LMK_API int lmk_store_batch_commit(lmk_store *s)
                 return rc;
             continue;
         }
-        if (mrc == MDB_PANIC && !reopened) {
+        if (mrc == MDB_PANIC && !reopened && !s->rd_scan) {
             /* A failed meta-page write marks the environment unusable; the committed
              * state on disk is intact, so a fresh environment can carry on. */
             reopened = 1;
@@ -1297,7 +1297,7 @@ static int read_renew(lmk_store *s)
             s->rd_live = 1;
             return LMK_OK;
         }
-        if (mrc == MDB_MAP_RESIZED && attempt == 0) {
+        if (mrc == MDB_MAP_RESIZED && attempt < 3) {
             /* Another process (the writer) grew the map past ours: adopt its size. A
              * failed renew leaves our txn reset and a failed begin leaves none, so
              * nothing of this process is live, as LMDB requires for a remap. */
@@ -1305,8 +1305,19 @@ static int read_renew(lmk_store *s)
             if (m2 == MDB_SUCCESS)
                 continue;
             set_msg(s, "adopting the writer's map size failed: %s", mdb_strerror(m2));
-            if (env_reopen(s))
-                return LMK_ESTORE;
+            s->map_size = 0; /* re-open at the size recorded in the meta page */
+            int r2 = env_reopen(s);
+            if (r2)
+                return r2;
+            continue;
+        }
+        if (mrc == MDB_PANIC && attempt < 3) {
+            /* An earlier failed commit (meta page write error) left the environment
+             * unusable; nothing of ours is live, so start over on a fresh one. */
+            set_msg(s, "starting a read transaction: %s", mdb_strerror(mrc));
+            int r2 = env_reopen(s);
+            if (r2)
+                return r2;
             continue;
         }
         set_msg(s, "starting a read transaction: %s", mdb_strerror(mrc));

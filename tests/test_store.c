@@ -1,11 +1,15 @@
 /* Tests of the storage module: checksums, round trips, batches, scans, snapshots, damage
- * detection, map growth, locking between processes, copies and failed writes. */
+ * detection, map growth, locking between processes, copies, and failed writes (file size
+ * limit, injected ENOSPC/EIO, address-space limit). Forked children stand in for other
+ * processes. */
+#include <dlfcn.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <sys/file.h>
 #include <sys/resource.h>
 #include <sys/time.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
 #include <time.h>
 
@@ -1258,6 +1262,107 @@ static int test_write_failure(void)
     return 0;
 }
 
+/* Write-error injection: this program's own pwrite()/writev() take the place of libc's for
+ * the (dynamically linked) LMDB library, so a commit can meet ENOSPC on its data pages or
+ * EIO on its meta page, as on a full or failing disk. */
+enum { INJECT_NONE, INJECT_DATA_ENOSPC, INJECT_META_EIO };
+static _Atomic int inject_mode;
+static _Atomic long pwrite_calls;
+#define META_END 8192 /* two 4 KiB meta pages (checked in test_bad_files) */
+
+/* Named through an asm label: with _FILE_OFFSET_BITS=64 the header maps pwrite to
+ * pwrite64, but LMDB (built without it on 64-bit) calls plain pwrite. */
+__attribute__((visibility("default"))) ssize_t inject_pwrite(int fd, const void *buf, size_t n,
+                                                             off_t off) __asm__("pwrite");
+__attribute__((visibility("default"))) ssize_t inject_pwrite(int fd, const void *buf, size_t n,
+                                                             off_t off)
+{
+    static ssize_t (*real)(int, const void *, size_t, off_t);
+    if (!real)
+        real = (ssize_t(*)(int, const void *, size_t, off_t))dlsym(RTLD_NEXT, "pwrite");
+    pwrite_calls++;
+    int mode = inject_mode;
+    if ((mode == INJECT_DATA_ENOSPC && off >= META_END) ||
+        (mode == INJECT_META_EIO && off < META_END)) {
+        errno = mode == INJECT_DATA_ENOSPC ? ENOSPC : EIO;
+        return -1;
+    }
+    return real(fd, buf, n, off);
+}
+
+__attribute__((visibility("default"))) ssize_t writev(int fd, const struct iovec *iov, int cnt)
+{
+    static ssize_t (*real)(int, const struct iovec *, int);
+    if (!real)
+        real = (ssize_t(*)(int, const struct iovec *, int))dlsym(RTLD_NEXT, "writev");
+    if (inject_mode == INJECT_DATA_ENOSPC && lseek(fd, 0, SEEK_CUR) >= META_END) {
+        errno = ENOSPC;
+        return -1;
+    }
+    return real(fd, iov, cnt);
+}
+
+static int test_injected_write_errors(void)
+{
+    char dir[512];
+    lmk_test_dir(dir, sizeof dir, "store-inject");
+    lmk_store *s;
+    REQUIRE_OK(open_store(dir, 1, 0, 0, &s));
+    long before = pwrite_calls;
+    REQUIRE_OK(fill_store(s, 0, 0, 50, 3000, 13));
+    if (pwrite_calls == before) {
+        printf("  injected write errors: skipped (LMDB does not call this pwrite)\n");
+        lmk_store_close(s);
+        lmk_test_rmdir(dir);
+        return 0;
+    }
+    /* ENOSPC on data pages: the error comes back as ENOSPC, nothing is applied, the
+     * batch stays pending and commits once space is back. */
+    inject_mode = INJECT_DATA_ENOSPC;
+    unsigned char v[20000];
+    REQUIRE_OK(lmk_store_batch_begin(s));
+    for (uint64_t i = 0; i < 20; i++) {
+        lmk_key k = K(LMK_KEY_BLOCK, 1, (uint16_t)(i % 4), i); /* as check_store() */
+        fill_value(v, sizeof v, &k, 13);
+        REQUIRE_OK(lmk_store_put(s, &k, v, sizeof v));
+    }
+    lmk_key k1 = K(LMK_KEY_BLOCK, 1, 0, 0);
+    REQUIRE_OK(lmk_store_put(s, &k1, "x", 1)); /* then replaced by the full value again */
+    fill_value(v, sizeof v, &k1, 13);
+    REQUIRE_OK(lmk_store_put(s, &k1, v, sizeof v));
+    CHECK_RC(lmk_store_batch_commit(s), ENOSPC);
+    printf("  injected ENOSPC: %s\n", lmk_store_errmsg(s));
+    CHECK_RC(lmk_store_batch_commit(s), ENOSPC);
+    size_t len;
+    CHECK_RC(lmk_store_get(s, &k1, v, sizeof v, &len), LMK_ENOTFOUND);
+    CHECK(check_store(s, 0, 0, 50, 3000, 13) == 0);
+    inject_mode = INJECT_NONE;
+    REQUIRE_OK(lmk_store_batch_commit(s));
+    CHECK(check_store(s, 1, 0, 20, 20000, 13) == 0);
+
+    /* EIO on the meta page write: LMDB marks its environment failed (every later
+     * transaction would get MDB_PANIC); the store re-opens it and goes on. */
+    inject_mode = INJECT_META_EIO;
+    int rc = fill_store(s, 2, 0, 10, 500, 13);
+    inject_mode = INJECT_NONE;
+    CHECK_RC(rc, EIO);
+    printf("  injected EIO on the meta page: %s\n", lmk_store_errmsg(s));
+    lmk_key k2 = K(LMK_KEY_BLOCK, 2, 0, 0);
+    CHECK_RC(lmk_store_get(s, &k2, v, sizeof v, &len), LMK_ENOTFOUND);
+    CHECK(check_store(s, 1, 0, 20, 20000, 13) == 0);
+    REQUIRE_OK(lmk_store_batch_commit(s)); /* the pending batch, on the new environment */
+    CHECK(check_store(s, 2, 0, 10, 500, 13) == 0);
+    lmk_store_close(s);
+    REQUIRE_OK(open_store(dir, 0, 1, 0, &s));
+    CHECK(check_store(s, 0, 0, 50, 3000, 13) == 0);
+    CHECK(check_store(s, 1, 0, 20, 20000, 13) == 0);
+    CHECK(check_store(s, 2, 0, 10, 500, 13) == 0);
+    lmk_store_close(s);
+    if (!lmk_test_failures)
+        lmk_test_rmdir(dir);
+    return 0;
+}
+
 /* The map cannot grow (address-space limit): LMK_EMAPFULL, batch pending, store usable. */
 static int test_map_growth_failure(void)
 {
@@ -1342,6 +1447,7 @@ int main(void)
         {"copy", test_copy},
         {"sync_modes", test_sync_modes},
         {"write_failure", test_write_failure},
+        {"injected_write_errors", test_injected_write_errors},
         {"map_growth_failure", test_map_growth_failure},
     };
     for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {
