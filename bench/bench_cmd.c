@@ -311,7 +311,8 @@ static void help(FILE *f)
         "  --queries probe|ordinary  probe queries targeting needles (default) or ordinary\n"
         "                       decoding queries (no needle)\n"
         "  --seed N             generator seed (default 42)\n"
-        "  --needle-span N      blocks per planted needle (default 256)\n"
+        "  --needle-span N      blocks per planted needle (default 256 with --preset 1m, 64\n"
+        "                       with small, 16 with tiny: short streams get more needles)\n"
         "  --recorded FILE      read keys, values and queries from a recorded stream (README:\n"
         "                       \"Recorded streams\") instead of the generator\n"
         "  --save-stream FILE   write the synthetic stream with its step queries in that\n"
@@ -349,16 +350,16 @@ static int set_preset(bench_cfg *c, const char *name)
         c->block_len = 64;
         c->needle_span = 256;
         c->n_specs = 0;
-        /* 17 settings: fits the 20 minutes this preset is defined for on 2 cores (the
+        /* 18 settings: fits the 20 minutes this preset is defined for on 2 cores (the
          * plain inner-product HNSW build alone takes minutes: FAISS computes its inner
          * products without SIMD there) */
         const char *sp[] = {"Flat", "HNSW32", "HNSW32+l2", "IVF256,Flat", "IVF256,SQ8"};
         for (size_t i = 0; i < sizeof sp / sizeof sp[0]; i++)
             snprintf(c->specs[c->n_specs++], BENCH_SPEC_LEN, "%s", sp[i]);
-        int ef[] = {16, 64, 256, 512}, np[] = {4, 16, 64, 128};
+        int ef[] = {16, 64, 256, 512}, np[] = {4, 16, 64, 128, 192};
         c->n_ef = 4;
         memcpy(c->ef, ef, sizeof ef);
-        c->n_nprobe = 4;
+        c->n_nprobe = 5;
         memcpy(c->nprobe, np, sizeof np);
     } else if (!strcmp(name, "small")) {
         c->tokens = 262144;

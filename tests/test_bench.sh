@@ -84,6 +84,18 @@ need(flat["attn_rel_err"] < 1e-3, "Flat attention close to dense, got %r" % flat
 ivf = [x for x in r if x["index"] == "IVF8,Flat"]
 need(ivf[1]["recall_at_k"] >= ivf[0]["recall_at_k"], "nprobe 8 >= nprobe 1 recall")
 need(ivf[1]["recall_at_k"] == 1.0, "IVF8 with every list probed is exact")
+# the targets summary names the fastest qualifying ANN setting
+t = j["targets"]
+ok = [x for x in r if x["index"] != "Flat" and x["recall_at_k"] >= 0.95 and x["needle_hit_rate"] >= 0.99]
+if ok:
+    best = min(ok, key=lambda x: x["step_ms_p50"])
+    need(t["best_ann"] is not None and t["best_ann"]["index"] == best["index"]
+         and t["best_ann"]["nprobe"] == best["params"].get("nprobe", 0)
+         and t["best_ann"]["ef_search"] == best["params"].get("efSearch", 0),
+         "targets.best_ann %r, want %r" % (t["best_ann"], best))
+else:
+    need(t["best_ann"] is None, "targets.best_ann should be null")
+need(abs(t["max_rss_anon_mb"] - max(x["rss_anon_mb"] for x in r)) < 0.01, "targets.max_rss_anon_mb")
 for m in bad:
     print("FAIL:", m, file=sys.stderr)
 sys.exit(1 if bad else 0)
