@@ -510,9 +510,13 @@ static int build_faiss(lmk_index *idx, int64_t n)
     swap_in(idx, fi);
     idx->in_faiss = 1;
     idx->M = M;
-    /* the search parameters asked for before are index state: keep them */
-    rc = apply_params(idx, idx->ef_want, idx->nprobe_want);
-    return rc;
+    /* the search parameters asked for before are index state: keep them. The index is
+     * built and holds the vectors, so a failure here (a type that accepted them at
+     * create) must not make the caller think the build failed; the next search that
+     * passes them retries. */
+    if (apply_params(idx, idx->ef_want, idx->nprobe_want) != LMK_OK)
+        idx->ef_cur = idx->nprobe_cur = 0;
+    return LMK_OK;
 }
 
 /* Put FAISS in the "holds nothing" state (exact mode) with a fresh, untrained index, so
@@ -1049,7 +1053,9 @@ static int exact_search(lmk_index *idx, int64_t nq, const float *q, int k, int64
         if (!idx->s_g)
             goto oom;
     }
-    size_t hneed = (size_t)QB * k;
+    /* a heap never needs more slots than there are candidates */
+    const int kh = lim < k ? (int)lim : k;
+    size_t hneed = (size_t)QB * kh;
     if (hneed > idx->h_cap) {
         float *hs = realloc(idx->h_s, hneed * sizeof(float));
         if (!hs)
@@ -1078,15 +1084,15 @@ static int exact_search(lmk_index *idx, int64_t nq, const float *q, int k, int64
                             d, V, d, 0.0f, idx->s_g, nvb);
             for (int i = 0; i < nqb; i++) {
                 const float *g = idx->s_g + (size_t)i * nvb;
-                float *hs = idx->h_s + (size_t)i * k;
-                int64_t *hi = idx->h_i + (size_t)i * k;
+                float *hs = idx->h_s + (size_t)i * kh;
+                int64_t *hi = idx->h_i + (size_t)i * kh;
                 for (int j = 0; j < nvb; j++)
-                    heap_push(hs, hi, &cnt[i], k, g[j], v0 + j);
+                    heap_push(hs, hi, &cnt[i], kh, g[j], v0 + j);
             }
         }
         for (int i = 0; i < nqb; i++) {
-            float *hs = idx->h_s + (size_t)i * k;
-            int64_t *hi = idx->h_i + (size_t)i * k;
+            float *hs = idx->h_s + (size_t)i * kh;
+            int64_t *hi = idx->h_i + (size_t)i * kh;
             int64_t *oi = ids + (size_t)(q0 + i) * k;
             float *os = scores ? scores + (size_t)(q0 + i) * k : NULL;
             for (int j = cnt[i]; j < k; j++) {
@@ -1669,7 +1675,7 @@ LMK_API int lmk_index_load(const char *path, const char *expect_spec, int expect
     if (rc != LMK_OK)
         goto done;
     if (idx->l2 != ((h.flags & FLAG_L2) != 0) ||
-        (h.faiss_n > 0 && h.faiss_n < idx->train_min)) {
+        (h.faiss_n > 0 && (h.faiss_n < idx->train_min || idx->exact_only))) {
         rc = LMK_ECORRUPT;
         snprintf(msg, sizeof msg, "index file %s: header flags disagree with spec \"%s\"",
                  path, spec);

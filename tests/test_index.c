@@ -462,6 +462,26 @@ static int test_l2_transform(uint64_t seed)
     }
     fill_uniform(q, (size_t)nq * d, &s);
     l2_case("centred keys, norms x20", x, n, d, q, nq, k, rip, rl2);
+    /* a vector far above the norm bound (M = 1.25 x the largest norm so far) must
+     * rebuild the transform: its score comes back exact and it ranks first */
+    for (int si = 0; si < 2; si++) {
+        const char *spec = si ? "IVF4,Flat+l2" : "HNSW16+l2";
+        lmk_index *l2 = mk(spec, 8, si ? 100 : 0);
+        REQUIRE(l2);
+        float small[200 * 8], big[8] = {5, 0, 0, 0, 0, 0, 0, 0}, e0[8] = {1, 0, 0, 0, 0, 0, 0, 0};
+        for (int i = 0; i < 200 * 8; i++)
+            small[i] = 0.1f * lmk_test_uniform(&s);
+        REQUIRE_OK(lmk_index_add(l2, 200, small));
+        REQUIRE_OK(lmk_index_add(l2, 1, big));
+        int64_t id[3];
+        float sc[3];
+        lmk_search_params p = {64, 4};
+        REQUIRE_OK(lmk_index_search(l2, 1, e0, 3, 0, &p, id, sc));
+        CHECK(id[0] == 200);
+        CHECK_NEAR(sc[0], 5.0, 1e-3);
+        CHECK(fabsf(sc[1] - dot(e0, small + id[1] * 8, 8)) < 1e-3f);
+        lmk_index_free(l2);
+    }
     free(x);
     free(q);
     return 0;
