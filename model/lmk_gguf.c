@@ -1099,6 +1099,48 @@ LMK_API int lmk_gguf_writer_add_tensor(lmk_gguf_writer *w, const char *name, int
     return LMK_OK;
 }
 
+LMK_API int lmk_gguf_writer_add_raw(lmk_gguf_writer *w, const char *name, int n_dims,
+                                    const int64_t *dims, uint32_t type, const void *bytes,
+                                    size_t n_bytes)
+{
+    const type_info *ti = find_type(type);
+    if (!ti || n_dims < 1 || n_dims > LMK_GGUF_MAX_DIMS || dims[0] % ti->blck)
+        return LMK_EINVAL;
+    uint64_t ne = 1;
+    for (int d = 0; d < n_dims; d++) {
+        if (dims[d] < 1)
+            return LMK_EINVAL;
+        ne *= (uint64_t)dims[d];
+    }
+    if (ne / ti->blck * ti->bytes != n_bytes)
+        return LMK_EINVAL;
+    if (w->n_t == w->cap_t) {
+        size_t cap = w->cap_t ? 2 * w->cap_t : 16;
+        wtensor *t = realloc(w->t, cap * sizeof *t);
+        if (!t)
+            return ENOMEM;
+        w->t = t;
+        w->cap_t = cap;
+    }
+    wtensor *t = &w->t[w->n_t];
+    memset(t, 0, sizeof *t);
+    t->data = malloc(n_bytes);
+    t->name = strdup(name);
+    if (!t->data || !t->name) {
+        free(t->data);
+        free(t->name);
+        return ENOMEM;
+    }
+    memcpy(t->data, bytes, n_bytes);
+    t->n_bytes = n_bytes;
+    t->n_dims = n_dims;
+    for (int d = 0; d < n_dims; d++)
+        t->dims[d] = dims[d];
+    t->type = type;
+    w->n_t++;
+    return LMK_OK;
+}
+
 LMK_API int lmk_gguf_writer_encode(lmk_gguf_writer *w, uint8_t **out, size_t *size)
 {
     buf_t b = {0};

@@ -162,6 +162,10 @@ int lmk_gguf_writer_add_array(lmk_gguf_writer *w, const char *key, lmk_gguf_type
  * Q8_0, Q4_0). Returns LMK_EINVAL when dims[0] is not a multiple of the type's block. */
 int lmk_gguf_writer_add_tensor(lmk_gguf_writer *w, const char *name, int n_dims,
                                const int64_t *dims, uint32_t type, const float *data);
+/* Tensor from raw bytes of any GGML type (n_bytes must be the type's size for dims). */
+int lmk_gguf_writer_add_raw(lmk_gguf_writer *w, const char *name, int n_dims,
+                            const int64_t *dims, uint32_t type, const void *bytes,
+                            size_t n_bytes);
 /* Write the file (truncating). Returns LMK_OK or an errno. */
 int lmk_gguf_writer_write(lmk_gguf_writer *w, const char *path);
 /* The encoded file in memory: *buf malloc'ed, freed by the caller. */
