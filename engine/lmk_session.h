@@ -50,11 +50,13 @@ extern "C" {
 
 typedef struct lmk_session lmk_session;
 
-typedef enum { LMK_DTYPE_F32 = 0, LMK_DTYPE_F16 = 1 } lmk_dtype;
+/* AUTO: f16 when creating a session, the stored dtype when reopening. */
+typedef enum { LMK_DTYPE_AUTO = 0, LMK_DTYPE_F32 = 1, LMK_DTYPE_F16 = 2 } lmk_dtype;
 
 typedef enum {
-    LMK_LANDMARK_MEAN = 0,  /* training-free: mean of the block's stored keys */
-    LMK_LANDMARK_TOKEN = 1, /* the block's last position is a landmark token (block_len >= 2) */
+    LMK_LANDMARK_AUTO = 0,  /* MEAN when creating, the stored source when reopening */
+    LMK_LANDMARK_MEAN = 1,  /* training-free: mean of the block's stored keys */
+    LMK_LANDMARK_TOKEN = 2, /* the block's last position is a landmark token (block_len >= 2) */
 } lmk_landmark_src;
 
 typedef enum { LMK_MODE_GROUPED = 0, LMK_MODE_UNION = 1 } lmk_mode;
@@ -63,6 +65,10 @@ typedef enum {
     LMK_RETRIEVE_QHEAD = 0,  /* each query head ranks for itself (the paper) */
     LMK_RETRIEVE_KVHEAD = 1, /* one block set per KV head: ranked by the sum of the group's
                                 scores */
+    LMK_RETRIEVE_CHUNK = 2,  /* prefill: one block set per query head for the whole chunk,
+                                ranked by the maximum score over the chunk's queries (each
+                                query still sees only its own candidates). Not equal to
+                                single-token steps; much cheaper for long prefills. */
 } lmk_retrieve;
 
 /* Durability of appended data (see lmk_store.h for what each mode can lose). */
@@ -81,10 +87,11 @@ typedef struct lmk_session_opts {
     int n_heads;      /* query heads, a multiple of n_kv_heads */
     int n_kv_heads;
     int head_dim;
-    int block_len;    /* default 64; >= 1 (>= 2 with LMK_LANDMARK_TOKEN) */
-    lmk_dtype dtype;  /* storage dtype, default LMK_DTYPE_F16 */
+    int block_len;    /* >= 1 (>= 2 with LMK_LANDMARK_TOKEN); 0 = 64 when creating */
+    lmk_dtype dtype;  /* storage dtype */
     lmk_landmark_src landmark;
-    const char *index_spec; /* lmk_index.h; default "Flat"; NULL on reopen = keep */
+    const char *index_spec; /* lmk_index.h; NULL = "Flat" when creating, keep when reopening;
+                               another spec than the stored one: LMK_EMISMATCH (reindex) */
     /* Model fingerprint (any string, <= 255 bytes); NULL on reopen = do not check,
      * non-NULL must equal the stored one (LMK_EMISMATCH). */
     const char *fingerprint;
@@ -94,8 +101,6 @@ typedef struct lmk_session_opts {
     int read_only;       /* 1: no appends; may run beside a writer in another process */
     int n_threads;       /* >= 1, default 1 */
     lmk_durability durability; /* default LMK_DURABLE_NOMETA */
-    int recent_cache_blocks;   /* sealed blocks per layer kept decoded in RAM for the local
-                                  window (default 64) */
     /* Called with progress messages on open (index rebuilt, caught up, ...); may be NULL. */
     void (*log)(void *ud, const char *msg);
     void *log_ud;
@@ -149,6 +154,7 @@ typedef struct lmk_attend_opts {
     lmk_retrieve retrieve; /* default LMK_RETRIEVE_QHEAD */
     int n_sink;         /* default 0 */
     int n_local;        /* default 0 (the tail only) */
+    /* (with a SLOTS policy n_sink must be 0) */
     int ef_search;      /* <= 0: index default */
     int nprobe;         /* <= 0: index default */
     const lmk_pos_policy *pos; /* NULL: as given */

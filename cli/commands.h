@@ -1,0 +1,26 @@
+/* The landmark command's subcommands: each takes (argc, argv) with argv[0] the subcommand
+ * name and returns the process exit status (0 ok, 1 failure, 2 usage error). */
+#ifndef LMK_COMMANDS_H
+#define LMK_COMMANDS_H
+
+int lmk_cmd_demo(int argc, char **argv);
+int lmk_cmd_info(int argc, char **argv);
+int lmk_cmd_verify(int argc, char **argv);
+int lmk_cmd_truncate(int argc, char **argv);
+int lmk_cmd_fork(int argc, char **argv);
+int lmk_cmd_reindex(int argc, char **argv);
+int lmk_cmd_bench(int argc, char **argv);
+int lmk_cmd_run(int argc, char **argv);
+int lmk_cmd_passkey(int argc, char **argv);
+int lmk_cmd_perplexity(int argc, char **argv);
+
+/* Shared helpers of the command line (cli/landmark.c). */
+/* Parse a non-negative integer with an optional k/m/g (x1024) suffix; -1 on error. */
+long long lmk_cli_parse_count(const char *s);
+/* Print "landmark <cmd>: <message>" to stderr (one line). */
+void lmk_cli_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Set OpenBLAS's pool deliberately: 1 while the engine runs its own threads (one level of
+ * parallelism), n for the dense baseline so both use the same number of threads. */
+void lmk_cli_set_blas_threads(int n);
+
+#endif

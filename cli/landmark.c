@@ -1,0 +1,100 @@
+/* The landmark command: a thin dispatcher over the subcommands. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "commands.h"
+#include "lmk_error.h"
+
+void openblas_set_num_threads(int num_threads);
+
+long long lmk_cli_parse_count(const char *s)
+{
+    if (!s || !*s)
+        return -1;
+    char *end = NULL;
+    double x = strtod(s, &end);
+    if (end == s || x < 0)
+        return -1;
+    if (*end == 'k' || *end == 'K')
+        x *= 1024, end++;
+    else if (*end == 'm' || *end == 'M')
+        x *= 1024 * 1024, end++;
+    else if (*end == 'g' || *end == 'G')
+        x *= 1024.0 * 1024 * 1024, end++;
+    if (*end || x > 9e18 || x != (double)(long long)x)
+        return -1;
+    return (long long)x;
+}
+
+void lmk_cli_error(const char *cmd, const char *fmt, ...)
+{
+    va_list ap;
+    fprintf(stderr, "landmark %s: ", cmd);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+}
+
+void lmk_cli_set_blas_threads(int n)
+{
+    openblas_set_num_threads(n > 0 ? n : 1);
+}
+
+typedef struct cmd {
+    const char *name;
+    int (*fn)(int, char **);
+    const char *help;
+} cmd;
+
+static const cmd cmds[] = {
+    {"demo", lmk_cmd_demo, "ingest a synthetic stream with planted needles and decode probes"},
+#ifdef LMK_HAVE_SESSION_CMDS
+    {"info", lmk_cmd_info, "show a session's shape, size and data digest"},
+    {"verify", lmk_cmd_verify, "check every stored value, the metadata and the indices"},
+    {"truncate", lmk_cmd_truncate, "cut a session back to N tokens"},
+    {"fork", lmk_cmd_fork, "copy a session into a new directory"},
+    {"reindex", lmk_cmd_reindex, "rebuild a session's landmark indices with another spec"},
+#endif
+#ifdef LMK_HAVE_BENCH
+    {"bench", lmk_cmd_bench, "benchmark index types side by side"},
+#endif
+#ifdef LMK_HAVE_MODEL
+    {"run", lmk_cmd_run, "run a GGUF model over a document with retrieval attention"},
+    {"passkey", lmk_cmd_passkey, "pass-key retrieval accuracy of a GGUF model"},
+    {"perplexity", lmk_cmd_perplexity, "perplexity of a GGUF model over a file"},
+#endif
+};
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: landmark <command> [options]   (landmark <command> --help)\n\n"
+               "Retrieval attention over FAISS landmark indices and an LMDB block store.\n\n"
+               "commands:\n");
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
+        fprintf(f, "  %-11s %s\n", cmds[i].name, cmds[i].help);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(argv[1], "--version")) {
+        printf("landmark 0.1.0\n");
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
+        if (!strcmp(argv[1], cmds[i].name))
+            return cmds[i].fn(argc - 1, argv + 1);
+    fprintf(stderr, "landmark: unknown command '%s'\n", argv[1]);
+    usage(stderr);
+    return 2;
+}

@@ -1,0 +1,111 @@
+/* Private to engine/: the session's state shared by lmk_session.c and lmk_attend.c. */
+#ifndef LMK_INTERNAL_H
+#define LMK_INTERNAL_H
+
+#include <limits.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "lmk_index.h"
+#include "lmk_session.h"
+#include "lmk_store.h"
+
+#define LMK_API __attribute__((visibility("default")))
+#define LMK_FORMAT_VERSION 1
+#define LMK_MAX_SPEC 127
+#define LMK_MAX_FINGERPRINT 255
+
+/* Per-layer in-memory state. The tail holds tokens [sealed * L, ntok): at most L of them
+ * (a full block waits for the next token before it is sealed). */
+typedef struct lmk_layer {
+    int64_t ntok;
+    float *tail_k; /* (n_kv_heads, L, head_dim): dtype-rounded values as f32 */
+    float *tail_v; /* (n_kv_heads, L, head_dim) */
+} lmk_layer;
+
+/* A block decoded for one attend call: K and V of one (KV head, block), f32. */
+typedef struct lmk_slot {
+    int64_t block;
+    float *k; /* (L, head_dim) */
+    float *v; /* (L, head_dim) */
+} lmk_slot;
+
+/* Grow-only scratch: the hot path reallocates only when a call needs more than any before. */
+typedef struct lmk_buf {
+    void *p;
+    size_t cap;
+} lmk_buf;
+
+struct lmk_session {
+    char dir[PATH_MAX];
+    int n_layers, n_heads, n_kv_heads, head_dim, L, group;
+    lmk_dtype dtype;
+    size_t esz; /* bytes per stored element */
+    lmk_landmark_src landmark;
+    char spec[LMK_MAX_SPEC + 1];
+    char fingerprint[LMK_MAX_FINGERPRINT + 1];
+    int read_only;
+    int n_threads;
+    void (*log)(void *ud, const char *msg);
+    void *log_ud;
+
+    lmk_store *st;
+    lmk_index **idx; /* (n_layers, n_kv_heads) */
+    int *idx_dirty;  /* index changed since last save */
+    lmk_layer *layers;
+
+    /* append scratch */
+    lmk_buf enc;    /* encoded block / token values */
+    lmk_buf lmbuf;  /* landmarks of sealed blocks, (n_kv_heads, nblocks, head_dim) */
+
+    /* attend scratch */
+    lmk_buf q_search; /* search queries */
+    lmk_buf ids;      /* search results */
+    lmk_buf sel;      /* selected blocks per (query, head): (nq, n_heads, max_sel) int64 */
+    lmk_buf nsel;     /* (nq, n_heads) int */
+    lmk_buf need;     /* needed block ids per kv head */
+    lmk_buf slots;    /* lmk_slot per needed block */
+    lmk_buf slotmem;  /* decoded K/V of needed blocks */
+    lmk_buf rawblk;   /* one stored block value */
+    lmk_buf *work;    /* per-thread compute scratch, n_threads entries */
+    int64_t *need_off; /* per kv head offset into need/slots, n_kv_heads + 1 */
+
+    char err[1024];
+};
+
+/* Set the handle's message (printf-style) and return `code`. */
+int lmk_sess_fail(lmk_session *s, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Ensure b holds at least n bytes (contents kept). Returns 0 or ENOMEM. */
+int lmk_buf_reserve(lmk_buf *b, size_t n);
+
+/* Sealed blocks at a layer holding ntok tokens. */
+static inline int64_t lmk_sealed(int64_t ntok, int L)
+{
+    return ntok > 0 ? (ntok - 1) / L : 0;
+}
+
+/* Read block b of (layer, kvh) from the store (inside the caller's read transaction if one
+ * is open) and decode to f32 K, V (L, head_dim). */
+int lmk_sess_load_block(lmk_session *s, int layer, int kvh, int64_t b, float *k, float *v);
+
+/* Encoded configuration record ("config" meta) — parser exposed for the fuzzer. */
+typedef struct lmk_config_rec {
+    uint32_t format_version;
+    int32_t n_layers, n_heads, n_kv_heads, head_dim, block_len, dtype, landmark;
+    char spec[LMK_MAX_SPEC + 1];
+    char fingerprint[LMK_MAX_FINGERPRINT + 1];
+} lmk_config_rec;
+
+size_t lmk_config_encode(const lmk_config_rec *c, uint8_t *buf, size_t cap);
+/* Returns LMK_OK, LMK_ECORRUPT (malformed, checksum), LMK_EVERSION; msg gets detail. */
+int lmk_config_decode(const void *data, size_t len, lmk_config_rec *c, char *msg,
+                      size_t msg_cap);
+
+/* Per-layer record ("layer/<l>"): token count. */
+size_t lmk_layer_rec_encode(int64_t ntok, uint8_t *buf, size_t cap);
+int lmk_layer_rec_decode(const void *data, size_t len, int64_t *ntok);
+
+#endif

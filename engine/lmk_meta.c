@@ -1,0 +1,126 @@
+/* Byte formats of the session's metadata records. These bytes come from disk, so the
+ * decoders trust nothing: every length is checked against the record size, and the record
+ * carries its own CRC-32C on top of the store's. Fuzzed by tests/fuzz/fuzz_meta.c. */
+#include <stdio.h>
+#include <string.h>
+
+#include "lmk_internal.h"
+
+static const uint8_t config_magic[4] = {'L', 'M', 'K', 'C'};
+
+static void put_u32(uint8_t *p, uint32_t x)
+{
+    p[0] = (uint8_t)x;
+    p[1] = (uint8_t)(x >> 8);
+    p[2] = (uint8_t)(x >> 16);
+    p[3] = (uint8_t)(x >> 24);
+}
+
+static uint32_t get_u32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+/* Layout: magic[4] version u32 | 8 x i32 shape | u16 spec_len spec | u16 fp_len fp | crc u32 */
+size_t lmk_config_encode(const lmk_config_rec *c, uint8_t *buf, size_t cap)
+{
+    size_t sl = strlen(c->spec), fl = strlen(c->fingerprint);
+    size_t need = 4 + 4 + 8 * 4 + 2 + sl + 2 + fl + 4;
+    if (need > cap)
+        return 0;
+    uint8_t *p = buf;
+    memcpy(p, config_magic, 4);
+    p += 4;
+    put_u32(p, c->format_version);
+    p += 4;
+    const int32_t f[8] = {c->n_layers, c->n_heads, c->n_kv_heads, c->head_dim,
+                          c->block_len, c->dtype, c->landmark, 0};
+    for (int i = 0; i < 8; i++, p += 4)
+        put_u32(p, (uint32_t)f[i]);
+    p[0] = (uint8_t)sl;
+    p[1] = (uint8_t)(sl >> 8);
+    memcpy(p + 2, c->spec, sl);
+    p += 2 + sl;
+    p[0] = (uint8_t)fl;
+    p[1] = (uint8_t)(fl >> 8);
+    memcpy(p + 2, c->fingerprint, fl);
+    p += 2 + fl;
+    put_u32(p, lmk_crc32c(0, buf, (size_t)(p - buf)));
+    return need;
+}
+
+int lmk_config_decode(const void *data, size_t len, lmk_config_rec *c, char *msg,
+                      size_t msg_cap)
+{
+    const uint8_t *b = data;
+    memset(c, 0, sizeof *c);
+    if (len < 4 + 4 + 32 + 2 + 2 + 4 || memcmp(b, config_magic, 4) != 0) {
+        snprintf(msg, msg_cap, "session configuration record is not ours (%zu bytes)", len);
+        return LMK_ECORRUPT;
+    }
+    if (get_u32(b + len - 4) != lmk_crc32c(0, b, len - 4)) {
+        snprintf(msg, msg_cap, "session configuration record fails its checksum");
+        return LMK_ECORRUPT;
+    }
+    c->format_version = get_u32(b + 4);
+    if (c->format_version != LMK_FORMAT_VERSION) {
+        snprintf(msg, msg_cap, "session format version %u, this build reads version %d",
+                 c->format_version, LMK_FORMAT_VERSION);
+        return LMK_EVERSION;
+    }
+    int32_t f[8];
+    for (int i = 0; i < 8; i++)
+        f[i] = (int32_t)get_u32(b + 8 + 4 * i);
+    c->n_layers = f[0];
+    c->n_heads = f[1];
+    c->n_kv_heads = f[2];
+    c->head_dim = f[3];
+    c->block_len = f[4];
+    c->dtype = f[5];
+    c->landmark = f[6];
+    size_t off = 40;
+    size_t sl = (size_t)b[off] | (size_t)b[off + 1] << 8;
+    if (sl > LMK_MAX_SPEC || off + 2 + sl + 2 + 4 > len)
+        goto bad;
+    memcpy(c->spec, b + off + 2, sl);
+    c->spec[sl] = 0;
+    off += 2 + sl;
+    size_t fl = (size_t)b[off] | (size_t)b[off + 1] << 8;
+    if (fl > LMK_MAX_FINGERPRINT || off + 2 + fl + 4 != len)
+        goto bad;
+    memcpy(c->fingerprint, b + off + 2, fl);
+    c->fingerprint[fl] = 0;
+    if (c->n_layers < 1 || c->n_layers > 65535 || c->n_kv_heads < 1 ||
+        c->n_kv_heads > 65535 || c->n_heads < c->n_kv_heads || c->n_heads % c->n_kv_heads ||
+        c->head_dim < 1 || c->head_dim > 65536 || c->block_len < 1 ||
+        c->block_len > (1 << 20) || (c->dtype != LMK_DTYPE_F32 && c->dtype != LMK_DTYPE_F16) ||
+        (c->landmark != LMK_LANDMARK_MEAN && c->landmark != LMK_LANDMARK_TOKEN) ||
+        f[7] != 0 || strlen(c->spec) != sl || strlen(c->fingerprint) != fl)
+        goto bad;
+    return LMK_OK;
+bad:
+    snprintf(msg, msg_cap, "session configuration record is malformed");
+    return LMK_ECORRUPT;
+}
+
+size_t lmk_layer_rec_encode(int64_t ntok, uint8_t *buf, size_t cap)
+{
+    if (cap < 12)
+        return 0;
+    put_u32(buf, (uint32_t)(uint64_t)ntok);
+    put_u32(buf + 4, (uint32_t)((uint64_t)ntok >> 32));
+    put_u32(buf + 8, lmk_crc32c(0, buf, 8));
+    return 12;
+}
+
+int lmk_layer_rec_decode(const void *data, size_t len, int64_t *ntok)
+{
+    const uint8_t *b = data;
+    if (len != 12 || get_u32(b + 8) != lmk_crc32c(0, b, 8))
+        return LMK_ECORRUPT;
+    uint64_t x = (uint64_t)get_u32(b) | (uint64_t)get_u32(b + 4) << 32;
+    if (x > (uint64_t)1 << 48)
+        return LMK_ECORRUPT;
+    *ntok = (int64_t)x;
+    return LMK_OK;
+}
