@@ -12,6 +12,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 #define LMK_API __attribute__((visibility("default")))
 
@@ -41,7 +44,7 @@ struct lmk_model {
     wmat embd, out;
     float *out_norm;
     double *inv_freq;  /* (rope_dim / 2) */
-    float *rope_cs;    /* (ROPE_TABLE, rope_dim / 2, 2): cos, sin */
+    float *rope_cs;    /* (ROPE_TABLE, 2, rope_dim): rope_coef layout */
     int n_threads;
 };
 
@@ -76,26 +79,43 @@ LMK_API lmk_model_opts lmk_model_opts_default(void)
 
 /* ---- rotary encoding ---- */
 
-static void rope_one(const lmk_model *m, float *x, int64_t pos)
+/* Rotation coefficients of one position, laid out for rope_apply: C = (c0, c0, c1, c1, ...),
+ * S = (-s0, s0, -s1, s1, ...) over rope_dim entries. Table rows for small positions (the
+ * slots policy never leaves them); computed in double otherwise. */
+static const float *rope_coef(const lmk_model *m, int64_t pos, float *buf)
 {
-    int half = m->info.rope_dim / 2;
-    if (pos >= 0 && pos < ROPE_TABLE) {
-        const float *cs = m->rope_cs + (size_t)pos * half * 2;
-        for (int i = 0; i < half; i++) {
-            float c = cs[2 * i], s = cs[2 * i + 1];
-            float a = x[2 * i], b = x[2 * i + 1];
-            x[2 * i] = a * c - b * s;
-            x[2 * i + 1] = a * s + b * c;
-        }
-        return;
-    }
+    int rd = m->info.rope_dim;
+    if (pos >= 0 && pos < ROPE_TABLE)
+        return m->rope_cs + (size_t)pos * rd * 2;
     double p = (double)pos / m->info.rope_scale;
-    for (int i = 0; i < half; i++) {
+    for (int i = 0; i < rd / 2; i++) {
         double th = p * m->inv_freq[i];
-        float c = (float)cos(th), s = (float)sin(th);
-        float a = x[2 * i], b = x[2 * i + 1];
-        x[2 * i] = a * c - b * s;
-        x[2 * i + 1] = a * s + b * c;
+        float c = (float)cos(th), sn = (float)sin(th);
+        buf[2 * i] = buf[2 * i + 1] = c;
+        buf[rd + 2 * i] = -sn;
+        buf[rd + 2 * i + 1] = sn;
+    }
+    return buf;
+}
+
+/* x' = x * C + swap_pairs(x) * S: a' = a c - b s, b' = b c + a s for each adjacent pair. */
+static void rope_apply(float *x, const float *cs, int rd)
+{
+    const float *C = cs, *S = cs + rd;
+    int j = 0;
+#ifdef __SSE2__
+    for (; j + 4 <= rd; j += 4) {
+        __m128 v = _mm_loadu_ps(x + j);
+        __m128 w = _mm_shuffle_ps(v, v, _MM_SHUFFLE(2, 3, 0, 1));
+        __m128 r = _mm_add_ps(_mm_mul_ps(v, _mm_loadu_ps(C + j)),
+                              _mm_mul_ps(w, _mm_loadu_ps(S + j)));
+        _mm_storeu_ps(x + j, r);
+    }
+#endif
+    for (; j < rd; j += 2) {
+        float a = x[j], b = x[j + 1];
+        x[j] = a * C[j] + b * S[j];
+        x[j + 1] = b * C[j + 1] + a * S[j + 1];
     }
 }
 
@@ -104,17 +124,27 @@ LMK_API void lmk_model_rotate(void *model, float *x, int n, int head_dim, const 
     const lmk_model *m = model;
     if (head_dim != m->info.head_dim)
         return;
-    for (int i = 0; i < n; i++)
-        rope_one(m, x + (size_t)i * head_dim, pos[i]);
+    int rd = m->info.rope_dim;
+    float buf[2 * rd + 1];
+    const float *cs = NULL;
+    int64_t last = INT64_MIN;
+    for (int i = 0; i < n; i++) {
+        if (pos[i] != last || !cs) /* runs of one position (fixed policy) share coefficients */
+            cs = rope_coef(m, last = pos[i], buf);
+        rope_apply(x + (size_t)i * head_dim, cs, rd);
+    }
 }
 
 /* Rotate x (n, n_heads, head_dim): row i to position pos0 + i. */
 static void rope_rows(const lmk_model *m, float *x, int64_t n, int n_heads, int64_t pos0)
 {
-    int hd = m->info.head_dim;
-    for (int64_t i = 0; i < n; i++)
+    int hd = m->info.head_dim, rd = m->info.rope_dim;
+    float buf[2 * rd + 1];
+    for (int64_t i = 0; i < n; i++) {
+        const float *cs = rope_coef(m, pos0 + i, buf);
         for (int h = 0; h < n_heads; h++)
-            rope_one(m, x + ((size_t)i * n_heads + h) * hd, pos0 + i);
+            rope_apply(x + ((size_t)i * n_heads + h) * hd, cs, rd);
+    }
 }
 
 /* ---- loading ---- */
@@ -466,7 +496,7 @@ LMK_API int lmk_model_open(const char *path, const lmk_model_opts *opts, lmk_mod
     /* Rotary tables; rope_freqs.weight (llama 3.1) divides each frequency. */
     int half = H->rope_dim / 2;
     m->inv_freq = calloc((size_t)(half ? half : 1), sizeof *m->inv_freq);
-    m->rope_cs = malloc((size_t)ROPE_TABLE * (half ? half : 1) * 2 * sizeof(float));
+    m->rope_cs = malloc((size_t)ROPE_TABLE * (half ? half : 1) * 4 * sizeof(float));
     if (!m->inv_freq || !m->rope_cs) {
         rc = set_err(err, cap, ENOMEM, "out of memory");
         goto fail;
@@ -482,12 +512,15 @@ LMK_API int lmk_model_open(const char *path, const lmk_model_opts *opts, lmk_mod
             m->inv_freq[i] /= ff[i];
     }
     free(ff);
-    for (int64_t p = 0; p < ROPE_TABLE; p++)
+    for (int64_t p = 0; p < ROPE_TABLE; p++) {
+        float *C = m->rope_cs + (size_t)p * H->rope_dim * 2, *S = C + H->rope_dim;
         for (int i = 0; i < half; i++) {
             double th = (double)p / H->rope_scale * m->inv_freq[i];
-            m->rope_cs[((size_t)p * half + i) * 2] = (float)cos(th);
-            m->rope_cs[((size_t)p * half + i) * 2 + 1] = (float)sin(th);
+            C[2 * i] = C[2 * i + 1] = (float)cos(th);
+            S[2 * i] = -(float)sin(th);
+            S[2 * i + 1] = (float)sin(th);
         }
+    }
     compute_digest(m);
     *out = m;
     return LMK_OK;
@@ -606,6 +639,15 @@ LMK_API int64_t lmk_ctx_n_regular(const lmk_ctx *c)
 }
 
 LMK_API void lmk_ctx_get_stats(const lmk_ctx *c, lmk_ctx_stats *st) { *st = c->st; }
+
+LMK_API void lmk_ctx_set_attend(lmk_ctx *c, const lmk_attend_opts *a)
+{
+    const lmk_pos_policy *pos = c->att.pos;
+    lmk_mode mode = c->att.mode;
+    c->att = *a;
+    c->att.pos = pos;
+    c->att.mode = mode;
+}
 
 LMK_API int lmk_ctx_open(lmk_model *m, const lmk_ctx_opts *opts, lmk_ctx **out, char *err,
                          size_t cap)
@@ -726,7 +768,9 @@ static void matmul(lmk_ctx *c, const wmat *w, const float *x, int64_t n, float *
     int nt = c->m->n_threads < c->n_thr ? c->m->n_threads : c->n_thr;
     if (nt > n_tiles)
         nt = (int)n_tiles;
-#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
+    if ((double)n * (double)rows * (double)cols < (double)(1 << 21))
+        nt = 1; /* a parallel region costs more than it saves on small products */
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1) if (nt > 1)
     for (int64_t t = 0; t < n_tiles; t++) {
         int64_t r0 = t * TILE_ROWS, nr = rows - r0 < TILE_ROWS ? rows - r0 : TILE_ROWS;
         const float *wt = w->f ? w->f + r0 * cols : NULL;

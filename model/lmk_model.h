@@ -165,6 +165,11 @@ int lmk_ctx_feed(lmk_ctx *c, const int32_t *ids, int64_t n, float *logits, int64
 int lmk_ctx_feed_raw(lmk_ctx *c, const int32_t *ids, int64_t n, float *logits,
                      int64_t n_logits);
 
+/* Replace the retrieval settings of a session context (top_k, n_recent, retrieve, ...);
+ * its mode and position policy stay. E.g. chunk retrieval for a long prefill, then
+ * per-token retrieval for the question and the answer. */
+void lmk_ctx_set_attend(lmk_ctx *c, const lmk_attend_opts *a);
+
 typedef struct lmk_ctx_stats {
     double matmul_s;   /* weights: projections, FFN, output */
     double attn_s;     /* attention backend (session append + attend, or dense) */
