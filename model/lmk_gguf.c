@@ -851,7 +851,7 @@ typedef struct {
 
 static void buf_put(buf_t *b, const void *src, size_t n)
 {
-    if (b->oom)
+    if (b->oom || n == 0)
         return;
     if (b->n + n > b->cap) {
         size_t cap = b->cap ? b->cap : 256;
