@@ -95,6 +95,7 @@ static const char k_common_help[] =
     "  --prefill-retrieve chunk|token   document prefill: one block set per chunk and head\n"
     "                        ranked by the chunk's best score (default), or per token\n"
     "  --chunk N             positions per prefill step (default 256)\n"
+    "  --piece N             tokens between interrupt checks and progress updates (8192)\n"
     "  --index SPEC          FAISS index of new sessions (default Flat)\n"
     "  --dtype f16|f32       storage of new sessions (default f16)\n"
     "  -t, --threads N       threads (default: all cores)\n";
@@ -146,6 +147,8 @@ static int parse_opts(run_opts *o, int argc, char **argv, const char *usage)
             bad = (o->tokens = n) < 1;
         else if (IS("--trials"))
             bad = (o->trials = n) < 1;
+        else if (IS("--piece"))
+            bad = (o->piece = n) < 1;
         else if (IS("--chunk"))
             bad = (o->chunk = n) < 2 || n > (1 << 20);
         else if (IS("--dense-max"))
@@ -457,6 +460,8 @@ static const char *pos_name(int p)
 
 typedef struct {
     char model[PATH_MAX];
+    char pending[PATH_MAX]; /* a document whose prefill has not completed */
+    long long pending_base; /* regular tokens in the session before it */
     int pos, mode, top_k, recent, sink, local, next_from, mem_freq, lm_token, block_len;
     long long fixed_distance;
     int have;
@@ -481,6 +486,10 @@ static int state_read(const char *dir, run_state *st)
         long long n = strtoll(v, NULL, 10);
         if (!strcmp(line, "model"))
             snprintf(st->model, sizeof st->model, "%s", v);
+        else if (!strcmp(line, "pending_file"))
+            snprintf(st->pending, sizeof st->pending, "%s", v);
+        else if (!strcmp(line, "pending_base"))
+            st->pending_base = n;
 #define F(k, field) else if (!strcmp(line, k)) st->field = (int)n;
         F("pos", pos) F("mode", mode) F("top_k", top_k) F("recent", recent) F("sink", sink)
         F("local", local) F("next_from", next_from) F("mem_freq", mem_freq)
@@ -493,8 +502,11 @@ static int state_read(const char *dir, run_state *st)
     return 0;
 }
 
+/* pending: a document being prefilled (NULL when none) and the session's regular token
+ * count before it, so an interrupted prefill can resume where the session stops. */
 static int state_write(const run_opts *o, const char *dir, const char *model_path,
-                       const lmk_model *m, const float *logits, int64_t tokens)
+                       const lmk_model *m, const float *logits, int64_t tokens,
+                       const char *pending, int64_t pending_base)
 {
     char path[PATH_MAX], tmp[PATH_MAX], abs[PATH_MAX];
     if (!realpath(model_path, abs))
@@ -511,6 +523,8 @@ static int state_write(const run_opts *o, const char *dir, const char *model_pat
                "block_len=%d\n",
             abs, mi->digest, o->pos, o->mode, o->top_k, o->recent, o->sink, o->local,
             o->fixed_distance, o->next_from, mi->mem_freq, mi->landmark_token, o->block_len);
+    if (pending)
+        fprintf(f, "pending_file=%s\npending_base=%lld\n", pending, (long long)pending_base);
     int rc = fclose(f) ? errno : 0;
     if (!rc && rename(tmp, path))
         rc = errno;
@@ -699,19 +713,27 @@ int lmk_cmd_run(int argc, char **argv)
     int64_t start = lmk_ctx_n_past(c);
     int have_logits = start > 0 && logits_read(o.session, start, mi->n_vocab, logits) == 0;
 
-    int64_t nd = 0, nq = 0;
+    int64_t nd = 0, nq = 0, skip = 0, doc_base = lmk_ctx_n_regular(c);
+    char doc_path[PATH_MAX] = "";
     if (o.file) {
+        if (!realpath(o.file, doc_path))
+            snprintf(doc_path, sizeof doc_path, "%s", o.file);
+        /* the same document after an interrupted prefill: continue where the session stops */
+        if (exists && st.pending[0] && !strcmp(st.pending, doc_path) &&
+            st.pending_base <= doc_base)
+            doc_base = st.pending_base;
         size_t len;
         if (!(text = read_file("run", o.file, &len)))
             goto out;
-        if (!(doc = tokenize(&o, m, text, len, start == 0, &nd)))
+        if (!(doc = tokenize(&o, m, text, len, doc_base == 0, &nd)))
             goto out;
         free(text);
         text = NULL;
     }
-    if (o.prompt && !(q = tokenize(&o, m, o.prompt, strlen(o.prompt), start == 0 && !nd, &nq)))
+    int fresh = o.file ? doc_base == 0 : start == 0;
+    if (o.prompt && !(q = tokenize(&o, m, o.prompt, strlen(o.prompt), fresh && !nd, &nq)))
         goto out;
-    if (start == 0 && want_bos(m)) { /* the document starts with BOS */
+    if (fresh && want_bos(m) && (nd || nq)) { /* the document starts with BOS */
         int32_t **first = nd ? &doc : &q;
         int64_t *fn = nd ? &nd : &nq;
         int32_t *b = malloc((size_t)(*fn + 1) * sizeof *b);
@@ -723,16 +745,31 @@ int lmk_cmd_run(int argc, char **argv)
         *first = b;
         (*fn)++;
     }
-    double t0 = now_s();
-    int64_t p0 = lmk_ctx_n_past(c);
-    if (nd) {
-        progress pg = {isatty(2), t0, 0, 0, nd, "prefill"};
-        lmk_attend_opts a = attend_opts(&o, o.prefill_chunkwise);
-        lmk_ctx_set_attend(c, &a);
-        if (feed_all(&o, c, doc, nd, logits, &pg)) {
-            state_write(&o, o.session, model_path, m, NULL, 0);
+    if (o.file) {
+        skip = lmk_ctx_n_regular(c) - doc_base;
+        if (skip > nd) {
+            lmk_cli_error("run", "the session holds more of %s than the file has (%lld > %lld "
+                          "tokens): was the file changed?", o.file, (long long)skip,
+                          (long long)nd);
             goto out;
         }
+        if (skip > 0)
+            fprintf(stderr, "landmark run: resuming %s after the %lld tokens already in the "
+                    "session\n", o.file, (long long)skip);
+        int wrc = state_write(&o, o.session, model_path, m, NULL, 0, doc_path, doc_base);
+        if (wrc) {
+            lmk_cli_error("run", "cannot write %s/model-run.txt: %s", o.session, strerror(wrc));
+            goto out;
+        }
+    }
+    double t0 = now_s();
+    int64_t p0 = lmk_ctx_n_past(c);
+    if (nd - skip > 0) {
+        progress pg = {isatty(2), t0, 0, 0, nd - skip, "prefill"};
+        lmk_attend_opts a = attend_opts(&o, o.prefill_chunkwise);
+        lmk_ctx_set_attend(c, &a);
+        if (feed_all(&o, c, doc + skip, nd - skip, logits, &pg))
+            goto out; /* the pending record lets a rerun resume */
         have_logits = 1;
     }
     if (nq) {
@@ -741,13 +778,13 @@ int lmk_cmd_run(int argc, char **argv)
         lmk_ctx_set_attend(c, &a);
         progress pg = {isatty(2) && nq > 4096, now_s(), 0, 0, nq, "prompt"};
         if (feed_all(&o, c, q, nq, logits, &pg)) {
-            state_write(&o, o.session, model_path, m, NULL, 0);
+            state_write(&o, o.session, model_path, m, NULL, 0, NULL, 0);
             goto out;
         }
         have_logits = 1;
     }
     double t1 = now_s();
-    int64_t prefilled = nd + nq, positions = lmk_ctx_n_past(c) - p0;
+    int64_t prefilled = nd - skip + nq, positions = lmk_ctx_n_past(c) - p0;
     if (o.generate > 0 && !have_logits) {
         lmk_cli_error("run", "nothing to continue from: give --prompt (the session has no "
                       "saved prediction)");
@@ -775,7 +812,7 @@ int lmk_cmd_run(int argc, char **argv)
     if (gen > 0)
         fputc('\n', stdout);
     double t2 = now_s();
-    int wrc = state_write(&o, o.session, model_path, m, logits, lmk_ctx_n_past(c));
+    int wrc = state_write(&o, o.session, model_path, m, logits, lmk_ctx_n_past(c), NULL, 0);
     if (wrc)
         lmk_cli_error("run", "could not save the session's run state: %s", strerror(wrc));
     if (prefilled)

@@ -84,6 +84,27 @@ tok3=$("$LMK" info "$TMP/s2" --json 2>/dev/null | sed -n 's/.*"tokens": \([0-9]*
 # the key frame is part of the fingerprint too
 expect 1 "not written by this model" -- "$LMK" run --session "$TMP/s2" --pos original --prompt x
 
+# an interrupted prefill (SIGINT, then SIGKILL) resumes where the session stops
+head -c 12000 "$KJV" >"$TMP/big.txt"
+"$LMK" run --model "$F32" --session "$TMP/s4" --file "$TMP/big.txt" -t 2 >/dev/null 2>&1 ||
+    fail "run (whole document)"
+want=$("$LMK" info "$TMP/s4" --json 2>/dev/null | sed -n 's/.*"tokens": \([0-9]*\).*/\1/p')
+for sig in INT KILL; do
+    rm -rf "$TMP/s3"
+    (timeout -s $sig 2 "$LMK" run --model "$F32" --session "$TMP/s3" --file "$TMP/big.txt" \
+        --piece 256 -t 2 >/dev/null 2>"$TMP/i.err") 2>/dev/null
+    rc=$?
+    "$LMK" run --session "$TMP/s3" --file "$TMP/big.txt" --piece 256 -t 2 >/dev/null \
+        2>"$TMP/r.err" || fail "resume after SIG$sig: $(cat "$TMP/r.err")"
+    if [ $rc = 0 ]; then
+        echo "NOTICE: the prefill finished before SIG$sig; resume not exercised"
+    else
+        grep -q "resuming" "$TMP/r.err" || fail "no resume after SIG$sig: $(cat "$TMP/r.err")"
+    fi
+    got=$("$LMK" info "$TMP/s3" --json 2>/dev/null | sed -n 's/.*"tokens": \([0-9]*\).*/\1/p')
+    [ "$got" = "$want" ] || fail "after SIG$sig and resume: $got tokens, want $want"
+done
+
 # ---- passkey: the JSON keys, and a short run that should pass ----
 "$LMK" passkey --model "$F32" --tokens 800 --trials 3 --haystack "$KJV" --json -t 2 \
     >"$TMP/pk.json" 2>"$TMP/pk.err" || fail "passkey: $(cat "$TMP/pk.err")"
