@@ -569,7 +569,9 @@ struct lmk_ctx {
     int64_t n_past;
     int n_thr;             /* threads scratch was sized for */
     /* scratch (chunk rows) */
-    float *x, *xn, *q, *k, *v, *att_out, *hg, *hu, *lg;
+    float *x, *xn, *q, *k, *v, *att_out, *hg, *hu;
+    float *lg;             /* (lg_rows, n_vocab), grown to the most logit rows asked for */
+    int lg_rows;
     int32_t *ids;
     int *lrow;             /* chunk rows whose logits are wanted */
     int64_t *ldst;         /* and where they go */
@@ -732,7 +734,6 @@ LMK_API int lmk_ctx_open(lmk_model *m, const lmk_ctx_opts *opts, lmk_ctx **out, 
     c->att_out = malloc((size_t)C * nq * sizeof(float));
     c->hg = malloc((size_t)C * H->n_ff * sizeof(float));
     c->hu = malloc((size_t)C * H->n_ff * sizeof(float));
-    c->lg = malloc((size_t)C * H->n_vocab * sizeof(float));
     c->ids = malloc((size_t)C * sizeof(int32_t));
     c->lrow = malloc((size_t)C * sizeof(int));
     c->ldst = malloc((size_t)C * sizeof(int64_t));
@@ -743,7 +744,7 @@ LMK_API int lmk_ctx_open(lmk_model *m, const lmk_ctx_opts *opts, lmk_ctx **out, 
     int64_t maxcols = E > H->n_ff ? E : H->n_ff;
     if (nq > maxcols)
         maxcols = nq;
-    int ok = c->x && c->xn && c->q && c->k && c->v && c->att_out && c->hg && c->hu && c->lg &&
+    int ok = c->x && c->xn && c->q && c->k && c->v && c->att_out && c->hg && c->hu &&
              c->ids && c->lrow && c->ldst && c->tile && c->sc && c->sc_cap;
     for (int i = 0; ok && i < c->n_thr; i++)
         ok = (c->tile[i] = malloc((size_t)TILE_ROWS * maxcols * sizeof(float))) != NULL;
@@ -974,6 +975,13 @@ static int forward(lmk_ctx *c, const int32_t *ids, int64_t n, int n_out, float *
     int rc;
     if (c->o.backend == LMK_ATTN_DENSE && (rc = dense_reserve(c, c->n_past + n)) != 0)
         return rc;
+    if (n_out > c->lg_rows) {
+        float *lg = realloc(c->lg, (size_t)n_out * H->n_vocab * sizeof(float));
+        if (!lg)
+            return set_err(c->err, sizeof c->err, ENOMEM, "out of memory for logits");
+        c->lg = lg;
+        c->lg_rows = n_out;
+    }
     double t0 = now_s(), ta = 0;
     for (int64_t i = 0; i < n; i++)
         lmk_gguf_tensor_rows_f32(m->embd.t, ids[i], 1, c->x + i * E);
