@@ -127,11 +127,16 @@ __attribute__((target("f16c,avx"))) static void f16_to_f32_f16c(const uint16_t *
     for (; i < n; i++)
         dst[i] = lmk_f16_to_f32(src[i]);
 }
+#include <cpuid.h>
 static int have_f16c(void)
 {
+    /* cpuid directly: not every compiler's __builtin_cpu_supports knows "f16c" */
     static int cached = -1;
-    if (cached < 0)
-        cached = __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx");
+    if (cached < 0) {
+        unsigned a, b, c, d;
+        cached = __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C) && (c & bit_AVX) &&
+                 (c & bit_OSXSAVE) && __builtin_cpu_supports("avx");
+    }
     return cached;
 }
 #else
