@@ -60,12 +60,18 @@ static void geometry(const lmk_session *s, int64_t T, int64_t nq, const lmk_atte
     }
 }
 
+/* Eight independent partial sums so the compiler can vectorize without reassociating. */
 static float dot(const float *a, const float *b, int n)
 {
-    float acc = 0;
-    for (int i = 0; i < n; i++)
-        acc += a[i] * b[i];
-    return acc;
+    float acc[8] = {0};
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++)
+            acc[j] += a[i + j] * b[i + j];
+    float s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    for (; i < n; i++)
+        s += a[i] * b[i];
+    return s;
 }
 
 static int cmp_i64(const void *a, const void *b)
@@ -318,7 +324,7 @@ static size_t work_bytes(const lmk_session *s, const lmk_attend_opts *o, int64_t
            ms * (sizeof(int64_t) + 2 * sizeof(void *) + sizeof(float)) +
            (L + 1) * sizeof(int64_t) +
            ((rotating ? max_tok + ms * (L + 1) : 0) + 2) * D * sizeof(float) +
-           (L + 2) * sizeof(float) + 16 * 64;
+           (ms + 1) * (L + 1) * sizeof(float) + 16 * 64;
 }
 
 #define CARVE(type, name, count)                                                        \
@@ -352,7 +358,7 @@ static void attend_one(const actx *a, int64_t i, int h, const float *q, float *o
     CARVE(int64_t, bpos, L + 1);
     CARVE(float, rot, rotating ? (a->max_tok + (size_t)a->max_sel * (L + 1)) * D : 1);
     CARVE(float, qr, D);
-    CARVE(float, bsc, L + 1);
+    CARVE(float, bsc, ((size_t)a->max_sel + 1) * (L + 1)); /* block scores, (nb, L) */
 
     /* retrieved blocks, in original order (slot order) */
     int nb = a->nsel[i * s->n_heads + h];
@@ -429,16 +435,19 @@ static void attend_one(const actx *a, int64_t i, int h, const float *q, float *o
         gate[j] = scale * dot(qr, lm, D);
     }
 
+    /* scores of every regular row of the retrieved blocks: one product per block */
+    for (int j = 0; j < nb && rows_per_block > 0; j++)
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, rows_per_block, D, scale, bk[j], D, qr, 1,
+                    0.0f, bsc + (size_t)j * L, 1);
+
     memset(out, 0, (size_t)D * 4);
+    double z = 0;
     if (o->mode == LMK_MODE_UNION) {
         /* one softmax over tokens and every regular row of the retrieved blocks */
         for (int j = 0; j < nb; j++)
-            for (int r = 0; r < rows_per_block; r++) {
-                float sc = scale * dot(qr, bk[j] + (size_t)r * D, D);
-                if (sc > m)
-                    m = sc;
-            }
-        double z = 0;
+            for (int r = 0; r < rows_per_block; r++)
+                if (bsc[(size_t)j * L + r] > m)
+                    m = bsc[(size_t)j * L + r];
         for (int64_t t = 0; t < nt; t++) {
             float e = expf(esc[t] - m);
             z += e;
@@ -446,48 +455,44 @@ static void attend_one(const actx *a, int64_t i, int h, const float *q, float *o
                 out[d] += e * ev[t][d];
         }
         for (int j = 0; j < nb; j++) {
+            float *sc = bsc + (size_t)j * L;
+            for (int r = 0; r < rows_per_block; r++) {
+                sc[r] = expf(sc[r] - m);
+                z += sc[r];
+            }
+            if (rows_per_block > 0)
+                cblas_sgemv(CblasRowMajor, CblasTrans, rows_per_block, D, 1.0f, bv[j], D, sc, 1,
+                            1.0f, out, 1);
+        }
+    } else {
+        /* grouped: shared softmax over tokens and gates; each block's own softmax inside */
+        for (int j = 0; j < nb; j++)
+            if (gate[j] > m)
+                m = gate[j];
+        for (int64_t t = 0; t < nt; t++) {
+            float e = expf(esc[t] - m);
+            z += e;
+            for (int d = 0; d < D; d++)
+                out[d] += e * ev[t][d];
+        }
+        for (int j = 0; j < nb; j++) {
+            float pg = expf(gate[j] - m);
+            z += pg;
+            if (rows_per_block == 0)
+                continue;
+            float *sc = bsc + (size_t)j * L;
+            float mb = -INFINITY;
             for (int r = 0; r < rows_per_block; r++)
-                bsc[r] = expf(scale * dot(qr, bk[j] + (size_t)r * D, D) - m);
-            for (int r = 0; r < rows_per_block; r++)
-                z += bsc[r];
-            cblas_sgemv(CblasRowMajor, CblasTrans, rows_per_block, D, 1.0f, bv[j], D, bsc, 1,
-                        1.0f, out, 1);
+                if (sc[r] > mb)
+                    mb = sc[r];
+            double zb = 0;
+            for (int r = 0; r < rows_per_block; r++) {
+                sc[r] = expf(sc[r] - mb);
+                zb += sc[r];
+            }
+            cblas_sgemv(CblasRowMajor, CblasTrans, rows_per_block, D, (float)(pg / zb), bv[j], D,
+                        sc, 1, 1.0f, out, 1);
         }
-        float inv = (float)(1.0 / z);
-        for (int d = 0; d < D; d++)
-            out[d] *= inv;
-        return;
-    }
-    /* grouped: shared softmax over tokens and gates; each block's own softmax inside */
-    for (int j = 0; j < nb; j++)
-        if (gate[j] > m)
-            m = gate[j];
-    double z = 0;
-    for (int64_t t = 0; t < nt; t++) {
-        float e = expf(esc[t] - m);
-        z += e;
-        for (int d = 0; d < D; d++)
-            out[d] += e * ev[t][d];
-    }
-    for (int j = 0; j < nb; j++) {
-        float pg = expf(gate[j] - m);
-        z += pg;
-        if (rows_per_block == 0)
-            continue;
-        float mb = -INFINITY;
-        for (int r = 0; r < rows_per_block; r++) {
-            bsc[r] = scale * dot(qr, bk[j] + (size_t)r * D, D);
-            if (bsc[r] > mb)
-                mb = bsc[r];
-        }
-        double zb = 0;
-        for (int r = 0; r < rows_per_block; r++) {
-            bsc[r] = expf(bsc[r] - mb);
-            zb += bsc[r];
-        }
-        float wgt = (float)(pg / zb);
-        cblas_sgemv(CblasRowMajor, CblasTrans, rows_per_block, D, wgt, bv[j], D, bsc, 1, 1.0f,
-                    out, 1);
     }
     float inv = (float)(1.0 / z);
     for (int d = 0; d < D; d++)

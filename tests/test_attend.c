@@ -372,6 +372,13 @@ static int random_config_test(uint64_t seed0, int iters)
             if (!(e <= 1e-5))
                 fprintf(stderr, "iter %d: top_k %d, max err %g\n", it, o.top_k, e);
             CHECK(e <= 1e-5);
+            /* chunk retrieval: one ranked set per head for all queries; each query's
+             * output must still be the reference over the set it was given */
+            o.retrieve = LMK_RETRIEVE_CHUNK;
+            e = check_against_ref(s, &c, layer, nq, q, &o, nq == 1);
+            if (!(e <= 1e-5))
+                fprintf(stderr, "iter %d: chunk retrieval top_k %d, max err %g\n", it, o.top_k, e);
+            CHECK(e <= 1e-5);
         }
         free(q);
         free(k);

@@ -1,0 +1,40 @@
+/* landmark — storage internals exposed to the module's own tests and fuzzers only.
+ *
+ * Not part of the public API: nothing outside storage/ and tests/ may include this. The
+ * symbols are hidden (the build uses -fvisibility=hidden) but linkable from the static
+ * library.
+ */
+#ifndef LMK_STORE_INTERNAL_H
+#define LMK_STORE_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* CRC-32C, table-driven software version; same contract as lmk_crc32c(). */
+uint32_t lmk_store_crc32c_sw(uint32_t crc, const void *data, size_t len);
+/* CRC-32C with the SSE4.2 crc32 instruction. Only call when lmk_store_crc32c_hw_ok(). */
+uint32_t lmk_store_crc32c_hw(uint32_t crc, const void *data, size_t len);
+/* 1 when this CPU (and build) has the crc32 instruction. */
+int lmk_store_crc32c_hw_ok(void);
+
+/* What the pre-open check learned from data.mdb's meta pages (the newer one). */
+typedef struct lmk_store_header_info {
+    uint32_t psize;     /* page size in bytes */
+    uint64_t last_pg;   /* last used page number */
+    uint64_t mapsize;   /* map size recorded by the last writer */
+    uint64_t txnid;     /* id of the last committed transaction */
+} lmk_store_header_info;
+
+/* Bytes of the file start that lmk_store_check_header() wants to see: two meta pages of
+ * the largest page size LMDB supports. */
+#define LMK_STORE_HEADER_BYTES (2u * 65536u)
+
+/* Sanity check of an LMDB data file before LMDB maps it (LMDB trusts its meta pages and
+ * can crash on a damaged or truncated file). `head` holds the first `n` bytes of the file
+ * (n = min(file_size, LMK_STORE_HEADER_BYTES)); `file_size` is the file's full size.
+ * Returns LMK_OK, LMK_ECORRUPT (not LMDB, damaged or truncated) or LMK_EVERSION, with a
+ * message in msg (capacity cap) on failure. `info` may be NULL. Pure: no I/O. */
+int lmk_store_check_header(const unsigned char *head, size_t n, uint64_t file_size,
+                           lmk_store_header_info *info, char *msg, size_t cap);
+
+#endif
