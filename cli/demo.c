@@ -15,6 +15,7 @@
 #include "lmk_dense.h"
 #include "lmk_session.h"
 #include "lmk_synth.h"
+#include "probe.h"
 
 #define CMD "demo"
 
@@ -217,6 +218,9 @@ int lmk_cmd_demo(int argc, char **argv)
     so.create = 1;
     so.n_threads = threads;
     so.log = log_cb;
+    /* an existing session is checked in a child first: a damaged file must not crash us */
+    if (!own_dir && lmk_cli_probe_session(CMD, dir, LMK_PROBE_WALK))
+        goto out;
     int rc = lmk_session_open(dir, &so, &s, msg, sizeof msg);
     if (rc == LMK_EMISMATCH) {
         /* an existing session with other settings: say which, keep it untouched */
