@@ -341,7 +341,8 @@ int lmk_cmd_demo(int argc, char **argv)
         progress("probes", p + 1, probes);
     }
 
-    /* dense attention over all tokens in RAM: the stored (dtype-rounded) values as f32 */
+    /* dense attention over all tokens in RAM, in the same dtype as the session (the stored,
+     * dtype-rounded values) and with the same number of threads (OpenBLAS) */
     float *kk = malloc((size_t)T * row * 4), *vv = malloc((size_t)T * row * 4);
     if (!kk || !vv) {
         free(kk);
@@ -351,7 +352,7 @@ int lmk_cmd_demo(int argc, char **argv)
     }
     for (int l = 0; l < NL; l++) {
         if ((rc = lmk_session_read_kv(s, l, 0, T, kk, vv)) ||
-            (rc = lmk_dense_create(H, D, NH, T, &dense[l])) ||
+            (rc = lmk_dense_create(H, D, NH, dtype, T, &dense[l])) ||
             (rc = lmk_dense_append(dense[l], T, kk, vv))) {
             lmk_cli_error(CMD, "building the dense baseline: %s",
                           rc > 0 ? strerror(rc) : lmk_session_errmsg(s));

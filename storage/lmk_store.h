@@ -41,7 +41,8 @@ typedef enum {
 
 typedef struct lmk_store_opts {
     int read_only;        /* 1: open read-only (no lock taken, may run beside a writer) */
-    int create;           /* 1: create the directory and environment if missing */
+    int create;           /* 1: create the directory and environment if missing (default 0;
+                             LMK_EINVAL together with read_only) */
     lmk_sync_mode sync;   /* default LMK_SYNC_NOMETA */
     uint64_t map_size;    /* initial map size in bytes; 0 = default (64 GiB, sparse) */
     int verify_reads;     /* 1 (default): check checksums on get/scan */
@@ -78,7 +79,7 @@ int lmk_store_open(const char *dir, const lmk_store_opts *opts, lmk_store **out,
                    char *errmsg, size_t errmsg_cap);
 
 /* Aborts any pending batch, ends any read, closes the environment, releases the lock.
- * Accepts NULL. Does not sync in LMK_SYNC_NONE mode unless lmk_store_sync() was called. */
+ * Accepts NULL. In LMK_SYNC_NONE mode it syncs first (mdb_env_sync forced). */
 void lmk_store_close(lmk_store *s);
 
 /* Message of the last failure on this handle; never NULL; valid until the next call. */

@@ -1,11 +1,15 @@
 /* Tests of the storage module: checksums, round trips, batches, scans, snapshots, damage
- * detection, map growth, locking between processes, copies and failed writes. */
+ * detection, map growth, locking between processes, copies, and failed writes (file size
+ * limit, injected ENOSPC/EIO, address-space limit). Forked children stand in for other
+ * processes. */
+#include <dlfcn.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <sys/file.h>
 #include <sys/resource.h>
 #include <sys/time.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
 #include <time.h>
 
@@ -50,6 +54,11 @@ static void fill_value(unsigned char *buf, size_t len, const lmk_key *k, uint64_
             buf[i + j] = (unsigned char)(r >> (8 * j));
     }
 }
+
+static int fill_store(lmk_store *s, uint16_t layer, uint64_t first, uint64_t count, size_t vlen,
+                      uint64_t salt);
+static int check_store(lmk_store *s, uint16_t layer, uint64_t first, uint64_t count, size_t vlen,
+                       uint64_t salt);
 
 static int open_store(const char *dir, int create, int ro, uint64_t map_size, lmk_store **s)
 {
@@ -127,6 +136,24 @@ static int test_crc(void)
         CHECK(lmk_crc32c(lmk_crc32c(seed, buf + off, cut), buf + off + cut, len - cut) == want);
     }
     free(buf);
+    /* Long inputs (the hardware path joins three lanes of 512 bytes): a few lengths
+     * around strip boundaries and one of ~1 MiB, against the software version. */
+    unsigned char *lb = malloc((1 << 20) + 64);
+    REQUIRE(lb);
+    for (size_t i = 0; i < (1 << 20) + 64; i++)
+        lb[i] = (unsigned char)lmk_test_rand(&st);
+    static const size_t long_lens[] = {1535, 1536, 1537, 3071, 3072, 3073, 4607, 32768,
+                                       32768 + 4, (1 << 20) + 37};
+    for (size_t i = 0; i < sizeof long_lens / sizeof long_lens[0]; i++) {
+        size_t off = i % 9;
+        uint32_t want = lmk_store_crc32c_sw(0x1234u, lb + off, long_lens[i]);
+        if (i < 3)
+            CHECK(crc_ref(0x1234u, lb + off, long_lens[i]) == want);
+        if (hw)
+            CHECK(lmk_store_crc32c_hw(0x1234u, lb + off, long_lens[i]) == want);
+        CHECK(lmk_crc32c(0x1234u, lb + off, long_lens[i]) == want);
+    }
+    free(lb);
 
     /* Throughput, for the report (1 MiB, a few rounds). */
     size_t big = 1 << 20;
@@ -261,6 +288,21 @@ static int test_roundtrip(void)
 
     lmk_store_close(s);
     lmk_store_close(NULL); /* accepted */
+
+    /* Cold reads (file evicted from the page cache): multi-page values take the
+     * read-hint path of a slow lookup and must come back the same. */
+    REQUIRE_OK(open_store(dir, 0, 0, 0, &s));
+    REQUIRE_OK(fill_store(s, 7, 0, 48, 32768, 1));
+    lmk_store_close(s);
+    char path[600];
+    snprintf(path, sizeof path, "%s/data.mdb", dir);
+    int fd = open(path, O_RDONLY);
+    REQUIRE(fd >= 0);
+    CHECK(posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED) == 0);
+    close(fd);
+    REQUIRE_OK(open_store(dir, 0, 1, 0, &s));
+    CHECK(check_store(s, 7, 0, 48, 32768, 1) == 0);
+    lmk_store_close(s);
     free(val);
     free(out);
     if (!lmk_test_failures)
@@ -903,7 +945,7 @@ static int open_rc(const char *dir, int ro, char *msg, size_t cap)
 
 static int test_bad_files(void)
 {
-    char dir[512], good[600], path[700], msg[512];
+    char dir[512], good[600], path[700], msg[512], gpath0[700];
     lmk_test_dir(dir, sizeof dir, "store-bad");
     snprintf(path, sizeof path, "%s/data.mdb", dir);
     snprintf(good, sizeof good, "%s-good", dir);
@@ -925,6 +967,8 @@ static int test_bad_files(void)
     REQUIRE(mkdir(dir, 0755) == 0);
     CHECK_RC(open_rc(dir, 0, msg, sizeof msg), LMK_ENOTFOUND); /* dir without data.mdb */
     CHECK_RC(open_rc(dir, 1, msg, sizeof msg), LMK_ENOTFOUND);
+    snprintf(gpath0, sizeof gpath0, "%s/landmark.lock", dir);
+    CHECK(access(gpath0, F_OK) != 0); /* nothing created in a directory without a store */
 
     /* A real data file to damage. */
     REQUIRE_OK(open_store(good, 1, 0, 0, &s));
@@ -1231,6 +1275,107 @@ static int test_write_failure(void)
     return 0;
 }
 
+/* Write-error injection: this program's own pwrite()/writev() take the place of libc's for
+ * the (dynamically linked) LMDB library, so a commit can meet ENOSPC on its data pages or
+ * EIO on its meta page, as on a full or failing disk. */
+enum { INJECT_NONE, INJECT_DATA_ENOSPC, INJECT_META_EIO };
+static _Atomic int inject_mode;
+static _Atomic long pwrite_calls;
+#define META_END 8192 /* two 4 KiB meta pages (checked in test_bad_files) */
+
+/* Named through an asm label: with _FILE_OFFSET_BITS=64 the header maps pwrite to
+ * pwrite64, but LMDB (built without it on 64-bit) calls plain pwrite. */
+__attribute__((visibility("default"))) ssize_t inject_pwrite(int fd, const void *buf, size_t n,
+                                                             off_t off) __asm__("pwrite");
+__attribute__((visibility("default"))) ssize_t inject_pwrite(int fd, const void *buf, size_t n,
+                                                             off_t off)
+{
+    static ssize_t (*real)(int, const void *, size_t, off_t);
+    if (!real)
+        real = (ssize_t(*)(int, const void *, size_t, off_t))dlsym(RTLD_NEXT, "pwrite");
+    pwrite_calls++;
+    int mode = inject_mode;
+    if ((mode == INJECT_DATA_ENOSPC && off >= META_END) ||
+        (mode == INJECT_META_EIO && off < META_END)) {
+        errno = mode == INJECT_DATA_ENOSPC ? ENOSPC : EIO;
+        return -1;
+    }
+    return real(fd, buf, n, off);
+}
+
+__attribute__((visibility("default"))) ssize_t writev(int fd, const struct iovec *iov, int cnt)
+{
+    static ssize_t (*real)(int, const struct iovec *, int);
+    if (!real)
+        real = (ssize_t(*)(int, const struct iovec *, int))dlsym(RTLD_NEXT, "writev");
+    if (inject_mode == INJECT_DATA_ENOSPC && lseek(fd, 0, SEEK_CUR) >= META_END) {
+        errno = ENOSPC;
+        return -1;
+    }
+    return real(fd, iov, cnt);
+}
+
+static int test_injected_write_errors(void)
+{
+    char dir[512];
+    lmk_test_dir(dir, sizeof dir, "store-inject");
+    lmk_store *s;
+    REQUIRE_OK(open_store(dir, 1, 0, 0, &s));
+    long before = pwrite_calls;
+    REQUIRE_OK(fill_store(s, 0, 0, 50, 3000, 13));
+    if (pwrite_calls == before) {
+        printf("  injected write errors: skipped (LMDB does not call this pwrite)\n");
+        lmk_store_close(s);
+        lmk_test_rmdir(dir);
+        return 0;
+    }
+    /* ENOSPC on data pages: the error comes back as ENOSPC, nothing is applied, the
+     * batch stays pending and commits once space is back. */
+    inject_mode = INJECT_DATA_ENOSPC;
+    unsigned char v[20000];
+    REQUIRE_OK(lmk_store_batch_begin(s));
+    for (uint64_t i = 0; i < 20; i++) {
+        lmk_key k = K(LMK_KEY_BLOCK, 1, (uint16_t)(i % 4), i); /* as check_store() */
+        fill_value(v, sizeof v, &k, 13);
+        REQUIRE_OK(lmk_store_put(s, &k, v, sizeof v));
+    }
+    lmk_key k1 = K(LMK_KEY_BLOCK, 1, 0, 0);
+    REQUIRE_OK(lmk_store_put(s, &k1, "x", 1)); /* then replaced by the full value again */
+    fill_value(v, sizeof v, &k1, 13);
+    REQUIRE_OK(lmk_store_put(s, &k1, v, sizeof v));
+    CHECK_RC(lmk_store_batch_commit(s), ENOSPC);
+    printf("  injected ENOSPC: %s\n", lmk_store_errmsg(s));
+    CHECK_RC(lmk_store_batch_commit(s), ENOSPC);
+    size_t len;
+    CHECK_RC(lmk_store_get(s, &k1, v, sizeof v, &len), LMK_ENOTFOUND);
+    CHECK(check_store(s, 0, 0, 50, 3000, 13) == 0);
+    inject_mode = INJECT_NONE;
+    REQUIRE_OK(lmk_store_batch_commit(s));
+    CHECK(check_store(s, 1, 0, 20, 20000, 13) == 0);
+
+    /* EIO on the meta page write: LMDB marks its environment failed (every later
+     * transaction would get MDB_PANIC); the store re-opens it and goes on. */
+    inject_mode = INJECT_META_EIO;
+    int rc = fill_store(s, 2, 0, 10, 500, 13);
+    inject_mode = INJECT_NONE;
+    CHECK_RC(rc, EIO);
+    printf("  injected EIO on the meta page: %s\n", lmk_store_errmsg(s));
+    lmk_key k2 = K(LMK_KEY_BLOCK, 2, 0, 0);
+    CHECK_RC(lmk_store_get(s, &k2, v, sizeof v, &len), LMK_ENOTFOUND);
+    CHECK(check_store(s, 1, 0, 20, 20000, 13) == 0);
+    REQUIRE_OK(lmk_store_batch_commit(s)); /* the pending batch, on the new environment */
+    CHECK(check_store(s, 2, 0, 10, 500, 13) == 0);
+    lmk_store_close(s);
+    REQUIRE_OK(open_store(dir, 0, 1, 0, &s));
+    CHECK(check_store(s, 0, 0, 50, 3000, 13) == 0);
+    CHECK(check_store(s, 1, 0, 20, 20000, 13) == 0);
+    CHECK(check_store(s, 2, 0, 10, 500, 13) == 0);
+    lmk_store_close(s);
+    if (!lmk_test_failures)
+        lmk_test_rmdir(dir);
+    return 0;
+}
+
 /* The map cannot grow (address-space limit): LMK_EMAPFULL, batch pending, store usable. */
 static int test_map_growth_failure(void)
 {
@@ -1315,6 +1460,7 @@ int main(void)
         {"copy", test_copy},
         {"sync_modes", test_sync_modes},
         {"write_failure", test_write_failure},
+        {"injected_write_errors", test_injected_write_errors},
         {"map_growth_failure", test_map_growth_failure},
     };
     for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {
