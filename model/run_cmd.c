@@ -44,7 +44,7 @@ typedef struct {
     long long fixed_distance;
     double temp;
     unsigned long long seed;
-    int pos, mode, next_from, prefill_chunkwise, dtype, retrieve;
+    int pos, mode, next_from, prefill_chunkwise, dtype, retrieve, durability;
     /* which were given on the command line */
     int g_generate, g_top_k, g_recent, g_sink, g_local, g_pos, g_mode, g_next, g_fixed;
 } run_opts;
@@ -70,6 +70,7 @@ static void opts_init(run_opts *o, const char *cmd)
     o->prefill_chunkwise = 1;
     o->dtype = LMK_DTYPE_F16;
     o->retrieve = LMK_RETRIEVE_QHEAD;
+    o->durability = LMK_DURABLE_NOMETA;
     o->index = "Flat";
 }
 
@@ -98,6 +99,9 @@ static const char k_common_help[] =
     "  --piece N             tokens between interrupt checks and progress updates (8192)\n"
     "  --index SPEC          FAISS index of new sessions (default Flat)\n"
     "  --dtype f16|f32       storage of new sessions (default f16)\n"
+    "  --durability full|nometa|none   fsync policy of `run` sessions (default nometa: a\n"
+    "                        power loss may undo the last append; none: no fsync until the\n"
+    "                        end of the run, much faster decoding)\n"
     "  -t, --threads N       threads (default: all cores)\n";
 
 /* Returns 0 ok, 1 help printed, 2 usage error. */
@@ -206,6 +210,11 @@ static int parse_opts(run_opts *o, int argc, char **argv, const char *usage)
         } else if (IS("--prefill-retrieve")) {
             o->prefill_chunkwise = !strcmp(v, "chunk") ? 1 : !strcmp(v, "token") ? 0 : -1;
             bad = o->prefill_chunkwise < 0;
+        } else if (IS("--durability")) {
+            o->durability = !strcmp(v, "full") ? LMK_DURABLE_FULL
+                            : !strcmp(v, "nometa") ? LMK_DURABLE_NOMETA
+                            : !strcmp(v, "none") ? LMK_DURABLE_NONE : -1;
+            bad = o->durability < 0;
         } else if (IS("--dtype")) {
             o->dtype = !strcmp(v, "f16") ? LMK_DTYPE_F16 : !strcmp(v, "f32") ? LMK_DTYPE_F32 : -1;
             bad = o->dtype < 0;
@@ -578,6 +587,7 @@ static lmk_session *open_run_session(const run_opts *o, const lmk_model *m, cons
     lmk_model_session_opts(m, (lmk_pos_kind)o->pos, o->block_len, &so, fp);
     so.create = create;
     so.n_threads = o->threads;
+    so.durability = (lmk_durability)o->durability;
     so.log = session_log;
     so.log_ud = (void *)o->cmd;
     if (create) {
@@ -828,6 +838,8 @@ int lmk_cmd_run(int argc, char **argv)
     rc = g_interrupted ? 1 : 0;
 out:
     lmk_ctx_free(c);
+    if (s && o.durability == LMK_DURABLE_NONE && lmk_session_sync(s)) /* none: sync once here */
+        lmk_cli_error("run", "syncing the session: %s", lmk_session_errmsg(s));
     lmk_session_close(s);
     lmk_model_close(m);
     free(logits);
