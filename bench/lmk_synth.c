@@ -18,8 +18,9 @@
  * so never block 0 and never the last block of a span (a stream cut at a span boundary
  * still has its last needle sealed). Every token of a needle block, the last one included,
  * gets the needle term, so a landmark token (LMK_LANDMARK_TOKEN) carries it too.
- * needle_gain 12 and probe_gain 30 make exact top-8 search over mean landmarks find every
- * needle while ANN recall stays at the level measured on real landmarks (README).
+ * Needle directions follow the keys' covariance (U diag(sigma) z, normalized). needle_gain
+ * 20 and probe_gain 20 make exact top-8 search over mean landmarks find every needle while
+ * ANN recall stays at or below the level measured on real landmarks (README).
  */
 #include "lmk_synth.h"
 
@@ -49,8 +50,8 @@
 #define QUERY_MEAN_RATIO 2.0
 #define QUERY_MEAN_COS (-0.5)
 #define VALUE_MARKER 4.0
-#define DEFAULT_NEEDLE_GAIN 12.0f
-#define DEFAULT_PROBE_GAIN 30.0f
+#define DEFAULT_NEEDLE_GAIN 20.0f
+#define DEFAULT_PROBE_GAIN 20.0f
 
 /* Stream tags: every kind of random draw hashes its own tag, so streams never overlap. */
 enum {
@@ -302,12 +303,25 @@ LMK_API int lmk_synth_n_needles(const lmk_synth *g, int64_t n_tokens)
     return n > 0x7fffffff ? 0x7fffffff : (int)n;
 }
 
-/* Unit direction of needle `span` at (layer, kv head) in key space. */
+/* Unit direction of needle `span` at (layer, kv head) in key space, drawn from the keys'
+ * own shape (U diag(sigma) z, normalized): a needle is an extreme block along a direction
+ * the keys vary in, not an outlier in a direction no other key takes, which no index
+ * built on the keys' distribution could find but by chance. */
 static void needle_dir(const lmk_synth *g, int layer, int kvh, int64_t span, float *u)
 {
+    int d = g->d;
+    float z[SYNTH_MAX_DIM];
     normals(key5(g->cfg.seed, TAG_NEEDLE_DIR, (uint64_t)layer, (uint64_t)kvh, (uint64_t)span),
-            g->d, u);
-    normalize(u, g->d);
+            d, z);
+    const float *B = g->key_basis + ((size_t)layer * g->cfg.n_kv_heads + kvh) * d * d;
+    memset(u, 0, d * sizeof(float));
+    for (int j = 0; j < d; j++) {
+        float c = z[j] * g->key_sigma[j];
+        const float *b = B + (size_t)j * d;
+        for (int i = 0; i < d; i++)
+            u[i] += c * b[i];
+    }
+    normalize(u, d);
 }
 
 static void needle_value_dir(const lmk_synth *g, int layer, int kvh, int64_t span, float *u)
