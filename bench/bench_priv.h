@@ -59,6 +59,7 @@ typedef struct bench_run {
     double kv_bytes;     /* K/V bytes of the session in its dtype */
     int64_t blocks;      /* sealed blocks per (layer, KV head) */
     int n_needles;
+    double wall_s;       /* the whole run, up to the report */
 } bench_run;
 
 void bench_print_table(FILE *f, const bench_cfg *c, const bench_run *r, const bench_dense *d,

@@ -321,8 +321,8 @@ static int load_hparams(lmk_model *m, const lmk_model_opts *o, char *err, size_t
     if (rc == LMK_ENOTFOUND)
         v = (uint32_t)H->n_heads;
     else if (rc)
-        return set_err(err, cap, LMK_EUNSUPPORTED, "%s (per-layer KV head counts are not "
-                       "supported)", err);
+        return set_err(err, cap, LMK_EUNSUPPORTED, "%s.attention.head_count_kv is not one "
+                       "integer (per-layer KV head counts are not supported)", H->arch);
     H->n_kv_heads = (int)v;
     if (H->n_layers < 1 || H->n_layers > 4096 || H->n_embd < 2 || H->n_embd > (1 << 17) ||
         H->n_ff < 1 || H->n_ff > (1 << 20) || H->n_heads < 1 || H->n_heads > 4096 ||

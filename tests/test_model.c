@@ -28,11 +28,12 @@ typedef struct {
     const char *omit_tensor;
     uint32_t bad_type;     /* nonzero: blk.0.ffn_up stored raw with this type */
     uint64_t seed;
+    int kv_array;          /* head_count_kv as a per-layer array */
 } mcfg;
 
 static mcfg cfg_default(void)
 {
-    mcfg c = {"llama", 2, 64, 4, 2, 96, 0, LMK_GGML_F32, NULL, NULL, 0, 7};
+    mcfg c = {"llama", 2, 64, 4, 2, 96, 0, LMK_GGML_F32, NULL, NULL, 0, 7, 0};
     return c;
 }
 
@@ -71,7 +72,15 @@ static int write_model(const char *path, const mcfg *c)
     REQUIRE_OK(lmk_gguf_writer_add_u32(w, KEY("embedding_length"), (uint32_t)c->n_embd));
     REQUIRE_OK(lmk_gguf_writer_add_u32(w, KEY("feed_forward_length"), (uint32_t)c->n_ff));
     REQUIRE_OK(lmk_gguf_writer_add_u32(w, KEY("attention.head_count"), (uint32_t)c->n_heads));
-    REQUIRE_OK(lmk_gguf_writer_add_u32(w, KEY("attention.head_count_kv"), (uint32_t)c->n_kv));
+    if (c->kv_array) {
+        int32_t kv[64];
+        for (int l = 0; l < c->n_layers && l < 64; l++)
+            kv[l] = c->n_kv;
+        REQUIRE_OK(lmk_gguf_writer_add_array(w, KEY("attention.head_count_kv"), LMK_GGUF_I32,
+                                             (uint64_t)c->n_layers, kv));
+    } else {
+        REQUIRE_OK(lmk_gguf_writer_add_u32(w, KEY("attention.head_count_kv"), (uint32_t)c->n_kv));
+    }
     REQUIRE_OK(lmk_gguf_writer_add_f32(w, KEY("attention.layer_norm_rms_epsilon"), 1e-5f));
     REQUIRE_OK(lmk_gguf_writer_add_f32(w, KEY("rope.freq_base"), 10000.0f));
     REQUIRE_OK(lmk_gguf_writer_add_str(w, "tokenizer.ggml.model", "llama"));
@@ -540,6 +549,9 @@ static int test_model_errors(void)
     mc.n_ff = 256;
     mc.n_embd = 256;
     expect_open_error(&mc, LMK_EUNSUPPORTED, "Q4_K");
+    mc = cfg_default();
+    mc.kv_array = 1;
+    expect_open_error(&mc, LMK_EUNSUPPORTED, "head_count_kv");
     mc = cfg_default();
     mc.n_kv = 3; /* 4 heads are not a multiple of 3 KV heads */
     expect_open_error(&mc, LMK_EFORMAT, "hyperparameters");

@@ -183,7 +183,9 @@ static int test_needles_exact(void)
     REQUIRE(k && v && lm && vm && q && sc);
     int nn = lmk_synth_n_needles(g, T);
     REQUIRE(nn >= 15);
-    int64_t hits = 0, trials = 0;
+    int64_t hits = 0, trials = 0, dominant = 0;
+    double *att = malloc(T * sizeof(double));
+    REQUIRE(att);
     for (int layer = 0; layer < c.n_layers; layer++) {
         lmk_synth_kv(g, layer, 0, T, k, v);
         memset(lm, 0, (size_t)H * nb * D * 4);
@@ -229,12 +231,31 @@ static int test_needles_exact(void)
                     above += sc[b] > sc[target];
                 hits += above < top_k;
                 trials++;
+                /* dense attention over every token puts its weight on the needle block */
+                double mx = -1e300, tot = 0, on = 0;
+                for (int64_t t = 0; t < T; t++) {
+                    double a = 0;
+                    for (int i = 0; i < D; i++)
+                        a += (double)q[qh * D + i] * k[t * row + h * D + i];
+                    att[t] = a / sqrt((double)D);
+                    mx = att[t] > mx ? att[t] : mx;
+                }
+                for (int64_t t = 0; t < T; t++) {
+                    double e = exp(att[t] - mx);
+                    tot += e;
+                    on += t / L == target ? e : 0;
+                }
+                dominant += on / tot > 0.9;
             }
         }
     }
     printf("needles found by exact top-%d: %lld / %lld\n", (int)top_k, (long long)hits,
            (long long)trials);
     CHECK(hits == trials);
+    printf("needle block holds > 90%% of dense attention: %lld / %lld\n", (long long)dominant,
+           (long long)trials);
+    CHECK(dominant >= trials * 95 / 100);
+    free(att);
     free(k);
     free(v);
     free(lm);
