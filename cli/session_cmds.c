@@ -108,6 +108,8 @@ int lmk_cmd_info(int argc, char **argv)
                in.format_version, (long long)in.tokens, (long long)in.blocks, in.n_layers,
                in.n_heads, in.n_kv_heads, in.head_dim, in.block_len, dt, lm);
         json_str(stdout, in.index_spec);
+        printf(", \"index_spec\": ");
+        json_str(stdout, in.index_spec);
         printf(", \"fingerprint\": ");
         json_str(stdout, in.fingerprint);
         printf(", \"disk_bytes\": %llu, \"data_digest\": \"%016llx\"}\n",
