@@ -31,7 +31,7 @@ if command -v clang >/dev/null; then
     -Dbuildtype=debugoptimized -Db_sanitize=address -Db_lundef=false >/dev/null
   step "build (fuzzers)" ninja -C build-fuzz -j "$jobs"
   for f in build-fuzz/tests/fuzz_*; do
-    [ -x "$f" ] || continue
+    [ -f "$f" ] && [ -x "$f" ] || continue
     mkdir -p "build-fuzz/corpus-$(basename "$f")"
     step "fuzz $(basename "$f") 30 s" "$f" -max_total_time=30 -rss_limit_mb=2048 \
       "build-fuzz/corpus-$(basename "$f")"

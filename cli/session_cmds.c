@@ -13,6 +13,7 @@
 
 #include "commands.h"
 #include "lmk_session.h"
+#include "probe.h"
 
 static void json_str(FILE *f, const char *s)
 {
@@ -88,7 +89,8 @@ int lmk_cmd_info(int argc, char **argv)
         return 2;
     }
     lmk_session *s = NULL;
-    if (open_existing("info", pos[0], 1, &s))
+    if (lmk_cli_probe_session("info", pos[0], LMK_PROBE_WALK) ||
+        open_existing("info", pos[0], 1, &s))
         return 1;
     lmk_session_info in;
     uint64_t dig = 0;
@@ -105,6 +107,8 @@ int lmk_cmd_info(int argc, char **argv)
                "\"dtype\": \"%s\", \"landmark\": \"%s\", \"index\": ",
                in.format_version, (long long)in.tokens, (long long)in.blocks, in.n_layers,
                in.n_heads, in.n_kv_heads, in.head_dim, in.block_len, dt, lm);
+        json_str(stdout, in.index_spec);
+        printf(", \"index_spec\": ");
         json_str(stdout, in.index_spec);
         printf(", \"fingerprint\": ");
         json_str(stdout, in.fingerprint);
@@ -145,7 +149,7 @@ static int verify_child(const char *dir, FILE *f)
     /* Bound the heap of a session of unknown health (mapped files do not count here). */
     struct rlimit rl;
     long pages = sysconf(_SC_PHYS_PAGES), psz = sysconf(_SC_PAGESIZE);
-    if (pages > 0 && psz > 0) {
+    if (pages > 0 && psz > 0 && !LMK_CLI_UNDER_ASAN) { /* ASan's shadow counts as data */
         rl.rlim_cur = rl.rlim_max = (rlim_t)pages * (rlim_t)psz / 2;
         setrlimit(RLIMIT_DATA, &rl);
     }
@@ -314,7 +318,8 @@ int lmk_cmd_truncate(int argc, char **argv)
         return 2;
     }
     lmk_session *s = NULL;
-    if (open_existing("truncate", dir, 0, &s))
+    if (lmk_cli_probe_session("truncate", dir, LMK_PROBE_WALK) ||
+        open_existing("truncate", dir, 0, &s))
         return 1;
     int rc = lmk_session_truncate(s, n);
     if (rc)
@@ -339,7 +344,8 @@ int lmk_cmd_fork(int argc, char **argv)
         return 2;
     }
     lmk_session *s = NULL;
-    if (open_existing("fork", pos[0], 1, &s))
+    if (lmk_cli_probe_session("fork", pos[0], LMK_PROBE_WALK) ||
+        open_existing("fork", pos[0], 1, &s))
         return 1;
     int rc = lmk_session_fork(s, pos[1]);
     if (rc)
@@ -373,7 +379,8 @@ int lmk_cmd_reindex(int argc, char **argv)
         return 2;
     }
     lmk_session *s = NULL;
-    if (open_existing("reindex", dir, 0, &s))
+    if (lmk_cli_probe_session("reindex", dir, 0) ||
+        open_existing("reindex", dir, 0, &s))
         return 1;
     int rc = lmk_session_reindex(s, spec);
     if (rc)

@@ -127,11 +127,16 @@ __attribute__((target("f16c,avx"))) static void f16_to_f32_f16c(const uint16_t *
     for (; i < n; i++)
         dst[i] = lmk_f16_to_f32(src[i]);
 }
+#include <cpuid.h>
 static int have_f16c(void)
 {
+    /* cpuid directly: not every compiler's __builtin_cpu_supports knows "f16c" */
     static int cached = -1;
-    if (cached < 0)
-        cached = __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx");
+    if (cached < 0) {
+        unsigned a, b, c, d;
+        cached = __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C) && (c & bit_AVX) &&
+                 (c & bit_OSXSAVE) && __builtin_cpu_supports("avx");
+    }
     return cached;
 }
 #else
@@ -261,6 +266,8 @@ typedef struct lm_scan {
     float **dst;    /* per kv head: (upto - from[h], head_dim) */
     int64_t *got;
     int bad;
+    const float **have; /* per kv head: the loaded index's vectors, ids < from[h] */
+    int *mismatch;      /* per kv head: a loaded vector differs from the stored landmark */
 } lm_scan;
 
 static int lm_cb(void *ud, const lmk_key *key, const void *val, size_t len)
@@ -272,7 +279,15 @@ static int lm_cb(void *ud, const lmk_key *key, const void *val, size_t len)
         t->bad = 1;
         return 1;
     }
-    if (!t->dst[h] || b < t->from[h] || b >= t->upto)
+    if (b < t->from[h]) {
+        /* the index file must hold exactly the stored landmarks: after a truncation and
+         * another continuation, a file saved earlier can cover the right count with other
+         * vectors */
+        if (t->have && t->have[h] && memcmp(val, t->have[h] + (size_t)b * t->s->head_dim, len))
+            t->mismatch[h] = 1;
+        return 0;
+    }
+    if (!t->dst[h] || b >= t->upto)
         return 0;
     if (b != t->from[h] + t->got[h]) {
         t->bad = 1;
@@ -291,7 +306,9 @@ static int sync_indices(lmk_session *s, int layer)
     int H = s->n_kv_heads;
     int64_t from[H], got[H];
     float *dst[H];
-    int any = 0, rc = LMK_OK;
+    int rc = LMK_OK;
+    for (int h = 0; h < H; h++)
+        dst[h] = NULL;
     for (int h = 0; h < H; h++) {
         char path[PATH_MAX + 64], msg[512] = "";
         index_path(s, layer, h, path, sizeof path);
@@ -322,47 +339,70 @@ static int sync_indices(lmk_session *s, int layer)
             s->idx_dirty[layer * H + h] = 1;
         }
         s->idx[layer * H + h] = idx;
-        from[h] = lmk_index_ntotal(idx);
-        got[h] = 0;
-        dst[h] = NULL;
-        if (from[h] < sealed) {
-            if (from[h] > 0)
-                logf_(s, "index L%d H%d caught up by %lld blocks", layer, h,
-                      (long long)(sealed - from[h]));
-            dst[h] = malloc((size_t)(sealed - from[h]) * s->head_dim * sizeof(float));
-            if (!dst[h]) {
-                rc = lmk_sess_fail(s, ENOMEM, "out of memory rebuilding indices");
-                goto out;
-            }
-            any = 1;
-        }
     }
-    if (any) {
-        lm_scan t = {s, layer, from, sealed, dst, got, 0};
+    /* Check what the files hold against the store, then catch up or rebuild. */
+    const float *have[H];
+    int mismatch[H];
+    for (int pass = 0; pass < 2; pass++) {
+        for (int h = 0; h < H; h++) {
+            lmk_index *idx = s->idx[layer * H + h];
+            from[h] = lmk_index_ntotal(idx);
+            got[h] = 0;
+            mismatch[h] = 0;
+            have[h] = pass == 0 ? lmk_index_vectors(idx) : NULL;
+            free(dst[h]);
+            dst[h] = NULL;
+            if (from[h] < sealed) {
+                dst[h] = malloc((size_t)(sealed - from[h]) * s->head_dim * sizeof(float));
+                if (!dst[h]) {
+                    rc = lmk_sess_fail(s, ENOMEM, "out of memory rebuilding indices");
+                    goto out;
+                }
+            }
+        }
+        lm_scan t = {s, layer, from, sealed, dst, got, 0, have, mismatch};
         rc = lmk_store_scan(s->st, LMK_KEY_LANDMARK, layer, 0, lm_cb, &t);
-        if (rc == LMK_ECORRUPT || (rc == 1 && t.bad) || rc > 1 || rc < 0) {
-            rc = rc == 1 ? LMK_ECORRUPT : rc;
+        if (rc || t.bad) {
+            rc = rc == 1 || rc == 0 ? LMK_ECORRUPT : rc;
             rc = store_fail(s, rc, "reading landmarks");
             goto out;
         }
-        rc = LMK_OK;
+        int redo = 0;
         for (int h = 0; h < H; h++) {
-            if (!dst[h])
+            if (!mismatch[h])
                 continue;
-            if (got[h] != sealed - from[h]) {
-                rc = lmk_sess_fail(s, LMK_ECORRUPT,
-                                   "layer %d head %d: %lld landmarks stored, %lld blocks sealed",
-                                   layer, h, (long long)(from[h] + got[h]), (long long)sealed);
-                goto out;
-            }
+            logf_(s, "index L%d H%d does not match the stored landmarks: rebuilding from %lld",
+                  layer, h, (long long)sealed);
             lmk_index *idx = s->idx[layer * H + h];
-            int arc = lmk_index_add(idx, got[h], dst[h]);
-            if (arc) {
-                rc = index_fail(s, arc, idx, "rebuilding an index");
+            if ((rc = lmk_index_truncate(idx, 0)) != LMK_OK) {
+                rc = index_fail(s, rc, idx, "resetting an index");
                 goto out;
             }
             s->idx_dirty[layer * H + h] = 1;
+            redo = 1;
         }
+        if (!redo)
+            break;
+    }
+    for (int h = 0; h < H; h++) {
+        if (!dst[h])
+            continue;
+        if (got[h] != sealed - from[h]) {
+            rc = lmk_sess_fail(s, LMK_ECORRUPT,
+                               "layer %d head %d: %lld landmarks stored, %lld blocks sealed",
+                               layer, h, (long long)(from[h] + got[h]), (long long)sealed);
+            goto out;
+        }
+        if (from[h] > 0)
+            logf_(s, "index L%d H%d caught up by %lld blocks", layer, h,
+                  (long long)(sealed - from[h]));
+        lmk_index *idx = s->idx[layer * H + h];
+        int arc = lmk_index_add(idx, got[h], dst[h]);
+        if (arc) {
+            rc = index_fail(s, arc, idx, "rebuilding an index");
+            goto out;
+        }
+        s->idx_dirty[layer * H + h] = 1;
     }
 out:
     for (int h = 0; h < H; h++)

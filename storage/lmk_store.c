@@ -348,8 +348,18 @@ LMK_INTERNAL int lmk_store_check_header(const unsigned char *head, size_t n, uin
                  rd32le(m1 + MM_PSIZE));
         return LMK_ECORRUPT;
     }
+    /* LMDB writes the meta page of transaction t to page t % 2, so the two pages hold
+     * consecutive ids (or both 0 in a new file). Anything else is a damaged id, which would
+     * otherwise silently roll the store back to an older commit. */
+    uint64_t t0 = rd64le(head + MM_TXNID), t1 = rd64le(m1 + MM_TXNID);
+    if (!(t0 == 0 && t1 == 0) && !(t0 + 1 == t1 && (t1 & 1) == 1) &&
+        !(t1 + 1 == t0 && (t0 & 1) == 0)) {
+        snprintf(msg, cap, "data.mdb is damaged: meta pages hold transaction ids %llu and %llu",
+                 (unsigned long long)t0, (unsigned long long)t1);
+        return LMK_ECORRUPT;
+    }
     /* LMDB uses the meta page with the larger transaction id. */
-    const unsigned char *m = rd64le(m1 + MM_TXNID) > rd64le(head + MM_TXNID) ? m1 : head;
+    const unsigned char *m = t1 > t0 ? m1 : head;
     uint64_t last_pg = rd64le(m + MM_LAST_PG);
     /* Only the pages up to last_pg matter: a tail beyond them (a partial page left by a
      * failed write, say) is harmless and gets overwritten by later commits. */
@@ -862,6 +872,16 @@ LMK_API int lmk_store_open(const char *dir, const lmk_store_opts *opts, lmk_stor
     lmk_store_header_info hinfo;
     memset(&hinfo, 0, sizeof hinfo);
     rc = precheck_data_file(s, &hinfo);
+    if (rc == LMK_ECORRUPT && o.create && !o.read_only) {
+        /* A writer killed between LMDB creating data.mdb and writing its meta pages leaves
+         * an empty file; with create that is a store that was never made: start over. We
+         * hold the writer lock, so nobody else is using it. */
+        char path[PATH_MAX + 16];
+        struct stat st;
+        snprintf(path, sizeof path, "%s/data.mdb", dir);
+        if (stat(path, &st) == 0 && st.st_size == 0 && unlink(path) == 0)
+            rc = precheck_data_file(s, &hinfo);
+    }
     int exists = rc != LMK_ENOTFOUND;
     if (rc == LMK_ENOTFOUND) {
         if (!o.create)

@@ -9,6 +9,17 @@
 
 int main(void)
 {
+#ifndef __FLT16_MAX__
+    /* this compiler has no _Float16 to compare with: known values and the round trip only */
+    CHECK(lmk_f16_to_f32(0x3c00) == 1.0f && lmk_f16_to_f32(0xc000) == -2.0f);
+    CHECK(lmk_f32_to_f16(65504.0f) == 0x7bff && lmk_f32_to_f16(1e-8f) == 0);
+    for (uint32_t i = 0; i < 65536; i++) {
+        float f = lmk_f16_to_f32((uint16_t)i);
+        if (!isnan(f))
+            CHECK(lmk_f32_to_f16(f) == (uint16_t)i);
+    }
+    return lmk_test_finish("test_f16", 0);
+#else
     long bad = 0;
     for (uint32_t i = 0; i < 65536; i++) {
         uint16_t hb = (uint16_t)i;
@@ -45,4 +56,5 @@ int main(void)
     printf("half->float mismatches %ld/65536, float->half mismatches %ld/%ld, round trip %ld\n",
            bad, bad2, n, bad3);
     return lmk_test_finish("test_f16", 0);
+#endif
 }

@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# End-to-end: landmark run / passkey / perplexity. Usage: test_run.sh path/to/landmark
+# Error paths always run; the model runs need the shared model (LMK_SHARED, ../shared) and
+# are skipped with a notice when it is absent.
+set -u
+LMK=${1:?usage: test_run.sh path/to/landmark}
+TMP=${LMK_TEST_TMP:-/tmp}/run-$$
+rm -rf "$TMP"
+mkdir -p "$TMP"
+fails=0
+fail() {
+    echo "FAIL: $*" >&2
+    fails=$((fails + 1))
+}
+# expect CODE NEEDLE -- command...: exit status and a message on stderr
+expect() {
+    local code=$1 needle=$2
+    shift 3
+    "$@" >"$TMP/out" 2>"$TMP/err"
+    local rc=$?
+    if [ "$rc" != "$code" ]; then
+        fail "'$*' exited $rc, want $code: $(head -c 400 "$TMP/err")"
+    elif [ -n "$needle" ] && ! grep -q -- "$needle" "$TMP/err"; then
+        fail "'$*': stderr lacks '$needle': $(head -c 400 "$TMP/err")"
+    fi
+}
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
+
+# ---- usage and input errors: one clear line, no crash ----
+expect 2 "--session" -- "$LMK" run --model x.gguf --prompt hi
+expect 2 "--model" -- "$LMK" passkey --tokens 100
+expect 2 "invalid value" -- "$LMK" passkey --model x.gguf --tokens 100 --pos sideways
+expect 2 "unknown option" -- "$LMK" perplexity --model x.gguf --file x --frobnicate 1
+expect 1 "No such file" -- "$LMK" run --model "$TMP/none.gguf" --session "$TMP/s0" --prompt hi
+printf 'this is not a model\n%.0s' {1..10} >"$TMP/bad.gguf"
+expect 1 "not a GGUF file" -- "$LMK" run --model "$TMP/bad.gguf" --session "$TMP/s0" --prompt hi
+[ -e "$TMP/s0/data.mdb" ] && fail "a failed run left a session behind"
+expect 1 "not a GGUF file" -- "$LMK" passkey --model "$TMP/bad.gguf" --tokens 100
+expect 2 "--model M.gguf is required" -- "$LMK" run --session "$TMP/s0" --prompt hi
+
+SHARED=${LMK_SHARED:-$(dirname "$0")/../../shared}
+F32=$SHARED/models/landmark-tiny-kjv-f32.gguf
+Q8=$SHARED/models/landmark-tiny-kjv-q8_0.gguf
+KJV=$SHARED/data/kjv.txt
+if [ ! -r "$F32" ] || [ ! -r "$KJV" ]; then
+    echo "NOTICE: shared model not found at $SHARED/models: model runs skipped"
+    rm -rf "$TMP"
+    [ $fails = 0 ] && echo "test_run: ok (error paths only)" || echo "test_run: FAILED ($fails)"
+    exit $((fails > 0))
+fi
+
+# a truncated copy of a real model: a clear error
+head -c 3000000 "$F32" >"$TMP/trunc.gguf"
+expect 1 "truncated" -- "$LMK" run --model "$TMP/trunc.gguf" --session "$TMP/s0" --prompt hi
+
+# ---- run: document, then questions in later runs ----
+head -c 6000 "$KJV" >"$TMP/doc.txt"
+Q=" And God said unto Noah,"
+"$LMK" run --model "$F32" --session "$TMP/s1" --file "$TMP/doc.txt" --prompt "$Q" \
+    --generate 24 -t 2 >"$TMP/a.out" 2>"$TMP/a.err" || fail "run: $(cat "$TMP/a.err")"
+grep -q "prefill: .* tokens/s" "$TMP/a.err" || fail "run: no prefill speed reported"
+grep -q "decode: 24 tokens" "$TMP/a.err" || fail "run: no decode speed reported"
+[ "$(head -c 24 "$TMP/a.out" | wc -c)" -ge 20 ] || fail "run: generated too little: $(cat "$TMP/a.out")"
+# the same in two runs (document, then the question without the model path) is identical
+"$LMK" run --model "$F32" --session "$TMP/s2" --file "$TMP/doc.txt" -t 2 >"$TMP/b0.out" \
+    2>"$TMP/b0.err" || fail "run (document only): $(cat "$TMP/b0.err")"
+[ -s "$TMP/b0.out" ] && fail "run with a document alone generated text"
+"$LMK" run --session "$TMP/s2" --prompt "$Q" --generate 24 -t 1 >"$TMP/b.out" 2>"$TMP/b.err" ||
+    fail "run (continue): $(cat "$TMP/b.err")"
+cmp -s "$TMP/a.out" "$TMP/b.out" ||
+    fail "continued session answered differently: '$(cat "$TMP/a.out")' vs '$(cat "$TMP/b.out")'"
+# continuing the generation with no new text picks up after the answer
+"$LMK" run --session "$TMP/s2" --generate 8 >"$TMP/c.out" 2>"$TMP/c.err" ||
+    fail "run (generate more): $(cat "$TMP/c.err")"
+[ -s "$TMP/c.out" ] || fail "run (generate more) printed nothing"
+tok1=$("$LMK" info "$TMP/s1" --json 2>/dev/null | sed -n 's/.*"tokens": \([0-9]*\).*/\1/p')
+tok2=$("$LMK" info "$TMP/s2" --json 2>/dev/null | sed -n 's/.*"tokens": \([0-9]*\).*/\1/p')
+[ -n "$tok1" ] && [ -n "$tok2" ] && [ "$tok2" -gt "$tok1" ] ||
+    fail "session lengths: s1 $tok1, s2 $tok2 (s2 holds 8 more tokens)"
+# another model (Q8_0 file): refused with the fingerprint, the session untouched
+expect 1 "not written by this model" -- "$LMK" run --model "$Q8" --session "$TMP/s2" --prompt x
+tok3=$("$LMK" info "$TMP/s2" --json 2>/dev/null | sed -n 's/.*"tokens": \([0-9]*\).*/\1/p')
+[ "$tok3" = "$tok2" ] || fail "a refused run changed the session ($tok2 -> $tok3)"
+# the key frame is part of the fingerprint too
+expect 1 "not written by this model" -- "$LMK" run --session "$TMP/s2" --pos original --prompt x
+
+# an interrupted prefill (SIGINT, then SIGKILL) resumes where the session stops
+head -c 6000 "$KJV" >"$TMP/big.txt"
+"$LMK" run --model "$F32" --session "$TMP/s4" --file "$TMP/big.txt" -t 2 >/dev/null 2>&1 ||
+    fail "run (whole document)"
+want=$("$LMK" info "$TMP/s4" --json 2>/dev/null | sed -n 's/.*"tokens": \([0-9]*\).*/\1/p')
+for sig in INT KILL; do
+    rm -rf "$TMP/s3"
+    "$LMK" run --model "$F32" --session "$TMP/s3" --file "$TMP/big.txt" --piece 128 -t 2 \
+        >/dev/null 2>"$TMP/i.err" &
+    pid=$!
+    sleep 1
+    kill -s $sig $pid 2>/dev/null
+    wait $pid 2>/dev/null
+    rc=$?
+    "$LMK" run --session "$TMP/s3" --file "$TMP/big.txt" --piece 128 -t 2 >/dev/null \
+        2>"$TMP/r.err" || fail "resume after SIG$sig: $(cat "$TMP/r.err")"
+    if [ $rc = 0 ]; then
+        echo "NOTICE: the prefill finished before SIG$sig; resume not exercised"
+    else
+        grep -q "resuming" "$TMP/r.err" || fail "no resume after SIG$sig: $(cat "$TMP/r.err")"
+    fi
+    got=$("$LMK" info "$TMP/s3" --json 2>/dev/null | sed -n 's/.*"tokens": \([0-9]*\).*/\1/p')
+    [ "$got" = "$want" ] || fail "after SIG$sig and resume: $got tokens, want $want"
+done
+
+# ---- passkey: the JSON keys, and a short run that should pass ----
+"$LMK" passkey --model "$F32" --tokens 600 --trials 3 --haystack "$KJV" --json -t 2 \
+    >"$TMP/pk.json" 2>"$TMP/pk.err" || fail "passkey: $(cat "$TMP/pk.err")"
+for k in tokens trials accuracy prefill_tokens_per_s decode_tokens_per_s; do
+    grep -q "\"$k\": " "$TMP/pk.json" || fail "passkey --json lacks $k: $(cat "$TMP/pk.json")"
+done
+acc=$(sed -n 's/.*"accuracy": \([0-9.]*\).*/\1/p' "$TMP/pk.json")
+awk -v a="$acc" 'BEGIN { exit !(a >= 0.66) }' || fail "passkey accuracy $acc at 600 tokens"
+"$LMK" passkey --model "$F32" --tokens 500 --trials 2 --depth 0.1,0.9 -t 1 >"$TMP/pk.txt" \
+    2>"$TMP/pk2.err" || fail "passkey (filler, depths): $(cat "$TMP/pk2.err")"
+grep -q "depth 0.10: " "$TMP/pk.txt" && grep -q "depth 0.90: " "$TMP/pk.txt" ||
+    fail "passkey: no per-depth report: $(cat "$TMP/pk.txt")"
+
+# ---- perplexity: with every block retrieved it equals full attention ----
+head -c 2000 "$KJV" >"$TMP/p.txt"
+"$LMK" perplexity --model "$F32" --file "$TMP/p.txt" --top-k all --recent 0 --json -t 2 \
+    >"$TMP/pp.json" 2>"$TMP/pp.err" || fail "perplexity: $(cat "$TMP/pp.err")"
+p_r=$(sed -n 's/.*"perplexity": \([0-9.e+-]*\),.*/\1/p' "$TMP/pp.json")
+p_f=$(sed -n 's/.*"perplexity_full": \([0-9.e+-]*\),.*/\1/p' "$TMP/pp.json")
+awk -v a="$p_r" -v b="$p_f" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(a > 1 && a < 20 && d < 1e-3 * b) }' ||
+    fail "perplexity retrieval $p_r vs full $p_f: $(cat "$TMP/pp.json")"
+"$LMK" perplexity --model "$F32" --file "$TMP/p.txt" -t 2 >"$TMP/pp.txt" 2>"$TMP/pp2.err" ||
+    fail "perplexity (top-k 4): $(cat "$TMP/pp2.err")"
+grep -q "full attention: " "$TMP/pp.txt" || fail "perplexity: no comparison: $(cat "$TMP/pp.txt")"
+
+rm -rf "$TMP"
+if [ $fails = 0 ]; then
+    echo "test_run: ok"
+else
+    echo "test_run: FAILED ($fails)"
+fi
+exit $((fails > 0))
