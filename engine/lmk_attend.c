@@ -559,7 +559,14 @@ LMK_API int lmk_session_attend(lmk_session *s, int layer, int64_t nq, const floa
               0, ""};
     int nth = s->n_threads < H ? s->n_threads : H;
     int rc_any = 0;
-#pragma omp parallel for num_threads(nth) schedule(static) if (nth > 1)
+    /* FAISS opens its own OpenMP regions inside a search. Ours is the one level of
+     * parallelism: setting the thread count inside our region changes only that region's
+     * data environment (not the caller's), so FAISS runs single-threaded here instead of
+     * waking a new team for every small search. */
+#pragma omp parallel num_threads(nth) if (nth > 1)
+    {
+        omp_set_num_threads(1);
+#pragma omp for schedule(static)
     for (int kvh = 0; kvh < H; kvh++) {
         int rc = retrieve_kvh(&r, kvh);
         if (rc) {
@@ -571,6 +578,7 @@ LMK_API int lmk_session_attend(lmk_session *s, int layer, int64_t nq, const floa
                 }
             }
         }
+    }
     }
     if (rc_any)
         return rc_any;
