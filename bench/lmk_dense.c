@@ -12,7 +12,7 @@
 
 #include "lmk_f16.h"
 
-#define LMK_API __attribute__((visibility("default")))
+#include "lmk_export.h"
 
 /* f16 tokens converted per chunk: big enough for sgemm to run at full speed, small enough
  * to stay in L2. */

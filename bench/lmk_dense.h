@@ -8,7 +8,7 @@
  *
  * Storage dtype:
  * - LMK_DTYPE_F32: keys and values kept as given (4 bytes per number);
- * - LMK_DTYPE_F16: kept as IEEE half (round to nearest even, engine/lmk_f16.h) and converted
+ * - LMK_DTYPE_F16: kept as IEEE half (round to nearest even, base/lmk_f16.h) and converted
  *   back to f32 chunk by chunk during a step: half the RAM, slower steps.
  * To compare against an f16 session on identical data, round the inputs to f16 first (or use
  * LMK_DTYPE_F16): the session attends over its stored, rounded keys and values.

@@ -30,7 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define LMK_API __attribute__((visibility("default")))
+#include "lmk_export.h"
 
 #define SYNTH_MAX_DIM 1024
 

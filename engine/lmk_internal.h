@@ -7,11 +7,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "lmk_crc32c.h"
 #include "lmk_index.h"
 #include "lmk_session.h"
 #include "lmk_store.h"
 
-#define LMK_API __attribute__((visibility("default")))
+#include "lmk_export.h"
 #define LMK_FORMAT_VERSION 1
 #define LMK_MAX_SPEC 127
 #define LMK_MAX_FINGERPRINT 255

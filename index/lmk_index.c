@@ -13,7 +13,7 @@
  * functions used here when the system has no libfaiss_c.
  */
 #include "lmk_index.h"
-#include "lmk_store.h" /* lmk_crc32c */
+#include "lmk_crc32c.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -36,7 +36,7 @@
 #include <faiss/c_api/index_factory_c.h>
 #include <faiss/c_api/index_io_c.h>
 
-#define LMK_API __attribute__((visibility("default")))
+#include "lmk_export.h"
 
 #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "the index file stores vectors in host order, which must be little-endian"

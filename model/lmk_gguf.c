@@ -14,7 +14,7 @@
 
 #include "lmk_f16.h"
 
-#define LMK_API __attribute__((visibility("default")))
+#include "lmk_export.h"
 
 #define GGUF_MAGIC 0x46554747u /* "GGUF" little-endian */
 #define GGUF_DEFAULT_ALIGNMENT 32
@@ -771,24 +771,6 @@ LMK_API const lmk_gguf_tensor *lmk_gguf_find_tensor(const lmk_gguf *g, const cha
     return NULL;
 }
 
-static float bf16_to_f32(uint16_t h)
-{
-    uint32_t b = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &b, 4);
-    return f;
-}
-
-static uint16_t f32_to_bf16(float f)
-{
-    uint32_t b;
-    memcpy(&b, &f, 4);
-    if ((b & 0x7fffffff) > 0x7f800000u)
-        return (uint16_t)((b >> 16) | 0x40); /* keep NaN a NaN */
-    b += 0x7fff + ((b >> 16) & 1);
-    return (uint16_t)(b >> 16);
-}
-
 LMK_API int lmk_ggml_to_f32(uint32_t type, const void *src, int64_t n, float *dst)
 {
     const uint8_t *p = src;
@@ -802,7 +784,7 @@ LMK_API int lmk_ggml_to_f32(uint32_t type, const void *src, int64_t n, float *ds
         return LMK_OK;
     case LMK_GGML_BF16:
         for (int64_t i = 0; i < n; i++)
-            dst[i] = bf16_to_f32(ld16(p + 2 * i));
+            dst[i] = lmk_bf16_to_f32(ld16(p + 2 * i));
         return LMK_OK;
     case LMK_GGML_Q8_0: /* blocks of 32: f16 scale d, 32 x int8 q; x = d * q */
         if (n % 32)
@@ -1083,7 +1065,7 @@ LMK_API int lmk_gguf_writer_add_tensor(lmk_gguf_writer *w, const char *name, int
         break;
     case LMK_GGML_BF16:
         for (int64_t i = 0; i < ne; i++) {
-            uint16_t h = f32_to_bf16(data[i]);
+            uint16_t h = lmk_f32_to_bf16(data[i]);
             t->data[2 * i] = (uint8_t)h;
             t->data[2 * i + 1] = (uint8_t)(h >> 8);
         }

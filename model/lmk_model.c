@@ -16,7 +16,7 @@
 #include <emmintrin.h>
 #endif
 
-#define LMK_API __attribute__((visibility("default")))
+#include "lmk_export.h"
 
 #define TILE_ROWS 64      /* output rows per matrix-product tile (fixed: thread-independent) */
 #define ROPE_TABLE 8192   /* positions with precomputed cos/sin */

@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define LMK_API __attribute__((visibility("default")))
+#include "lmk_export.h"
 
 enum { TT_NORMAL = 1, TT_UNKNOWN = 2, TT_CONTROL = 3, TT_USER = 4, TT_UNUSED = 5, TT_BYTE = 6 };
 

@@ -140,10 +140,6 @@ int lmk_store_copy(lmk_store *s, const char *dst_dir);
 /* Bytes the store's files take on disk (allocated blocks, not the sparse map size). */
 int lmk_store_disk_bytes(lmk_store *s, uint64_t *bytes);
 
-/* Checksum used for stored values and by other modules for their own files:
- * CRC-32C (Castagnoli) of len bytes, continuing from `crc` (start with 0). */
-uint32_t lmk_crc32c(uint32_t crc, const void *data, size_t len);
-
 #ifdef __cplusplus
 }
 #endif

@@ -10,13 +10,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* CRC-32C, table-driven software version; same contract as lmk_crc32c(). */
-uint32_t lmk_store_crc32c_sw(uint32_t crc, const void *data, size_t len);
-/* CRC-32C with the SSE4.2 crc32 instruction. Only call when lmk_store_crc32c_hw_ok(). */
-uint32_t lmk_store_crc32c_hw(uint32_t crc, const void *data, size_t len);
-/* 1 when this CPU (and build) has the crc32 instruction. */
-int lmk_store_crc32c_hw_ok(void);
-
 /* What the pre-open check learned from data.mdb's meta pages (the newer one). */
 typedef struct lmk_store_header_info {
     uint32_t psize;     /* page size in bytes */

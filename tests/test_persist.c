@@ -31,6 +31,7 @@
 
 #include "lmk_index.h"
 #include "lmk_session.h"
+#include "lmk_crc32c.h"
 #include "lmk_store.h"
 #include "lmk_test.h"
 

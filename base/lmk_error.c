@@ -2,7 +2,7 @@
 
 #include "lmk_error.h"
 
-#define LMK_API __attribute__((visibility("default")))
+#include "lmk_export.h"
 
 LMK_API const char *lmk_strerror(int code)
 {

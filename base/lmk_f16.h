@@ -1,5 +1,5 @@
-/* landmark — IEEE 754 half-precision conversion (round to nearest even), no hardware
- * requirement. Used for f16 storage and for GGUF F16 tensors. */
+/* landmark base — IEEE 754 half-precision and bfloat16 conversion (round to nearest even),
+ * no hardware requirement. Used for f16 storage and for GGUF F16/BF16 tensors. */
 #ifndef LMK_F16_H
 #define LMK_F16_H
 
@@ -72,6 +72,26 @@ static inline void lmk_f32_to_f16_n(const float *src, uint16_t *dst, size_t n)
 {
     for (size_t i = 0; i < n; i++)
         dst[i] = lmk_f32_to_f16(src[i]);
+}
+
+/* bfloat16: the upper half of an f32. */
+static inline float lmk_bf16_to_f32(uint16_t h)
+{
+    uint32_t b = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &b, 4);
+    return f;
+}
+
+/* Round to nearest even; a NaN stays a NaN (quiet bit set). */
+static inline uint16_t lmk_f32_to_bf16(float f)
+{
+    uint32_t b;
+    memcpy(&b, &f, 4);
+    if ((b & 0x7fffffff) > 0x7f800000u)
+        return (uint16_t)((b >> 16) | 0x40);
+    b += 0x7fff + ((b >> 16) & 1);
+    return (uint16_t)(b >> 16);
 }
 
 #endif
