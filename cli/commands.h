@@ -15,8 +15,6 @@ int lmk_cmd_passkey(int argc, char **argv);
 int lmk_cmd_perplexity(int argc, char **argv);
 
 /* Shared helpers of the command line (cli/landmark.c). */
-/* Parse a non-negative integer with an optional k/m/g (x1024) suffix; -1 on error. */
-long long lmk_cli_parse_count(const char *s);
 /* Print "landmark <cmd>: <message>" to stderr (one line). */
 void lmk_cli_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Set OpenBLAS's pool deliberately: 1 while the engine runs its own threads (one level of

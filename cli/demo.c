@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "commands.h"
+#include "opt.h"
 #include "lmk_dense.h"
 #include "lmk_session.h"
 #include "lmk_synth.h"
@@ -179,7 +180,7 @@ int lmk_cmd_demo(int argc, char **argv)
     while ((c = getopt_long(argc, argv, "t:h", lo, NULL)) != -1) {
         switch (c) {
         case 'n':
-            if ((tokens = lmk_cli_parse_count(optarg)) < 1 || tokens > (1LL << 40)) {
+            if ((tokens = lmk_opt_count(optarg)) < 1 || tokens > (1LL << 40)) {
                 lmk_cli_error(CMD, "--tokens wants a positive count, got '%s'", optarg);
                 return 2;
             }
@@ -190,7 +191,7 @@ int lmk_cmd_demo(int argc, char **argv)
             if (!strcmp(optarg, "all")) {
                 top_k = LMK_TOP_K_ALL;
             } else {
-                long long k = lmk_cli_parse_count(optarg);
+                long long k = lmk_opt_count(optarg);
                 if (k < 0 || k > 1 << 30) {
                     lmk_cli_error(CMD, "--top-k wants a count or 'all', got '%s'", optarg);
                     return 2;
@@ -219,13 +220,13 @@ int lmk_cmd_demo(int argc, char **argv)
             }
             break;
         case 'p':
-            if ((probes = lmk_cli_parse_count(optarg)) < 1 || probes > 1000000) {
+            if ((probes = lmk_opt_count(optarg)) < 1 || probes > 1000000) {
                 lmk_cli_error(CMD, "--probes wants a positive count, got '%s'", optarg);
                 return 2;
             }
             break;
         case 't': {
-            long long t = lmk_cli_parse_count(optarg);
+            long long t = lmk_opt_count(optarg);
             if (t < 1 || t > 256) {
                 lmk_cli_error(CMD, "--threads wants 1..256, got '%s'", optarg);
                 return 2;

@@ -10,25 +10,6 @@
 
 void openblas_set_num_threads(int num_threads);
 
-long long lmk_cli_parse_count(const char *s)
-{
-    if (!s || !*s)
-        return -1;
-    char *end = NULL;
-    double x = strtod(s, &end);
-    if (end == s || x < 0)
-        return -1;
-    if (*end == 'k' || *end == 'K')
-        x *= 1024, end++;
-    else if (*end == 'm' || *end == 'M')
-        x *= 1024 * 1024, end++;
-    else if (*end == 'g' || *end == 'G')
-        x *= 1024.0 * 1024 * 1024, end++;
-    if (*end || x > 9e18 || x != (double)(long long)x)
-        return -1;
-    return (long long)x;
-}
-
 void lmk_cli_error(const char *cmd, const char *fmt, ...)
 {
     va_list ap;
@@ -52,21 +33,15 @@ typedef struct cmd {
 
 static const cmd cmds[] = {
     {"demo", lmk_cmd_demo, "ingest a synthetic stream with planted needles and decode probes"},
-#ifdef LMK_HAVE_SESSION_CMDS
     {"info", lmk_cmd_info, "show a session's shape, size and data digest"},
     {"verify", lmk_cmd_verify, "check every stored value, the metadata and the indices"},
     {"truncate", lmk_cmd_truncate, "cut a session back to N tokens"},
     {"fork", lmk_cmd_fork, "copy a session into a new directory"},
     {"reindex", lmk_cmd_reindex, "rebuild a session's landmark indices with another spec"},
-#endif
-#ifdef LMK_HAVE_BENCH
     {"bench", lmk_cmd_bench, "benchmark index types side by side"},
-#endif
-#ifdef LMK_HAVE_MODEL
     {"run", lmk_cmd_run, "run a GGUF model over a document with retrieval attention"},
     {"passkey", lmk_cmd_passkey, "pass-key retrieval accuracy of a GGUF model"},
     {"perplexity", lmk_cmd_perplexity, "perplexity of a GGUF model over a file"},
-#endif
 };
 
 static void usage(FILE *f)

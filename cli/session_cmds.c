@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "commands.h"
+#include "opt.h"
 #include "lmk_session.h"
 #include "probe.h"
 
@@ -301,7 +302,7 @@ int lmk_cmd_truncate(int argc, char **argv)
             printf("%s", usage);
             return 0;
         } else if (!strcmp(argv[i], "--tokens") && i + 1 < argc) {
-            n = lmk_cli_parse_count(argv[++i]);
+            n = lmk_opt_count(argv[++i]);
             if (n < 0) {
                 lmk_cli_error("truncate", "--tokens wants a count, got '%s'", argv[i]);
                 return 2;

@@ -17,7 +17,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "../cli/commands.h"
+#include "commands.h"
+#include "opt.h"
 #include "lmk_model.h"
 
 static double now_s(void)
@@ -126,7 +127,7 @@ static int parse_opts(run_opts *o, int argc, char **argv, const char *usage)
             return 2;
         }
         const char *v = argv[++i];
-        long long n = lmk_cli_parse_count(v);
+        long long n = lmk_opt_count(v);
         int bad = 0;
 #define IS(s) (!strcmp(a, s))
         if (IS("--model"))

@@ -26,17 +26,13 @@
 #include <omp.h>
 
 #include "bench_priv.h"
+#include "commands.h"
+#include "opt.h"
 #include "lmk_dense.h"
 #include "lmk_f16.h"
 #include "lmk_index.h"
 #include "lmk_session.h"
 #include "lmk_synth.h"
-
-/* cli/commands.h */
-int lmk_cmd_bench(int argc, char **argv);
-long long lmk_cli_parse_count(const char *s);
-void lmk_cli_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-void lmk_cli_set_blas_threads(int n);
 
 #define CMD "bench"
 #define WARMUP_STEPS 3
@@ -403,7 +399,7 @@ static int set_preset(bench_cfg *c, const char *name)
 
 static int parse_int(const char *opt, const char *s, long long lo, long long hi, long long *out)
 {
-    long long v = lmk_cli_parse_count(s);
+    long long v = lmk_opt_count(s);
     if (v < lo || v > hi) {
         lmk_cli_error(CMD, "%s wants a count in %lld..%lld, got '%s'", opt, lo, hi, s);
         return -1;
@@ -443,7 +439,7 @@ static int parse_sweep(bench_cfg *c, const char *arg)
         }
         memcpy(buf, p, len);
         buf[len] = 0;
-        long long v = lmk_cli_parse_count(buf);
+        long long v = lmk_opt_count(buf);
         if (v < 1 || v > 1 << 20) {
             lmk_cli_error(CMD, "--sweep: '%s' is not a positive count", buf);
             return -1;
