@@ -1,74 +1,82 @@
-/* landmark bench — private types shared by the driver (bench_cmd.c) and the report writers
- * (bench_report.c). */
+/* landmark bench — private pieces shared by the run (bench_run.c), the recorded streams
+ * (bench_stream.c), the reopening process (bench_child.c) and the report (bench_report.c). */
 #ifndef LMK_BENCH_PRIV_H
 #define LMK_BENCH_PRIV_H
 
 #include <stdint.h>
 #include <stdio.h>
 
-#define BENCH_MAX_SPECS 32
-#define BENCH_MAX_VALUES 32
-#define BENCH_SPEC_LEN 128
+#include "lmk_bench.h"
+#include "lmk_session.h"
+#include "lmk_synth.h"
 
-typedef struct bench_cfg {
-    /* shape and workload */
-    int64_t tokens;
-    int n_layers, n_heads, n_kv_heads, head_dim, block_len, top_k;
-    int dtype_f16;     /* storage dtype of the session */
-    int mode_union;    /* 1: union softmax (compared with dense exactly), 0: grouped */
-    int threads;
-    int steps;
-    int probes;        /* 1: probe queries (needles), 0: ordinary queries */
-    uint64_t seed;
-    int needle_span;
-    const char *recorded; /* recorded stream file, or NULL for the synthetic stream */
-    const char *preset;
-    /* index specs and sweeps */
-    int n_specs;
-    char specs[BENCH_MAX_SPECS][BENCH_SPEC_LEN];
-    int n_ef, n_nprobe;
-    int ef[BENCH_MAX_VALUES], nprobe[BENCH_MAX_VALUES];
-} bench_cfg;
+#define BENCH_WARMUP_STEPS 3
 
-typedef struct bench_result {
-    char index[BENCH_SPEC_LEN];
-    int ef_search, nprobe;        /* 0: index default */
-    double recall_at_k;
-    double needle_hit_rate;       /* NAN when there are no needles */
-    double attn_rel_err;          /* max over steps, layers, heads */
-    double attn_rel_err_p50;
-    double step_ms_p50, step_ms_p99;
-    double search_ms, fetch_ms, attn_ms; /* mean per step */
-    double speedup;
-    double ingest_tokens_per_s;
-    double build_s;
-    double rss_anon_mb, rss_file_mb; /* NAN when the child failed */
-    double child_step_ms_p50;
-    double disk_mb;
-    double blocks_fetched;        /* mean per step */
-} bench_result;
+/* ---- recorded streams (bench_stream.c) ---- */
+typedef struct bench_rec {
+    int fd;
+    int n_layers, n_heads, n_kv_heads, head_dim, f16;
+    int64_t n_tokens, n_queries;
+    uint16_t *conv; /* f16 read buffer */
+    size_t conv_cap;
+} bench_rec;
 
-typedef struct bench_dense {
-    double step_ms_p50, step_ms_p99;
-    double memory_mb;
-    int threads;
-} bench_dense;
+/* Returns LMK_OK, an errno value (open) or LMK_EFORMAT; message in err. */
+int bench_rec_open(const char *path, bench_rec *r, char *err, size_t cap);
+void bench_rec_close(bench_rec *r);
+/* Keys and values (n, n_kv_heads, head_dim) of tokens [t0, t0 + n) at a layer. */
+int bench_rec_kv(bench_rec *r, int layer, int64_t t0, int64_t n, float *k, float *v, char *err,
+                 size_t cap);
 
-typedef struct bench_run {
-    double ingest_s;     /* storage + Flat index, appends only */
-    double kv_bytes;     /* K/V bytes of the session in its dtype */
-    int64_t blocks;      /* sealed blocks per (layer, KV head) */
-    int n_needles;
-    double wall_s;       /* the whole run, up to the report */
-} bench_run;
+/* The workload: where the keys, values and step queries come from. */
+typedef struct bench_workload {
+    lmk_synth *gen;  /* synthetic stream, or NULL */
+    bench_rec rec;   /* recorded stream when gen is NULL (fd -1 when unused) */
+    int64_t T;
+} bench_workload;
 
-void bench_print_table(FILE *f, const bench_cfg *c, const bench_run *r, const bench_dense *d,
-                       const bench_result *res, int n);
-int bench_write_json(const char *path, const bench_cfg *c, const bench_run *r,
-                     const bench_dense *d, const bench_result *res, int n);
-/* Returns 0, or -1 with a one-line message in err. */
-int bench_write_plot(const char *path, const bench_cfg *c, const bench_dense *d,
-                     const bench_result *res, int n, char *err, size_t err_cap);
-int bench_have_gnuplot(void);
+/* Open the generator (c's shape) or the recorded stream named by c->recorded. */
+int bench_workload_open(bench_workload *w, const lmk_bench_cfg *c, char *err, size_t cap);
+void bench_workload_close(bench_workload *w);
+/* Queries of step p at every layer: q (n_layers, n_heads, head_dim); targets (n_layers)
+ * gets the needle block of each layer (-1: none). Steps p >= 0 are measured; warm-up steps
+ * use p = steps + i, which are other queries of the same kind. */
+int bench_step_queries(bench_workload *w, const lmk_bench_cfg *c, int p, float *q,
+                       int64_t *targets, char *err, size_t cap);
+
+/* ---- shared helpers (bench_run.c) ---- */
+/* Percentile (0..1) of n values, sorting them in place (nearest rank); NAN when n <= 0. */
+double bench_percentile(double *x, int n, double p);
+/* OpenBLAS's pool: 1 while the engine runs its own threads (one level of parallelism),
+ * cfg.threads for the dense baseline so both use the same number of threads. */
+void bench_blas_threads(int n);
+/* OpenMP threads of FAISS's own parallel loops. Decoding steps run with 1: the engine
+ * parallelises over heads itself (num_threads clause), and a FAISS search that opens its
+ * own team for a single query costs more than it saves (on a loaded 2-core machine, tens of
+ * milliseconds per step). Index builds get the run's thread count. */
+void bench_omp_threads(int n);
+/* The checks every run and every saved stream pass first: LMK_OK or LMK_EINVAL. */
+int bench_cfg_check(const lmk_bench_cfg *c, char *err, size_t cap);
+lmk_attend_opts bench_attend_opts(const lmk_bench_cfg *c, int ef, int nprobe);
+void bench_log(const lmk_bench_cfg *c, lmk_bench_level lvl, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* ---- the reopening process (bench_child.c) ---- */
+typedef struct bench_child_args {
+    const char *dir;   /* session directory */
+    lmk_bench_cfg cfg; /* steps, top_k, mode_union, threads, recorded, seed, needle_span,
+                        * probes; the shape comes from the session */
+    int ef, nprobe;
+} bench_child_args;
+
+/* Start the helper for one setting and fill res's rss_* and child_step_ms_p50 (NAN and a
+ * warning on failure). */
+void bench_child_measure(const lmk_bench_cfg *c, const char *sdir, int ef, int nprobe,
+                         lmk_bench_result *res);
+/* The helper's work: reopen, run the steps, print one JSON line of figures to out.
+ * Returns 0, or -1 with a message in err. */
+int bench_child_work(const bench_child_args *a, FILE *out, char *err, size_t cap);
+/* The helper's argument vector <-> args (the protocol between the two). */
+int bench_child_parse(int argc, char **argv, bench_child_args *a);
 
 #endif

@@ -1,14 +1,19 @@
 /* landmark bench — the report: aligned table, JSON record, gnuplot chart. */
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
+#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "bench_priv.h"
 
-static const char *params_str(const bench_result *r, char *buf, size_t cap)
+extern char **environ;
+
+static const char *params_str(const lmk_bench_result *r, char *buf, size_t cap)
 {
     if (r->ef_search > 0)
         snprintf(buf, cap, "efSearch=%d", r->ef_search);
@@ -32,11 +37,11 @@ static const char *num(char *buf, size_t cap, const char *fmt, double x)
 /* The million-token targets (reported, not asserted): the fastest ANN setting (not Flat)
  * with recall@k >= 0.95 and needle hit rate >= 0.99 (or recall alone when the stream has
  * no needles); returns its index or -1. */
-static int best_ann(const bench_result *res, int n)
+static int best_ann(const lmk_bench_result *res, int n)
 {
     int best = -1;
     for (int i = 0; i < n; i++) {
-        const bench_result *x = &res[i];
+        const lmk_bench_result *x = &res[i];
         if (!strcmp(x->index, "Flat") || isnan(x->recall_at_k) || x->recall_at_k < 0.95)
             continue;
         if (!isnan(x->needle_hit_rate) && x->needle_hit_rate < 0.99)
@@ -47,7 +52,7 @@ static int best_ann(const bench_result *res, int n)
     return best;
 }
 
-static double max_anon(const bench_result *res, int n)
+static double max_anon(const lmk_bench_result *res, int n)
 {
     double m = NAN;
     for (int i = 0; i < n; i++)
@@ -56,9 +61,13 @@ static double max_anon(const bench_result *res, int n)
     return m;
 }
 
-void bench_print_table(FILE *f, const bench_cfg *c, const bench_run *r, const bench_dense *d,
-                       const bench_result *res, int n)
+void lmk_bench_write_table(FILE *f, const lmk_bench_report *rep)
 {
+    const lmk_bench_cfg *c = &rep->cfg;
+    const lmk_bench_facts *r = &rep->run;
+    const lmk_bench_dense *d = &rep->dense;
+    const lmk_bench_result *res = rep->results;
+    int n = rep->n_results;
     fprintf(f, "landmark bench: %lld tokens, %d layers, %d/%d heads, head_dim %d, block_len %d, "
                "top-k %d, %s, %s softmax, %d thread%s, %d steps\n",
             (long long)c->tokens, c->n_layers, c->n_heads, c->n_kv_heads, c->head_dim,
@@ -92,7 +101,7 @@ void bench_print_table(FILE *f, const bench_cfg *c, const bench_run *r, const be
         return;
     int rows = n;
     for (int i = 0; i < rows; i++) {
-        const bench_result *x = &res[i];
+        const lmk_bench_result *x = &res[i];
         snprintf(cell[i][0], 48, "%.47s", x->index);
         params_str(x, cell[i][1], 48);
         num(cell[i][2], 48, "%.4f", x->recall_at_k);
@@ -170,12 +179,20 @@ static void jstr(FILE *f, const char *s)
     fputc('"', f);
 }
 
-int bench_write_json(const char *path, const bench_cfg *c, const bench_run *r,
-                     const bench_dense *d, const bench_result *res, int n)
+int lmk_bench_write_json(const char *path, const lmk_bench_report *rep, char *err,
+                         size_t err_cap)
 {
+    const lmk_bench_cfg *c = &rep->cfg;
+    const lmk_bench_facts *r = &rep->run;
+    const lmk_bench_dense *d = &rep->dense;
+    const lmk_bench_result *res = rep->results;
+    int n = rep->n_results;
     FILE *f = fopen(path, "w");
-    if (!f)
-        return -1;
+    if (!f) {
+        int e = errno;
+        snprintf(err, err_cap, "cannot write %s: %s", path, strerror(e));
+        return e;
+    }
     fprintf(f, "{\"config\": {\"tokens\": %lld, \"layers\": %d, \"heads\": %d, \"kv_heads\": %d, "
                "\"head_dim\": %d, \"block_len\": %d, \"top_k\": %d, \"dtype\": \"%s\", "
                "\"mode\": \"%s\", \"threads\": %d, \"steps\": %d, \"preset\": ",
@@ -221,7 +238,7 @@ int bench_write_json(const char *path, const bench_cfg *c, const bench_run *r,
     jnum(f, "max_rss_anon_share_of_kv", isnan(ma) ? NAN : ma * 1048576.0 / r->kv_bytes, "%.5f", 0);
     fputs("},\n \"results\": [", f);
     for (int i = 0; i < n; i++) {
-        const bench_result *x = &res[i];
+        const lmk_bench_result *x = &res[i];
         fputs(i ? ",\n  {\"index\": " : "\n  {\"index\": ", f);
         jstr(f, x->index);
         fputs(", \"params\": {", f);
@@ -251,56 +268,56 @@ int bench_write_json(const char *path, const bench_cfg *c, const bench_run *r,
     }
     fputs("\n ]\n}\n", f);
     int bad = ferror(f);
-    if (fclose(f) != 0 || bad)
-        return -1;
+    if (fclose(f) != 0 || bad) {
+        int e = errno ? errno : EIO;
+        snprintf(err, err_cap, "cannot write %s: %s", path, strerror(e));
+        return e;
+    }
+    return LMK_OK;
+}
+
+
+int lmk_bench_have_gnuplot(void)
+{
+    const char *path = getenv("PATH");
+    if (!path || !*path)
+        path = "/usr/local/bin:/usr/bin:/bin";
+    while (*path) {
+        size_t len = strcspn(path, ":");
+        char exe[4096];
+        snprintf(exe, sizeof exe, "%.*s/gnuplot", len ? (int)len : 1, len ? path : ".");
+        if (access(exe, X_OK) == 0)
+            return 1;
+        path += len + (path[len] == ':');
+    }
     return 0;
 }
 
-int bench_have_gnuplot(void)
+/* One data block per index spec (the "family"), points in sweep order; fam gets each
+ * family's first record. Returns the number of families, or -1. */
+static int plot_data(FILE *f, const lmk_bench_report *rep, int *fam)
 {
-    return system("command -v gnuplot >/dev/null 2>&1") == 0;
-}
-
-int bench_write_plot(const char *path, const bench_cfg *c, const bench_dense *d,
-                     const bench_result *res, int n, char *err, size_t err_cap)
-{
-    /* One data block per index spec (the "family"), points in sweep order, plotted as
-     * recall against step time, as ANN benchmark sites do; dense as a vertical line. */
-    char dat[] = "/tmp/landmark-plot-XXXXXX";
-    int fd = mkstemp(dat);
-    if (fd < 0) {
-        snprintf(err, err_cap, "--plot: cannot create a temporary file: %s", strerror(errno));
-        return -1;
-    }
-    FILE *f = fdopen(fd, "w");
-    if (!f) {
-        close(fd);
-        unlink(dat);
-        snprintf(err, err_cap, "--plot: %s", strerror(errno));
-        return -1;
-    }
-    int fam[BENCH_MAX_SPECS], nf = 0;
-    for (int i = 0; i < n; i++) {
+    int nf = 0;
+    const lmk_bench_result *res = rep->results;
+    for (int i = 0; i < rep->n_results; i++) {
         if (i == 0 || strcmp(res[i].index, res[i - 1].index)) {
             if (i)
                 fputs("\n\n", f);
-            if (nf < BENCH_MAX_SPECS)
+            if (nf < LMK_BENCH_MAX_SPECS)
                 fam[nf++] = i;
         }
-        fprintf(f, "%.6f %.6f\n", res[i].step_ms_p50, isnan(res[i].recall_at_k) ? 0.0 : res[i].recall_at_k);
+        fprintf(f, "%.6f %.6f\n", res[i].step_ms_p50,
+                isnan(res[i].recall_at_k) ? 0.0 : res[i].recall_at_k);
     }
-    fclose(f);
-    char gp[] = "/tmp/landmark-plot-XXXXXX";
-    fd = mkstemp(gp);
-    f = fd >= 0 ? fdopen(fd, "w") : NULL;
-    if (!f) {
-        if (fd >= 0)
-            close(fd);
-        unlink(dat);
-        snprintf(err, err_cap, "--plot: cannot create a temporary file");
-        return -1;
-    }
-    double xmax = d->step_ms_p50 * 2;
+    return ferror(f) ? -1 : nf;
+}
+
+/* Recall against step time, as ANN benchmark sites plot it; dense as a vertical line. */
+static void plot_script(FILE *f, const char *path, const char *dat, const lmk_bench_report *rep,
+                        const int *fam, int nf)
+{
+    const lmk_bench_cfg *c = &rep->cfg;
+    double dms = rep->dense.step_ms_p50;
     fprintf(f, "set terminal pngcairo size 1000,650 noenhanced\n"
                "set output '%s'\n"
                "set title 'landmark bench: %lld tokens, top-%d, %d thread%s (dense %.1f ms/step)'\n"
@@ -311,25 +328,78 @@ int bench_write_plot(const char *path, const bench_cfg *c, const bench_dense *d,
                "set arrow from %g, graph 0 to %g, graph 1 nohead dashtype 2 lc rgb 'gray40'\n"
                "set label 'dense attention' at %g, graph 0.5 center rotate by 90 offset -1,0\n",
             path, (long long)c->tokens, c->top_k, c->threads, c->threads > 1 ? "s" : "",
-            d->step_ms_p50, c->top_k, xmax, d->step_ms_p50, d->step_ms_p50, d->step_ms_p50);
+            dms, c->top_k, dms * 2, dms, dms, dms);
     fputs("plot ", f);
     for (int j = 0; j < nf; j++) {
         fprintf(f, "%s'%s' index %d with linespoints pt 7 title '", j ? ", " : "", dat, j);
-        for (const char *s = res[fam[j]].index; *s; s++)
+        for (const char *s = rep->results[fam[j]].index; *s; s++)
             if (*s != '\'')
                 fputc(*s, f);
         fputs("'", f);
     }
     fputc('\n', f);
-    fclose(f);
-    char cmd[256];
-    snprintf(cmd, sizeof cmd, "gnuplot '%s' 1>&2", gp);
-    int rc = system(cmd);
-    unlink(dat);
-    unlink(gp);
-    if (rc != 0) {
-        snprintf(err, err_cap, "--plot: gnuplot failed (status %d) writing %s", rc, path);
-        return -1;
+}
+
+/* Run `gnuplot SCRIPT` (found on PATH, no shell) with its stdout on our stderr; returns
+ * LMK_OK, the spawn error, or EIO when gnuplot fails. */
+static int run_gnuplot(const char *script, const char *path, char *err, size_t cap)
+{
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, 2, 1);
+    char *argv[] = {"gnuplot", (char *)script, NULL};
+    pid_t pid;
+    fflush(NULL);
+    int e = posix_spawnp(&pid, "gnuplot", &fa, NULL, argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    if (e) {
+        snprintf(err, cap, "--plot: cannot start gnuplot: %s", strerror(e));
+        return e;
     }
-    return 0;
+    int st = 0;
+    while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+        ;
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+        snprintf(err, cap, "--plot: gnuplot failed (status %d) writing %s", st, path);
+        return EIO;
+    }
+    return LMK_OK;
+}
+
+/* A temporary file /tmp/landmark-plot-XXXXXX opened for writing; name in tmpl. */
+static FILE *temp_file(char *tmpl)
+{
+    int fd = mkstemp(tmpl);
+    FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
+    if (!f && fd >= 0) {
+        close(fd);
+        unlink(tmpl);
+    }
+    return f;
+}
+
+int lmk_bench_write_plot(const char *path, const lmk_bench_report *rep, char *err,
+                         size_t err_cap)
+{
+    if (!lmk_bench_have_gnuplot()) {
+        snprintf(err, err_cap, "--plot needs gnuplot, which is not installed");
+        return ENOENT;
+    }
+    char dat[] = "/tmp/landmark-plot-XXXXXX", gp[] = "/tmp/landmark-plot-XXXXXX";
+    int fam[LMK_BENCH_MAX_SPECS], nf = -1, rc = EIO;
+    FILE *f = temp_file(dat), *g = f ? temp_file(gp) : NULL;
+    if (f && g) {
+        nf = plot_data(f, rep, fam);
+        plot_script(g, path, dat, rep, fam, nf);
+    }
+    int bad = (f && fclose(f) != 0) | (g && (ferror(g) | (fclose(g) != 0)));
+    if (f && g && nf >= 0 && !bad)
+        rc = run_gnuplot(gp, path, err, err_cap);
+    else
+        snprintf(err, err_cap, "--plot: cannot write a temporary file: %s", strerror(errno));
+    if (f)
+        unlink(dat);
+    if (g)
+        unlink(gp);
+    return rc;
 }
