@@ -142,6 +142,16 @@ static void normalize(float *x, int d)
         x[i] *= inv;
 }
 
+/* r -= (r . o) o, the dot product in double (o of unit length). */
+static void remove_component(float *r, const float *o, int d)
+{
+    double dot = 0;
+    for (int c = 0; c < d; c++)
+        dot += (double)r[c] * o[c];
+    for (int c = 0; c < d; c++)
+        r[c] -= (float)dot * o[c];
+}
+
 /* Random orthonormal basis: modified Gram-Schmidt (twice, for orthogonality in f32) over
  * hashed normal vectors. Rows of b (d, d). */
 static void make_basis(uint64_t key, int d, float *b)
@@ -150,14 +160,8 @@ static void make_basis(uint64_t key, int d, float *b)
         float *r = b + (size_t)j * d;
         normals(mix64(key ^ (uint64_t)j), d, r);
         for (int pass = 0; pass < 2; pass++) {
-            for (int i = 0; i < j; i++) {
-                const float *o = b + (size_t)i * d;
-                double dot = 0;
-                for (int c = 0; c < d; c++)
-                    dot += (double)r[c] * o[c];
-                for (int c = 0; c < d; c++)
-                    r[c] -= (float)dot * o[c];
-            }
+            for (int i = 0; i < j; i++)
+                remove_component(r, b + (size_t)i * d, d);
             normalize(r, d);
         }
     }
@@ -254,11 +258,7 @@ LMK_API int lmk_synth_create(const lmk_synth_cfg *cfg, lmk_synth **out)
             const float *mk = g->key_mean + ((size_t)l * cfg->n_kv_heads + h / g->group) * d;
             float *mq = g->query_mean + i * d;
             normals(key5(seed, TAG_QUERY_MEAN_ORTH, l, h, 0), d, mq);
-            double dot = 0;
-            for (int c = 0; c < d; c++)
-                dot += (double)mq[c] * mk[c];
-            for (int c = 0; c < d; c++)
-                mq[c] -= (float)dot * mk[c];
+            remove_component(mq, mk, d);
             normalize(mq, d);
             double cs = QUERY_MEAN_COS, sn = sqrt(1.0 - cs * cs);
             double norm = QUERY_MEAN_RATIO * sqrt((double)d);
