@@ -7,6 +7,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <cpuid.h>
+#endif
 
 #include "lmk_export.h"
 #include "lmk_quant_impl.h"
@@ -286,14 +289,16 @@ LMK_API int lmk_quant_act_quantize(uint32_t type, const float *x, int64_t n, voi
             float v = fabsf(xb[k]);
             amax = v > amax ? v : amax;
         }
-        float d = amax / 127.0f, id = amax > 0 ? 127.0f / amax : 0.0f;
+        /* 127 / amax in double: in f32 it overflows for a subnormal amax */
+        float d = amax / 127.0f;
+        double id = amax > 0 ? 127.0 / amax : 0.0;
         int8_t *q = (int8_t *)(a + 4 + 2 * ng);
         int16_t bsum[16];
         for (int g = 0; g < ng; g++) {
             int s = 0;
             for (int k = 16 * g; k < 16 * g + 16; k++) {
-                long v = lroundf(xb[k] * id);
-                v = v > 127 ? 127 : v < -127 ? -127 : v; /* x * id may round past 127 */
+                long v = lround(xb[k] * id);
+                v = v > 127 ? 127 : v < -127 ? -127 : v;
                 q[k] = (int8_t)v;
                 s += (int)v;
             }
@@ -310,7 +315,10 @@ LMK_API int lmk_quant_act_quantize(uint32_t type, const float *x, int64_t n, voi
 static int cpu_has_avx2(void)
 {
 #if defined(__x86_64__) && defined(__GNUC__)
+    unsigned a, b, c, d;
     __builtin_cpu_init();
+    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 29))) /* F16C */
+        return 0;
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 #else
     return 0;
@@ -358,7 +366,7 @@ static int kernels(lmk_quant_path path, const lmk_q_kernels **k)
         return LMK_OK;
     }
     return fail(path == LMK_QUANT_PATH_AVX2 ? LMK_EUNSUPPORTED : LMK_EINVAL,
-                path == LMK_QUANT_PATH_AVX2 ? "the AVX2 path needs a CPU with AVX2 and FMA"
+                path == LMK_QUANT_PATH_AVX2 ? "the AVX2 path needs a CPU with AVX2, FMA and F16C"
                                             : "unknown lmk_quant_path %d", (int)path);
 }
 

@@ -16,8 +16,8 @@
  *                        of 256 for the K-types and IQ4_XS), then integer dot products per
  *                        block, scaled at the end. Faster; the error added by quantizing x
  *                        is at most, per block of x, amax|x|/254 times the sum of |w| there.
- * Each has a portable C path and an AVX2+FMA path (x86-64 only). LMK_QUANT_PATH_AUTO picks
- * AVX2 when the CPU has AVX2 and FMA and the environment variable LMK_PORTABLE is not "1";
+ * Each has a portable C path and an AVX2+FMA(+F16C) path (x86-64 only). LMK_QUANT_PATH_AUTO
+ * picks AVX2 when the CPU has AVX2, FMA and F16C and the environment variable LMK_PORTABLE is not "1";
  * that choice is made once, on the first call, and never changes in the process.
  *
  * Threads: every function is reentrant and touches only its arguments (and, on failure, a
@@ -63,7 +63,8 @@ enum {
 typedef enum {
     LMK_QUANT_PATH_AUTO = 0,     /* the process-wide choice, see lmk_quant_path_auto() */
     LMK_QUANT_PATH_PORTABLE = 1, /* plain C, any CPU */
-    LMK_QUANT_PATH_AVX2 = 2,     /* AVX2 + FMA; LMK_EUNSUPPORTED where the CPU lacks them */
+    LMK_QUANT_PATH_AVX2 = 2,     /* AVX2 + FMA + F16C; LMK_EUNSUPPORTED where the CPU lacks
+                                    them */
 } lmk_quant_path;
 
 /* Fixed facts about one type. */
@@ -119,8 +120,10 @@ int lmk_quant_act_size(uint32_t type, int64_t n, size_t *out);
 int lmk_quant_act_quantize(uint32_t type, const float *x, int64_t n, void *act);
 
 /* *out = dot of the weight row with the vector that `act` encodes (made by
- * lmk_quant_act_quantize() for the same type and n). Integer products within a block; the
- * portable and the AVX2 paths give the same value up to f32 rounding of the block sums.
+ * lmk_quant_act_quantize() for the same type and n). Integer products within a block; for
+ * the quantized types the portable and the AVX2 paths give the same float, bit for bit
+ * (for F32/F16/BF16 this is lmk_quant_dot_f32() on the copy of x, which may differ in
+ * the last bits between paths).
  * Returns LMK_OK, LMK_EINVAL, LMK_EUNSUPPORTED. */
 int lmk_quant_dot_act(uint32_t type, const void *row, const void *act, int64_t n,
                       lmk_quant_path path, float *out);

@@ -7,13 +7,22 @@
  * for Q4_K and Q8_0 fused kernels that work on the packed bytes directly. The integer sums
  * of dot_act are exact, and are combined by lmk_q_combine() exactly as the portable path
  * does, so both paths give the same float there. */
-#include "lmk_quant_impl.h"
-
 #if defined(__x86_64__) && defined(__GNUC__)
 
 #include <immintrin.h>
+#include <stdint.h>
 
-#define AVX2 __attribute__((target("avx2,fma")))
+#define AVX2 __attribute__((target("avx2,fma,f16c")))
+
+/* F16C's conversion (exact, as lmk_f16_to_f32, without its branches): every CPU with AVX2
+ * has F16C, and lmk_quant.c checks for it too. */
+AVX2 static inline float h2f_f16c(uint16_t h)
+{
+    return _cvtsh_ss(h);
+}
+#define LMK_Q_H2F h2f_f16c
+
+#include "lmk_quant_impl.h"
 
 AVX2 static inline float hsum_ps(__m256 v)
 {
@@ -105,10 +114,7 @@ AVX2 static inline __m256 f16x8_ps(uint32_t type, const uint8_t *p)
     __m128i h = _mm_loadu_si128((const __m128i *)p);
     if (type == LMK_QUANT_BF16)
         return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
-    float f[8];
-    for (int k = 0; k < 8; k++) /* exact, and needs no F16C */
-        f[k] = lmk_f16_to_f32((uint16_t)(p[2 * k] | (p[2 * k + 1] << 8)));
-    return _mm256_loadu_ps(f);
+    return _mm256_cvtph_ps(h);
 }
 
 AVX2 static void avx2_dot_f32(uint32_t type, const uint8_t *row, const float *x, int64_t n,
@@ -133,7 +139,7 @@ AVX2 static void avx2_dot_f32(uint32_t type, const uint8_t *row, const float *x,
                     memcpy(&w, row + 4 * i, 4);
                 else {
                     uint16_t h = (uint16_t)(row[2 * i] | (row[2 * i + 1] << 8));
-                    w = type == LMK_QUANT_BF16 ? lmk_bf16_to_f32(h) : lmk_f16_to_f32(h);
+                    w = type == LMK_QUANT_BF16 ? lmk_bf16_to_f32(h) : h2f_f16c(h);
                 }
                 tail += w * x[i];
             }
@@ -265,6 +271,8 @@ LMK_INTERNAL const lmk_q_kernels *lmk_q_kernels_avx2(void)
 }
 
 #else
+
+#include "lmk_quant_impl.h"
 
 LMK_INTERNAL const lmk_q_kernels *lmk_q_kernels_avx2(void)
 {

@@ -25,8 +25,8 @@ done
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/lmk-llama-ref.XXXXXX") || fail "mktemp failed"
 trap 'rm -rf "$tmp"' EXIT
 
-( cd "$tmp" && npm pack --silent "$PKG" "$BIN" >npm.out 2>npm.err ) ||
-    fail "npm pack $PKG $BIN failed: $(tail -n 3 "$tmp/npm.err" 2>/dev/null)"
+( cd "$tmp" && npm pack --loglevel=error "$PKG" "$BIN" >npm.out 2>npm.err ) ||
+    fail "npm pack $PKG $BIN failed: $(grep -v "^npm ERR! A complete log" "$tmp/npm.err" 2>/dev/null | head -n 3 | tr "\n" " ")"
 
 main_tgz=$tmp/node-llama-cpp-3.21.1.tgz
 bin_tgz=$tmp/node-llama-cpp-linux-x64-3.21.1.tgz
