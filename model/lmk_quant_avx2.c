@@ -3,8 +3,9 @@
  * the CPU.
  *
  * Every type has an AVX2 path: a generic one that unpacks a block to int8 (lmk_q_unpack,
- * inlined here and so compiled for AVX2 too) and multiplies with vector instructions, and
- * for Q4_K and Q8_0 fused kernels that work on the packed bytes directly. The integer sums
+ * inlined here and so compiled for AVX2 too) and multiplies with vector instructions; fused
+ * kernels work on the packed bytes directly for Q4_K and Q8_0 (f32 and integer dots) and
+ * Q5_K, Q6_K, Q4_0 (integer dots). The integer sums
  * of dot_act are exact, and are combined by lmk_q_combine() exactly as the portable path
  * does, so both paths give the same float there. */
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -234,6 +235,101 @@ AVX2 static inline float q80_act(const uint8_t *p, const uint8_t *a)
     return lmk_q_combine(&b, hsum_epi32(s), 0, da);
 }
 
+/* Q5_K block * Q8 activation block: as Q4_K, the fifth bits from qh */
+AVX2 static inline float q5k_act(const uint8_t *p, const uint8_t *a)
+{
+    lmk_qblk b;
+    float da;
+    int16_t bsum[16];
+    memcpy(&da, a, 4);
+    memcpy(bsum, a + 4, 32);
+    const int8_t *q = (const int8_t *)(a + 36);
+    b.d = lmk_q_h(p);
+    b.dmin = lmk_q_h(p + 2);
+    b.has_min = 1;
+    const __m256i lo4 = _mm256_set1_epi8(0x0f), one = _mm256_set1_epi8(1);
+    const __m256i qh = _mm256_loadu_si256((const __m256i *)(p + 16));
+    __m256i acc = _mm256_setzero_si256();
+    int32_t summ = 0;
+    for (int j = 0; j < 4; j++) {
+        int sc0, mn0, sc1, mn1;
+        lmk_q_k4_scale(p + 4, 2 * j, &sc0, &mn0);
+        lmk_q_k4_scale(p + 4, 2 * j + 1, &sc1, &mn1);
+        summ += mn0 * (bsum[4 * j] + bsum[4 * j + 1]) + mn1 * (bsum[4 * j + 2] + bsum[4 * j + 3]);
+        __m256i v = _mm256_loadu_si256((const __m256i *)(p + 48 + 32 * j));
+        /* bit 2j (2j + 1) of each qh byte, moved to bit 4; 16-bit shifts, masked per byte */
+        __m256i h0 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * j), one), 4);
+        __m256i h1 =
+            _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * j + 1), one), 4);
+        __m256i lo = _mm256_or_si256(_mm256_and_si256(v, lo4), h0);
+        __m256i hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v, 4), lo4), h1);
+        /* values 0..31 x int8: |pair| <= 2 * 31 * 127 */
+        __m256i plo = _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)(q + 64 * j)));
+        __m256i phi =
+            _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(q + 64 * j + 32)));
+        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(plo, _mm256_set1_epi16((int16_t)sc0)));
+        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(phi, _mm256_set1_epi16((int16_t)sc1)));
+    }
+    return lmk_q_combine(&b, hsum_epi32(acc), summ, da);
+}
+
+/* Q6_K block * Q8 activation block: unsigned 6-bit u = w + 32, so
+ * sum sc * w * q = sum sc * u * q - 32 * sum sc * bsum */
+AVX2 static inline float q6k_act(const uint8_t *p, const uint8_t *a)
+{
+    lmk_qblk b;
+    float da;
+    int16_t bsum[16];
+    memcpy(&da, a, 4);
+    memcpy(bsum, a + 4, 32);
+    const int8_t *q = (const int8_t *)(a + 36), *sc = (const int8_t *)(p + 192);
+    b.d = lmk_q_h(p + 208);
+    b.has_min = 0;
+    const __m256i lo4 = _mm256_set1_epi8(0x0f), three = _mm256_set1_epi8(3);
+    __m256i acc = _mm256_setzero_si256();
+    int32_t corr = 0;
+    for (int g = 0; g < 16; g++)
+        corr += sc[g] * bsum[g];
+    for (int h = 0; h < 2; h++) {
+        __m256i l0 = _mm256_loadu_si256((const __m256i *)(p + 64 * h));
+        __m256i l1 = _mm256_loadu_si256((const __m256i *)(p + 64 * h + 32));
+        __m256i hb = _mm256_loadu_si256((const __m256i *)(p + 128 + 32 * h));
+        __m256i u[4];
+        u[0] = _mm256_and_si256(l0, lo4);
+        u[1] = _mm256_and_si256(l1, lo4);
+        u[2] = _mm256_and_si256(_mm256_srli_epi16(l0, 4), lo4);
+        u[3] = _mm256_and_si256(_mm256_srli_epi16(l1, 4), lo4);
+        for (int k = 0; k < 4; k++) {
+            __m256i hi = _mm256_and_si256(_mm256_srli_epi16(hb, 2 * k), three);
+            __m256i v = _mm256_or_si256(u[k], _mm256_slli_epi16(hi, 4));
+            /* 0..63 x int8: |pair| <= 2 * 63 * 127 */
+            __m256i pr = _mm256_maddubs_epi16(
+                v, _mm256_loadu_si256((const __m256i *)(q + 128 * h + 32 * k)));
+            int g = 8 * h + 2 * k; /* bytes 0..15: group g, 16..31: group g + 1 */
+            __m256i s = _mm256_setr_m128i(_mm_set1_epi16(sc[g]), _mm_set1_epi16(sc[g + 1]));
+            acc = _mm256_add_epi32(acc, _mm256_madd_epi16(pr, s));
+        }
+    }
+    return lmk_q_combine(&b, hsum_epi32(acc) - 32 * corr, 0, da);
+}
+
+/* Q4_0 block * Q8 activation block of 32: w = u - 8 */
+AVX2 static inline float q40_act(const uint8_t *p, const uint8_t *a)
+{
+    lmk_qblk b;
+    float da;
+    int16_t bsum[2];
+    memcpy(&da, a, 4);
+    memcpy(bsum, a + 4, 4);
+    b.d = lmk_q_h(p);
+    b.has_min = 0;
+    __m128i v = _mm_loadu_si128((const __m128i *)(p + 2)), lo4 = _mm_set1_epi8(0x0f);
+    __m256i u = _mm256_setr_m128i(_mm_and_si128(v, lo4), _mm_and_si128(_mm_srli_epi16(v, 4), lo4));
+    __m256i pr = _mm256_maddubs_epi16(u, _mm256_loadu_si256((const __m256i *)(a + 8)));
+    int32_t s = hsum_epi32(_mm256_madd_epi16(pr, _mm256_set1_epi16(1)));
+    return lmk_q_combine(&b, s - 8 * (bsum[0] + bsum[1]), 0, da);
+}
+
 AVX2 static void avx2_dot_act(uint32_t type, const uint8_t *row, const uint8_t *act, int64_t n,
                               int64_t bs, size_t ts, float *out)
 {
@@ -247,6 +343,12 @@ AVX2 static void avx2_dot_act(uint32_t type, const uint8_t *row, const uint8_t *
             sum += q4k_act(p, a);
         } else if (type == LMK_QUANT_Q8_0) {
             sum += q80_act(p, a);
+        } else if (type == LMK_QUANT_Q6_K) {
+            sum += q6k_act(p, a);
+        } else if (type == LMK_QUANT_Q5_K) {
+            sum += q5k_act(p, a);
+        } else if (type == LMK_QUANT_Q4_0) {
+            sum += q40_act(p, a);
         } else {
             float da;
             int16_t bsum[16];
