@@ -166,26 +166,19 @@ static void blk_to_f32(const lmk_qblk *b, int nv, float *y)
     }
 }
 
-LMK_API int lmk_quant_dequantize_row(uint32_t type, const void *row, int64_t n, float *dst)
+static void port_dequant(uint32_t type, const uint8_t *row, int64_t n, int64_t bs, size_t ts,
+                         float *dst)
 {
-    type_row r = {0, 0};
-    int rc = check(type, n, &r);
-    if (rc)
-        return rc;
-    if (!row || !dst)
-        return fail(LMK_EINVAL, "lmk_quant_dequantize_row: NULL row or dst");
-    const uint8_t *p = row;
-    if (is_float_type(type)) {
+    if (bs == 1) {
         for (int64_t i = 0; i < n; i++)
-            dst[i] = float_at(type, p, i);
-        return LMK_OK;
+            dst[i] = float_at(type, row, i);
+        return;
     }
     lmk_qblk b;
-    for (int64_t i = 0; i < n / r.bs; i++) {
-        lmk_q_unpack(type, p + (size_t)i * r.ts, &b);
-        blk_to_f32(&b, (int)r.bs, dst + i * r.bs);
+    for (int64_t i = 0; i < n / bs; i++) {
+        lmk_q_unpack(type, row + (size_t)i * ts, &b);
+        blk_to_f32(&b, (int)bs, dst + i * bs);
     }
-    return LMK_OK;
 }
 
 /* ---- portable kernels ---- */
@@ -255,7 +248,7 @@ static void port_dot_act(uint32_t type, const uint8_t *row, const uint8_t *act, 
     *out = (float)sum;
 }
 
-static const lmk_q_kernels portable_kernels = {port_dot_f32, port_dot_act};
+static const lmk_q_kernels portable_kernels = {port_dequant, port_dot_f32, port_dot_act};
 
 /* ---- activation quantization ---- */
 
@@ -312,17 +305,31 @@ LMK_API int lmk_quant_act_quantize(uint32_t type, const float *x, int64_t n, voi
 
 /* ---- paths ---- */
 
-static int cpu_has_avx2(void)
+/* AVX2 + FMA + F16C, and AVX2 kernels built: 1 or 0, probed once (CPUID is slow, and
+ * traps to the hypervisor in a VM). Racing first calls store the same value. */
+static int cpu_probe(void)
 {
 #if defined(__x86_64__) && defined(__GNUC__)
     unsigned a, b, c, d;
     __builtin_cpu_init();
     if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 29))) /* F16C */
         return 0;
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+           lmk_q_kernels_avx2() != NULL;
 #else
     return 0;
 #endif
+}
+
+static int cpu_has_avx2(void)
+{
+    static int cached; /* 0 unknown, 1 no, 2 yes */
+    int v = __atomic_load_n(&cached, __ATOMIC_RELAXED);
+    if (!v) {
+        v = cpu_probe() ? 2 : 1;
+        __atomic_store_n(&cached, v, __ATOMIC_RELAXED);
+    }
+    return v == 2;
 }
 
 static int auto_path; /* 0 unresolved; else an lmk_quant_path. Races write the same value. */
@@ -333,7 +340,7 @@ LMK_API lmk_quant_path lmk_quant_path_auto(void)
     if (!p) {
         const char *e = getenv("LMK_PORTABLE");
         int portable = e && strcmp(e, "1") == 0;
-        p = !portable && cpu_has_avx2() && lmk_q_kernels_avx2() ? LMK_QUANT_PATH_AVX2
+        p = !portable && cpu_has_avx2() ? LMK_QUANT_PATH_AVX2
                                                                 : LMK_QUANT_PATH_PORTABLE;
         __atomic_store_n(&auto_path, p, __ATOMIC_RELAXED);
     }
@@ -347,7 +354,7 @@ LMK_API int lmk_quant_path_available(lmk_quant_path path)
     case LMK_QUANT_PATH_PORTABLE:
         return 1;
     case LMK_QUANT_PATH_AVX2:
-        return cpu_has_avx2() && lmk_q_kernels_avx2() != NULL;
+        return cpu_has_avx2();
     default:
         return 0;
     }
@@ -368,6 +375,22 @@ static int kernels(lmk_quant_path path, const lmk_q_kernels **k)
     return fail(path == LMK_QUANT_PATH_AVX2 ? LMK_EUNSUPPORTED : LMK_EINVAL,
                 path == LMK_QUANT_PATH_AVX2 ? "the AVX2 path needs a CPU with AVX2, FMA and F16C"
                                             : "unknown lmk_quant_path %d", (int)path);
+}
+
+LMK_API int lmk_quant_dequantize_row(uint32_t type, const void *row, int64_t n,
+                                     lmk_quant_path path, float *dst)
+{
+    type_row r = {0, 0};
+    const lmk_q_kernels *k = NULL;
+    int rc = check(type, n, &r);
+    if (!rc)
+        rc = kernels(path, &k);
+    if (rc)
+        return rc;
+    if (!row || !dst)
+        return fail(LMK_EINVAL, "lmk_quant_dequantize_row: NULL row or dst");
+    k->dequant(type, row, n, r.bs, r.ts, dst);
+    return LMK_OK;
 }
 
 LMK_API int lmk_quant_dot_f32(uint32_t type, const void *row, const float *x, int64_t n,

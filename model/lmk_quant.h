@@ -98,9 +98,11 @@ lmk_quant_path lmk_quant_path_auto(void);
 /* 1 if `path` can run on this CPU (PORTABLE and AUTO always), 0 otherwise. */
 int lmk_quant_path_available(lmk_quant_path path);
 
-/* Expand one row of n values: `row` (row_size bytes of `type`) -> dst[n] f32.
- * Returns LMK_OK, LMK_EINVAL (NULL pointer or bad n), LMK_EUNSUPPORTED. */
-int lmk_quant_dequantize_row(uint32_t type, const void *row, int64_t n, float *dst);
+/* Expand one row of n values: `row` (row_size bytes of `type`) -> dst[n] f32. Both paths
+ * give GGML's floats exactly. Returns LMK_OK, LMK_EINVAL (NULL pointer, bad n or path),
+ * LMK_EUNSUPPORTED (type, or path not available). */
+int lmk_quant_dequantize_row(uint32_t type, const void *row, int64_t n, lmk_quant_path path,
+                             float *dst);
 
 /* *out = sum_i w[i] * x[i], w the dequantized row of n values, x[n] f32. The f32 path
  * accumulates in f32 within a block of up to 256 values and in double across blocks.

@@ -171,6 +171,44 @@ AVX2 static void avx2_dot_f32(uint32_t type, const uint8_t *row, const float *x,
     *out = (float)sum;
 }
 
+/* ---- dequantization: the products formed as GGML forms them (mul, then sub; no FMA) ---- */
+
+AVX2 static void avx2_dequant(uint32_t type, const uint8_t *row, int64_t n, int64_t bs,
+                              size_t ts, float *dst)
+{
+    if (bs == 1) {
+        int64_t i = 0;
+        if (type == LMK_QUANT_F32) {
+            memcpy(dst, row, (size_t)n * 4);
+            return;
+        }
+        for (; i + 8 <= n; i += 8)
+            _mm256_storeu_ps(dst + i, f16x8_ps(type, row + 2 * i));
+        for (; i < n; i++) {
+            uint16_t h = (uint16_t)(row[2 * i] | (row[2 * i + 1] << 8));
+            dst[i] = type == LMK_QUANT_BF16 ? lmk_bf16_to_f32(h) : h2f_f16c(h);
+        }
+        return;
+    }
+    lmk_qblk b;
+    for (int64_t i = 0; i < n / bs; i++) {
+        lmk_q_unpack(type, row + (size_t)i * ts, &b);
+        float *y = dst + i * bs;
+        for (int g = 0; g < bs / 16; g++) {
+            __m256 s = _mm256_set1_ps(b.d * (float)b.sc[g]);
+            __m256 w0 = _mm256_mul_ps(s, i8x8_ps(b.w + 16 * g));
+            __m256 w1 = _mm256_mul_ps(s, i8x8_ps(b.w + 16 * g + 8));
+            if (b.has_min) {
+                __m256 m = _mm256_set1_ps(b.dmin * (float)b.mn[g]);
+                w0 = _mm256_sub_ps(w0, m);
+                w1 = _mm256_sub_ps(w1, m);
+            }
+            _mm256_storeu_ps(y + 16 * g, w0);
+            _mm256_storeu_ps(y + 16 * g + 8, w1);
+        }
+    }
+}
+
 /* ---- integer dot with a quantized activation ---- */
 
 /* sum over the 16 groups of 16 of sc[g] * sum_k w[16g + k] * q[16g + k], ng groups */
@@ -541,7 +579,7 @@ AVX2 static void avx2_dot_act(uint32_t type, const uint8_t *row, const uint8_t *
     *out = (float)sum;
 }
 
-static const lmk_q_kernels avx2_kernels = {avx2_dot_f32, avx2_dot_act};
+static const lmk_q_kernels avx2_kernels = {avx2_dequant, avx2_dot_f32, avx2_dot_act};
 
 LMK_INTERNAL const lmk_q_kernels *lmk_q_kernels_avx2(void)
 {

@@ -235,6 +235,8 @@ static inline size_t lmk_q_act_stride(int64_t a)
 
 /* Per-type kernels of one path. n is already checked; out is written on success. */
 typedef struct {
+    void (*dequant)(uint32_t type, const uint8_t *row, int64_t n, int64_t bs, size_t ts,
+                    float *dst);
     void (*dot_f32)(uint32_t type, const uint8_t *row, const float *x, int64_t n,
                     int64_t bs, size_t ts, float *out);
     void (*dot_act)(uint32_t type, const uint8_t *row, const uint8_t *act, int64_t n,

@@ -23,7 +23,7 @@ for tool in npm tar git; do
 done
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/lmk-llama-ref.XXXXXX") || fail "mktemp failed"
-trap 'rm -rf "$tmp"' EXIT
+trap 'rm -rf "$tmp" "$dest.partial"' EXIT
 
 ( cd "$tmp" && npm pack --loglevel=error "$PKG" "$BIN" >npm.out 2>npm.err ) ||
     fail "npm pack $PKG $BIN failed: $(grep -v "^npm ERR! A complete log" "$tmp/npm.err" 2>/dev/null | head -n 3 | tr "\n" " ")"
