@@ -6,7 +6,8 @@
  *     and rows of random bytes dequantize to exactly ggml's to_float, bit for bit, on the
  *     portable and on the AVX2 path;
  *   - dot products, portable and AVX2, are within the bounds printed below of a double
- *     precision dot of ggml's dequantized row; dot_act is identical on both paths.
+ *     precision dot of ggml's dequantized row; dot_act is identical on both paths, for the
+ *     random-byte rows too; lmk_quant_matvec gives each row's dot.
  * Without the reference: exit 77 (skip) with the reason, or failure under CI=true.
  * `test_quant --bench` times a 4096 x 4096 matrix-vector product per path instead. */
 #include <dlfcn.h>
@@ -182,8 +183,21 @@ static void check_row(uint32_t t, const uint8_t *row, const float *ref, int64_t 
             lmk_test_failures++;
         }
     }
-    if (!dots)
+    if (!dots) { /* random bytes: no bound, but the integer dots must agree across paths */
+        float a[2];
+        if (in.act_block == 1 || !lmk_quant_path_available(LMK_QUANT_PATH_AVX2))
+            return;
+        CHECK_RC(lmk_quant_act_quantize(t, x, n, act), LMK_OK);
+        CHECK_RC(lmk_quant_dot_act(t, row, act, n, LMK_QUANT_PATH_PORTABLE, &a[0]), LMK_OK);
+        CHECK_RC(lmk_quant_dot_act(t, row, act, n, LMK_QUANT_PATH_AVX2, &a[1]), LMK_OK);
+        if (memcmp(&a[0], &a[1], 4) != 0) {
+            fprintf(stderr, "%s n=%lld %s: dot_act portable %.9g != AVX2 %.9g\n", in.name,
+                    (long long)n, what, a[0], a[1]);
+            st->dot_fail++;
+            lmk_test_failures++;
+        }
         return;
+    }
     double exact = 0, mag = 0, qerr = 0;
     for (int64_t i = 0; i < n; i++) {
         float gmax = 0;
@@ -285,6 +299,20 @@ static int test_type(uint32_t t, uint64_t *seed)
                 tr->from_float_ref(src + r * n, one, n);
                 ref_to_float(tr, one, ref, n);
                 check_row(t, one, ref, n, x, mine, act, true, &st, "from_float_ref");
+            }
+        }
+        { /* lmk_quant_matvec over the NR rows gives each row's dot, bit for bit */
+            float yv[NR], ya[NR], d1;
+            for (int64_t i = 0; i < n; i++)
+                x[i] = lmk_test_uniform(seed);
+            CHECK_RC(lmk_quant_act_quantize(t, x, n, act), LMK_OK);
+            CHECK_RC(lmk_quant_matvec(t, q, NR, n, x, NULL, LMK_QUANT_PATH_AUTO, yv), LMK_OK);
+            CHECK_RC(lmk_quant_matvec(t, q, NR, n, NULL, act, LMK_QUANT_PATH_AUTO, ya), LMK_OK);
+            for (int r = 0; r < NR; r++) {
+                CHECK_RC(lmk_quant_dot_f32(t, q + rs * r, x, n, LMK_QUANT_PATH_AUTO, &d1), LMK_OK);
+                CHECK(memcmp(&d1, &yv[r], 4) == 0);
+                CHECK_RC(lmk_quant_dot_act(t, q + rs * r, act, n, LMK_QUANT_PATH_AUTO, &d1), LMK_OK);
+                CHECK(memcmp(&d1, &ya[r], 4) == 0);
             }
         }
         for (int r = 0; r < 16; r++) { /* every bit pattern of the packed fields */
