@@ -15,10 +15,12 @@
  *                        (the "activation" buffer; blocks of 32 for the 32-blocked types,
  *                        of 256 for the K-types and IQ4_XS), then integer dot products per
  *                        block, scaled at the end. Faster; the error added by quantizing x
- *                        is at most, per block of x, amax|x|/254 times the sum of |w| there.
- * Each has a portable C path and an AVX2+FMA(+F16C) path (x86-64 only). LMK_QUANT_PATH_AUTO
- * picks AVX2 when the CPU has AVX2, FMA and F16C and the environment variable LMK_PORTABLE is not "1";
- * that choice is made once, on the first call, and never changes in the process.
+ *                        is at most, per block of x, amax|x|/254 times the sum of |w| there
+ *                        (plus f32 rounding of the per-block scaling).
+ * Each, and the dequantization, has a portable C path and an AVX2 + FMA + F16C path (x86-64
+ * only). LMK_QUANT_PATH_AUTO picks AVX2 when the CPU has all three and the environment
+ * variable LMK_PORTABLE is not "1"; that choice is made once, on the first call, and never
+ * changes in the process.
  *
  * Threads: every function is reentrant and touches only its arguments (and, on failure, a
  * thread-local message). No function allocates memory; the hot paths keep their scratch
