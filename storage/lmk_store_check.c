@@ -11,10 +11,10 @@
 #include "lmk_le.h"
 #include "lmk_store_internal.h"
 
-/* LMDB 0.9, 64-bit layout. Offsets inside a meta page: MDB_page header (16 bytes: pgno u64, pad u16, flags u16,
- * lower/upper u16) then MDB_meta: magic u32, version u32, address u64, mapsize u64,
- * dbs[2] (48 bytes each: pad u32 (= page size in dbs[0]), flags u16, depth u16, branch,
- * leaf, overflow, entries, root u64), last_pg u64, txnid u64. */
+/* LMDB 0.9, 64-bit layout. Offsets inside a meta page: MDB_page header (16 bytes: pgno
+ * u64, pad u16, flags u16, lower/upper u16) then MDB_meta: magic u32, version u32,
+ * address u64, mapsize u64, dbs[2] (48 bytes each: pad u32 (= page size in dbs[0]), flags
+ * u16, depth u16, branch, leaf, overflow, entries, root u64), last_pg u64, txnid u64. */
 enum {
     MP_PGNO = 0,
     MP_FLAGS = 10,
