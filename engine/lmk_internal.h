@@ -82,6 +82,13 @@ int lmk_sess_fail(lmk_session *s, int code, const char *fmt, ...)
 /* Ensure b holds at least n bytes (contents kept). Returns 0 or ENOMEM. */
 int lmk_buf_reserve(lmk_buf *b, size_t n);
 
+/* Store key of a session record. */
+static inline lmk_key mkkey(uint8_t kind, int layer, int head, int64_t index)
+{
+    lmk_key k = {kind, (uint16_t)layer, (uint16_t)head, (uint64_t)index};
+    return k;
+}
+
 /* Sealed blocks at a layer holding ntok tokens. */
 static inline int64_t lmk_sealed(int64_t ntok, int L)
 {

@@ -82,12 +82,6 @@ LMK_API const char *lmk_session_errmsg(const lmk_session *s)
     return s ? s->err : "no session";
 }
 
-static lmk_key mkkey(uint8_t kind, int layer, int head, int64_t index)
-{
-    lmk_key k = {kind, (uint16_t)layer, (uint16_t)head, (uint64_t)index};
-    return k;
-}
-
 static void index_path(const lmk_session *s, int l, int h, char *buf, size_t cap)
 {
     snprintf(buf, cap, "%s/index-L%d-H%d.lmki", s->dir, l, h);
