@@ -6,6 +6,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "lmk_crc32c.h"
 #include "lmk_index.h"
@@ -78,6 +79,16 @@ struct lmk_session {
 /* Set the handle's message (printf-style) and return `code`. */
 int lmk_sess_fail(lmk_session *s, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/* Formats a message (at most 511 bytes) and hands it to a caller's callback: logs and
+ * verify reports. */
+static inline void lmk_report_v(void (*cb)(void *ud, const char *msg), void *ud,
+                                const char *fmt, va_list ap)
+{
+    char msg[512];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    cb(ud, msg);
+}
 
 /* Ensure b holds at least n bytes (contents kept). Returns 0 or ENOMEM. */
 int lmk_buf_reserve(lmk_buf *b, size_t n);

@@ -199,12 +199,10 @@ static void vreport(vctx *v, const char *fmt, ...)
     v->errors++;
     if (!v->report)
         return;
-    char msg[512];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    lmk_report_v(v->report, v->ud, fmt, ap);
     va_end(ap);
-    v->report(v->ud, msg);
 }
 
 static const char *kind_name(int kind)

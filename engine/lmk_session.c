@@ -51,12 +51,10 @@ static void logf_(lmk_session *s, const char *fmt, ...)
 {
     if (!s->log)
         return;
-    char msg[512];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    lmk_report_v(s->log, s->log_ud, fmt, ap);
     va_end(ap);
-    s->log(s->log_ud, msg);
 }
 
 LMK_API lmk_session_opts lmk_session_opts_default(void)

@@ -508,6 +508,24 @@ LMK_API int lmk_index_truncate(lmk_index *idx, int64_t n)
 
 /* ---- search ---- */
 
+/* Grows a pair of result arrays (scores, ids) that share one capacity to `need` entries.
+ * Returns 0 or ENOMEM (what was grown stays valid). */
+static int grow_results(float **scores, int64_t **ids, size_t *cap, size_t need)
+{
+    if (need <= *cap)
+        return 0;
+    float *s = realloc(*scores, need * sizeof(float));
+    if (!s)
+        return ENOMEM;
+    *scores = s;
+    int64_t *i = realloc(*ids, need * sizeof(int64_t));
+    if (!i)
+        return ENOMEM;
+    *ids = i;
+    *cap = need;
+    return 0;
+}
+
 /* Top-k selection: a heap whose root is the worst kept result. "Worse" means a lower
  * score, or the same score and a higher id, so ties go to the lower id. */
 static inline int worse(float sa, int64_t ia, float sb, int64_t ib)
@@ -570,17 +588,8 @@ static int exact_search(lmk_index *idx, int64_t nq, const float *q, int k, int64
     /* a heap never needs more slots than there are candidates */
     const int kh = lim < k ? (int)lim : k;
     size_t hneed = (size_t)QB * kh;
-    if (hneed > idx->h_cap) {
-        float *hs = realloc(idx->h_s, hneed * sizeof(float));
-        if (!hs)
-            goto oom;
-        idx->h_s = hs;
-        int64_t *hi = realloc(idx->h_i, hneed * sizeof(int64_t));
-        if (!hi)
-            goto oom;
-        idx->h_i = hi;
-        idx->h_cap = hneed;
-    }
+    if (grow_results(&idx->h_s, &idx->h_i, &idx->h_cap, hneed))
+        goto oom;
     int cnt[QB];
     for (int64_t q0 = 0; q0 < nq; q0 += QB) {
         int nqb = (int)(nq - q0 < QB ? nq - q0 : QB);
@@ -642,17 +651,8 @@ static int faiss_search(lmk_index *idx, int64_t nq, const float *q, int k, int64
     if (qc > nq)
         qc = nq;
     size_t rneed = (size_t)qc * (size_t)kk;
-    if (rneed > idx->s_r_cap) {
-        float *sd = realloc(idx->s_d, rneed * sizeof(float));
-        if (!sd)
-            goto oom;
-        idx->s_d = sd;
-        int64_t *sl = realloc(idx->s_l, rneed * sizeof(int64_t));
-        if (!sl)
-            goto oom;
-        idx->s_l = sl;
-        idx->s_r_cap = rneed;
-    }
+    if (grow_results(&idx->s_d, &idx->s_l, &idx->s_r_cap, rneed))
+        goto oom;
     if (idx->l2 && grow((void **)&idx->s_q, &idx->s_q_cap, (size_t)qc * idx->fdim,
                         sizeof(float)))
         goto oom;
