@@ -5,7 +5,6 @@
  * landmarks and the unsealed tail tokens. Index files are derived and rebuilt when missing,
  * stale or damaged. */
 #include <errno.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

@@ -9,6 +9,10 @@
  * FAISS rebuild fails, because it only needs vecs. Every FAISS rebuild builds a new index
  * and swaps it in on success, so a failure leaves the previous state intact.
  *
+ * This file: create, add, truncate, search, train. The spec parser and RAM estimate are in
+ * lmk_index_spec.c, the file format in lmk_index_file.c, the shared handle in
+ * lmk_index_internal.h.
+ *
  * Only the C API headers of FAISS are included; index/faiss_bridge.cpp implements the
  * functions used here when the system has no libfaiss_c.
  */

@@ -15,6 +15,10 @@
  * Reads use one read transaction per handle, created once and reset/renewed afterwards
  * (MDB_NOTLS ties LMDB's reader slot to the txn object, not to the thread, so the handle
  * may move between threads across calls).
+ *
+ * Files: this one opens and closes the environment and holds the whole-store operations;
+ * lmk_store_write.c the batches and commit, lmk_store_read.c the reads, lmk_store_check.c
+ * the pre-open check of data.mdb; lmk_store_priv.h the handle they share.
  */
 
 #include <errno.h>
