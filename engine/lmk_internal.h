@@ -1,4 +1,4 @@
-/* Private to engine/: the session's state shared by lmk_session.c and lmk_attend.c. */
+/* Private to engine/: the session's state and the helpers its files share. */
 #ifndef LMK_INTERNAL_H
 #define LMK_INTERNAL_H
 
@@ -6,6 +6,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "lmk_crc32c.h"
 #include "lmk_index.h"
@@ -79,8 +80,44 @@ struct lmk_session {
 int lmk_sess_fail(lmk_session *s, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* Formats a message (at most 511 bytes) and hands it to a caller's callback: logs and
+ * verify reports. */
+static inline void lmk_report_v(void (*cb)(void *ud, const char *msg), void *ud,
+                                const char *fmt, va_list ap)
+{
+    char msg[512];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    cb(ud, msg);
+}
+
 /* Ensure b holds at least n bytes (contents kept). Returns 0 or ENOMEM. */
 int lmk_buf_reserve(lmk_buf *b, size_t n);
+
+/* Copy the store's message into the session's and return its code. */
+static inline int lmk_sess_store_fail(lmk_session *s, int rc, const char *what)
+{
+    return lmk_sess_fail(s, rc, "%s: %s", what, lmk_store_errmsg(s->st));
+}
+
+/* Copy the index's message into the session's and return its code. */
+static inline int lmk_sess_index_fail(lmk_session *s, int rc, const lmk_index *idx,
+                                      const char *what)
+{
+    return lmk_sess_fail(s, rc, "%s: %s", what, idx ? lmk_index_errmsg(idx) : "");
+}
+
+/* n f32 values to the session's dtype (dst: n * esz bytes), back to f32, and rounded
+ * through the dtype (f32 -> dtype -> f32) (lmk_values.c). */
+void lmk_values_encode(const lmk_session *s, const float *src, size_t n, void *dst);
+void lmk_values_decode(const lmk_session *s, const void *src, size_t n, float *dst);
+void lmk_values_round(const lmk_session *s, const float *src, size_t n, float *dst);
+
+/* Store key of a session record. */
+static inline lmk_key mkkey(uint8_t kind, int layer, int head, int64_t index)
+{
+    lmk_key k = {kind, (uint16_t)layer, (uint16_t)head, (uint64_t)index};
+    return k;
+}
 
 /* Sealed blocks at a layer holding ntok tokens. */
 static inline int64_t lmk_sealed(int64_t ntok, int L)

@@ -9,12 +9,6 @@
 #include "lmk_f16.h"
 #include "lmk_internal.h"
 
-static lmk_key mkkey(uint8_t kind, int layer, int head, int64_t index)
-{
-    lmk_key k = {kind, (uint16_t)layer, (uint16_t)head, (uint64_t)index};
-    return k;
-}
-
 LMK_API int lmk_session_truncate(lmk_session *s, int64_t n)
 {
     if (!s)
@@ -205,12 +199,10 @@ static void vreport(vctx *v, const char *fmt, ...)
     v->errors++;
     if (!v->report)
         return;
-    char msg[512];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    lmk_report_v(v->report, v->ud, fmt, ap);
     va_end(ap);
-    v->report(v->ud, msg);
 }
 
 static const char *kind_name(int kind)

@@ -5,21 +5,9 @@
 #include <string.h>
 
 #include "lmk_internal.h"
+#include "lmk_le.h"
 
 static const uint8_t config_magic[4] = {'L', 'M', 'K', 'C'};
-
-static void put_u32(uint8_t *p, uint32_t x)
-{
-    p[0] = (uint8_t)x;
-    p[1] = (uint8_t)(x >> 8);
-    p[2] = (uint8_t)(x >> 16);
-    p[3] = (uint8_t)(x >> 24);
-}
-
-static uint32_t get_u32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
 
 /* Layout: magic[4] version u32 | 8 x i32 shape | u16 spec_len spec | u16 fp_len fp | crc u32 */
 size_t lmk_config_encode(const lmk_config_rec *c, uint8_t *buf, size_t cap)
@@ -31,21 +19,19 @@ size_t lmk_config_encode(const lmk_config_rec *c, uint8_t *buf, size_t cap)
     uint8_t *p = buf;
     memcpy(p, config_magic, 4);
     p += 4;
-    put_u32(p, c->format_version);
+    lmk_put_u32le(p, c->format_version);
     p += 4;
     const int32_t f[8] = {c->n_layers, c->n_heads, c->n_kv_heads, c->head_dim,
                           c->block_len, c->dtype, c->landmark, 0};
     for (int i = 0; i < 8; i++, p += 4)
-        put_u32(p, (uint32_t)f[i]);
-    p[0] = (uint8_t)sl;
-    p[1] = (uint8_t)(sl >> 8);
+        lmk_put_u32le(p, (uint32_t)f[i]);
+    lmk_put_u16le(p, (uint16_t)sl);
     memcpy(p + 2, c->spec, sl);
     p += 2 + sl;
-    p[0] = (uint8_t)fl;
-    p[1] = (uint8_t)(fl >> 8);
+    lmk_put_u16le(p, (uint16_t)fl);
     memcpy(p + 2, c->fingerprint, fl);
     p += 2 + fl;
-    put_u32(p, lmk_crc32c(0, buf, (size_t)(p - buf)));
+    lmk_put_u32le(p, lmk_crc32c(0, buf, (size_t)(p - buf)));
     return need;
 }
 
@@ -58,11 +44,11 @@ int lmk_config_decode(const void *data, size_t len, lmk_config_rec *c, char *msg
         snprintf(msg, msg_cap, "session configuration record is not ours (%zu bytes)", len);
         return LMK_ECORRUPT;
     }
-    if (get_u32(b + len - 4) != lmk_crc32c(0, b, len - 4)) {
+    if (lmk_get_u32le(b + len - 4) != lmk_crc32c(0, b, len - 4)) {
         snprintf(msg, msg_cap, "session configuration record fails its checksum");
         return LMK_ECORRUPT;
     }
-    c->format_version = get_u32(b + 4);
+    c->format_version = lmk_get_u32le(b + 4);
     if (c->format_version != LMK_FORMAT_VERSION) {
         snprintf(msg, msg_cap, "session format version %u, this build reads version %d",
                  c->format_version, LMK_FORMAT_VERSION);
@@ -70,7 +56,7 @@ int lmk_config_decode(const void *data, size_t len, lmk_config_rec *c, char *msg
     }
     int32_t f[8];
     for (int i = 0; i < 8; i++)
-        f[i] = (int32_t)get_u32(b + 8 + 4 * i);
+        f[i] = (int32_t)lmk_get_u32le(b + 8 + 4 * i);
     c->n_layers = f[0];
     c->n_heads = f[1];
     c->n_kv_heads = f[2];
@@ -79,13 +65,13 @@ int lmk_config_decode(const void *data, size_t len, lmk_config_rec *c, char *msg
     c->dtype = f[5];
     c->landmark = f[6];
     size_t off = 40;
-    size_t sl = (size_t)b[off] | (size_t)b[off + 1] << 8;
+    size_t sl = lmk_get_u16le(b + off);
     if (sl > LMK_MAX_SPEC || off + 2 + sl + 2 + 4 > len)
         goto bad;
     memcpy(c->spec, b + off + 2, sl);
     c->spec[sl] = 0;
     off += 2 + sl;
-    size_t fl = (size_t)b[off] | (size_t)b[off + 1] << 8;
+    size_t fl = lmk_get_u16le(b + off);
     if (fl > LMK_MAX_FINGERPRINT || off + 2 + fl + 4 != len)
         goto bad;
     memcpy(c->fingerprint, b + off + 2, fl);
@@ -107,18 +93,17 @@ size_t lmk_layer_rec_encode(int64_t ntok, uint8_t *buf, size_t cap)
 {
     if (cap < 12)
         return 0;
-    put_u32(buf, (uint32_t)(uint64_t)ntok);
-    put_u32(buf + 4, (uint32_t)((uint64_t)ntok >> 32));
-    put_u32(buf + 8, lmk_crc32c(0, buf, 8));
+    lmk_put_u64le(buf, (uint64_t)ntok);
+    lmk_put_u32le(buf + 8, lmk_crc32c(0, buf, 8));
     return 12;
 }
 
 int lmk_layer_rec_decode(const void *data, size_t len, int64_t *ntok)
 {
     const uint8_t *b = data;
-    if (len != 12 || get_u32(b + 8) != lmk_crc32c(0, b, 8))
+    if (len != 12 || lmk_get_u32le(b + 8) != lmk_crc32c(0, b, 8))
         return LMK_ECORRUPT;
-    uint64_t x = (uint64_t)get_u32(b) | (uint64_t)get_u32(b + 4) << 32;
+    uint64_t x = lmk_get_u64le(b);
     if (x > (uint64_t)1 << 48)
         return LMK_ECORRUPT;
     *ntok = (int64_t)x;

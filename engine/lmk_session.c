@@ -1,10 +1,10 @@
-/* Session lifecycle, appends and sealing, maintenance. Attention lives in lmk_attend.c.
+/* Session lifecycle (open, close) and inspection. Appends and sealing live in
+ * lmk_append.c, maintenance in lmk_maint.c, attention in lmk_attend.c.
  *
  * The store (LMDB) is the source of truth: config, per-layer token counts, sealed blocks,
  * landmarks and the unsealed tail tokens. Index files are derived and rebuilt when missing,
  * stale or damaged. */
 #include <errno.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,12 +50,10 @@ static void logf_(lmk_session *s, const char *fmt, ...)
 {
     if (!s->log)
         return;
-    char msg[512];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    lmk_report_v(s->log, s->log_ud, fmt, ap);
     va_end(ap);
-    s->log(s->log_ud, msg);
 }
 
 LMK_API lmk_session_opts lmk_session_opts_default(void)
@@ -82,115 +80,9 @@ LMK_API const char *lmk_session_errmsg(const lmk_session *s)
     return s ? s->err : "no session";
 }
 
-static lmk_key mkkey(uint8_t kind, int layer, int head, int64_t index)
-{
-    lmk_key k = {kind, (uint16_t)layer, (uint16_t)head, (uint64_t)index};
-    return k;
-}
-
 static void index_path(const lmk_session *s, int l, int h, char *buf, size_t cap)
 {
     snprintf(buf, cap, "%s/index-L%d-H%d.lmki", s->dir, l, h);
-}
-
-/* Copy the store's message into the session's and return its code. */
-static int store_fail(lmk_session *s, int rc, const char *what)
-{
-    return lmk_sess_fail(s, rc, "%s: %s", what, lmk_store_errmsg(s->st));
-}
-
-static int index_fail(lmk_session *s, int rc, const lmk_index *idx, const char *what)
-{
-    return lmk_sess_fail(s, rc, "%s: %s", what, idx ? lmk_index_errmsg(idx) : "");
-}
-
-/* ---- value encoding ---- */
-
-static void encode_rows(const lmk_session *s, const float *src, size_t n, void *dst)
-{
-    if (s->dtype == LMK_DTYPE_F16)
-        lmk_f32_to_f16_n(src, dst, n);
-    else
-        memcpy(dst, src, n * 4);
-}
-
-#if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-/* Decoding retrieved blocks is on the decode path: use the F16C instruction when the CPU has
- * it (bit-identical to the portable conversion: half to single is exact). */
-__attribute__((target("f16c,avx"))) static void f16_to_f32_f16c(const uint16_t *src, float *dst,
-                                                               size_t n)
-{
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + i))));
-    for (; i < n; i++)
-        dst[i] = lmk_f16_to_f32(src[i]);
-}
-#include <cpuid.h>
-static int have_f16c(void)
-{
-    /* cpuid directly: not every compiler's __builtin_cpu_supports knows "f16c" */
-    static int cached = -1;
-    if (cached < 0) {
-        unsigned a, b, c, d;
-        cached = __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C) && (c & bit_AVX) &&
-                 (c & bit_OSXSAVE) && __builtin_cpu_supports("avx");
-    }
-    return cached;
-}
-#else
-static int have_f16c(void)
-{
-    return 0;
-}
-static void f16_to_f32_f16c(const uint16_t *src, float *dst, size_t n)
-{
-    lmk_f16_to_f32_n(src, dst, n);
-}
-#endif
-
-static void decode_rows(const lmk_session *s, const void *src, size_t n, float *dst)
-{
-    if (s->dtype == LMK_DTYPE_F16) {
-        if (have_f16c())
-            f16_to_f32_f16c(src, dst, n);
-        else
-            lmk_f16_to_f32_n(src, dst, n);
-    } else {
-        memcpy(dst, src, n * 4);
-    }
-}
-
-static void round_rows(const lmk_session *s, const float *src, size_t n, float *dst)
-{
-    if (s->dtype == LMK_DTYPE_F16) {
-        for (size_t i = 0; i < n; i++)
-            dst[i] = lmk_f16_to_f32(lmk_f32_to_f16(src[i]));
-    } else {
-        memcpy(dst, src, n * 4);
-    }
-}
-
-int lmk_sess_load_block(lmk_session *s, int layer, int kvh, int64_t b, float *k, float *v)
-{
-    size_t rows = (size_t)s->L * s->head_dim;
-    size_t want = 2 * rows * s->esz, len = 0;
-    if (lmk_buf_reserve(&s->rawblk, want))
-        return lmk_sess_fail(s, ENOMEM, "out of memory");
-    lmk_key key = mkkey(LMK_KEY_BLOCK, layer, kvh, b);
-    int rc = lmk_store_get(s->st, &key, s->rawblk.p, s->rawblk.cap, &len);
-    if (rc == LMK_ENOTFOUND)
-        return lmk_sess_fail(s, LMK_ECORRUPT, "block %lld of layer %d head %d is missing",
-                             (long long)b, layer, kvh);
-    if (rc)
-        return store_fail(s, rc, "reading a block");
-    if (len != want)
-        return lmk_sess_fail(s, LMK_ECORRUPT, "block %lld of layer %d head %d has %zu bytes, "
-                             "expected %zu", (long long)b, layer, kvh, len, want);
-    decode_rows(s, s->rawblk.p, rows, k);
-    decode_rows(s, (const char *)s->rawblk.p + rows * s->esz, rows, v);
-    return LMK_OK;
 }
 
 /* ---- open ---- */
@@ -320,7 +212,7 @@ static int sync_indices(lmk_session *s, int layer)
                 logf_(s, "index L%d H%d covers %lld blocks, session has %lld: truncated", layer,
                       h, (long long)nt, (long long)sealed);
                 if ((rc = lmk_index_truncate(idx, sealed)) != LMK_OK) {
-                    rc = index_fail(s, rc, idx, "truncating an index");
+                    rc = lmk_sess_index_fail(s, rc, idx, "truncating an index");
                     lmk_index_free(idx);
                     return rc;
                 }
@@ -364,7 +256,7 @@ static int sync_indices(lmk_session *s, int layer)
         rc = lmk_store_scan(s->st, LMK_KEY_LANDMARK, layer, 0, lm_cb, &t);
         if (rc || t.bad) {
             rc = rc == 1 || rc == 0 ? LMK_ECORRUPT : rc;
-            rc = store_fail(s, rc, "reading landmarks");
+            rc = lmk_sess_store_fail(s, rc, "reading landmarks");
             goto out;
         }
         int redo = 0;
@@ -375,7 +267,7 @@ static int sync_indices(lmk_session *s, int layer)
                   layer, h, (long long)sealed);
             lmk_index *idx = s->idx[layer * H + h];
             if ((rc = lmk_index_truncate(idx, 0)) != LMK_OK) {
-                rc = index_fail(s, rc, idx, "resetting an index");
+                rc = lmk_sess_index_fail(s, rc, idx, "resetting an index");
                 goto out;
             }
             s->idx_dirty[layer * H + h] = 1;
@@ -399,7 +291,7 @@ static int sync_indices(lmk_session *s, int layer)
         lmk_index *idx = s->idx[layer * H + h];
         int arc = lmk_index_add(idx, got[h], dst[h]);
         if (arc) {
-            rc = index_fail(s, arc, idx, "rebuilding an index");
+            rc = lmk_sess_index_fail(s, arc, idx, "rebuilding an index");
             goto out;
         }
         s->idx_dirty[layer * H + h] = 1;
@@ -421,7 +313,7 @@ static int load_layers(lmk_session *s)
         if (rc == LMK_ENOTFOUND) {
             s->layers[l].ntok = 0;
         } else if (rc) {
-            return store_fail(s, rc, "reading the layer record");
+            return lmk_sess_store_fail(s, rc, "reading the layer record");
         } else if (lmk_layer_rec_decode(rec, len, &s->layers[l].ntok)) {
             return lmk_sess_fail(s, LMK_ECORRUPT, "layer %d record is damaged", l);
         }
@@ -429,7 +321,7 @@ static int load_layers(lmk_session *s)
         tail_scan t = {s, l, sealed * s->L, s->layers[l].ntok - sealed * s->L, 0, 0};
         rc = lmk_store_scan(s->st, LMK_KEY_TAIL, l, 0, tail_cb, &t);
         if (rc && !(rc == 1 && t.bad))
-            return store_fail(s, rc, "reading the tail");
+            return lmk_sess_store_fail(s, rc, "reading the tail");
         if (t.bad || t.seen != t.count)
             return lmk_sess_fail(s, LMK_ECORRUPT,
                                  "layer %d: tail holds %lld of %lld unsealed tokens", l,
@@ -587,14 +479,14 @@ LMK_API int lmk_session_open(const char *dir, const lmk_session_opts *opts, lmk_
             (rc = lmk_store_put_meta(s->st, "config", enc, n)) ||
             (rc = lmk_store_batch_commit(s->st))) {
             lmk_store_batch_abort(s->st);
-            rc = store_fail(s, rc, "writing the session configuration");
+            rc = lmk_sess_store_fail(s, rc, "writing the session configuration");
             goto fail;
         }
     } else if (rc == LMK_EINVAL) {
         rc = lmk_sess_fail(s, LMK_ECORRUPT, "session configuration record is oversized");
         goto fail;
     } else if (rc) {
-        rc = store_fail(s, rc, "reading the session configuration");
+        rc = lmk_sess_store_fail(s, rc, "reading the session configuration");
         goto fail;
     } else {
         if ((rc = lmk_config_decode(rec, len, &c, s->err, sizeof s->err)))
@@ -631,7 +523,7 @@ static int save_indices(lmk_session *s)
         index_path(s, i / H, i % H, path, sizeof path);
         int rc = lmk_index_save(s->idx[i], path);
         if (rc)
-            return index_fail(s, rc, s->idx[i], "saving an index");
+            return lmk_sess_index_fail(s, rc, s->idx[i], "saving an index");
         s->idx_dirty[i] = 0;
     }
     return LMK_OK;
@@ -673,161 +565,6 @@ LMK_API void lmk_session_close(lmk_session *s)
     free(s);
 }
 
-/* ---- append ---- */
-
-/* Row j (0-based from the first unsealed token) of the concatenation tail ++ staged tokens,
- * KV head h. */
-static const float *cat_row(const lmk_session *s, const lmk_layer *ly, int64_t u,
-                            const float *stage, int h, int64_t j)
-{
-    if (j < u)
-        return ly->tail_k + ((size_t)h * s->L + (size_t)j) * s->head_dim;
-    return stage + ((size_t)(j - u) * s->n_kv_heads + h) * s->head_dim;
-}
-
-LMK_API int lmk_session_append(lmk_session *s, int layer, int64_t n, const float *k,
-                               const float *v)
-{
-    if (!s)
-        return LMK_EINVAL;
-    if (s->read_only)
-        return lmk_sess_fail(s, LMK_EREADONLY, "session is open read-only");
-    if (layer < 0 || layer >= s->n_layers)
-        return lmk_sess_fail(s, LMK_EINVAL, "layer %d out of range 0..%d", layer,
-                             s->n_layers - 1);
-    if (n < 0 || (n > 0 && (!k || !v)) || n > ((int64_t)1 << 32))
-        return lmk_sess_fail(s, LMK_EINVAL, "bad token count or NULL k/v");
-    if (n == 0)
-        return LMK_OK;
-    lmk_layer *ly = &s->layers[layer];
-    const int L = s->L, H = s->n_kv_heads, D = s->head_dim;
-    const size_t row = (size_t)H * D;
-    int64_t nb_old = lmk_sealed(ly->ntok, L), nb_new = lmk_sealed(ly->ntok + n, L);
-    int64_t u = ly->ntok - nb_old * L; /* tokens in the tail now */
-    int64_t nseal = nb_new - nb_old;
-
-    /* Stage: new tokens rounded to the storage dtype (n, H, D) for K and V, then encoded
-     * block/tail values, then landmarks. */
-    size_t stage_bytes = 2 * (size_t)n * row * sizeof(float);
-    size_t enc_bytes = 2 * (size_t)(L > 1 ? L : 1) * D * s->esz + 2 * row * s->esz;
-    if (lmk_buf_reserve(&s->enc, stage_bytes + enc_bytes) ||
-        lmk_buf_reserve(&s->lmbuf, (size_t)(nseal > 0 ? nseal : 1) * row * sizeof(float)))
-        return lmk_sess_fail(s, ENOMEM, "out of memory staging %lld tokens", (long long)n);
-    float *sk = s->enc.p, *sv = sk + (size_t)n * row;
-    uint8_t *enc = (uint8_t *)(sv + (size_t)n * row);
-    float *lms = s->lmbuf.p;
-    round_rows(s, k, (size_t)n * row, sk);
-    round_rows(s, v, (size_t)n * row, sv);
-    for (size_t i = 0; i < (size_t)n * row; i++)
-        if (!isfinite(sk[i]) || !isfinite(sv[i]))
-            return lmk_sess_fail(s, LMK_EINVAL,
-                                 "token %lld has a non-finite key or value%s",
-                                 (long long)(ly->ntok + (int64_t)(i / row)),
-                                 s->dtype == LMK_DTYPE_F16 ? " (after f16 rounding)" : "");
-
-    int rc = lmk_store_batch_begin(s->st);
-    if (rc)
-        return store_fail(s, rc, "starting a write");
-    for (int64_t b = nb_old; b < nb_new; b++) {
-        int64_t j0 = (b - nb_old) * L; /* first concatenation row of block b */
-        for (int h = 0; h < H; h++) {
-            float *lm = lms + ((size_t)h * nseal + (size_t)(b - nb_old)) * D;
-            if (s->landmark == LMK_LANDMARK_TOKEN) {
-                memcpy(lm, cat_row(s, ly, u, sk, h, j0 + L - 1), (size_t)D * 4);
-            } else {
-                for (int d = 0; d < D; d++) {
-                    double acc = 0;
-                    for (int i = 0; i < L; i++)
-                        acc += cat_row(s, ly, u, sk, h, j0 + i)[d];
-                    lm[d] = (float)(acc / L);
-                }
-            }
-            for (int i = 0; i < L; i++) {
-                encode_rows(s, cat_row(s, ly, u, sk, h, j0 + i), (size_t)D,
-                            enc + (size_t)i * D * s->esz);
-                const float *vr = j0 + i < u
-                                      ? ly->tail_v + ((size_t)h * L + (size_t)(j0 + i)) * D
-                                      : sv + ((size_t)(j0 + i - u) * H + h) * D;
-                encode_rows(s, vr, (size_t)D, enc + ((size_t)L + i) * D * s->esz);
-            }
-            lmk_key bk = mkkey(LMK_KEY_BLOCK, layer, h, b);
-            lmk_key lk = mkkey(LMK_KEY_LANDMARK, layer, h, b);
-            if ((rc = lmk_store_put(s->st, &bk, enc, 2 * (size_t)L * D * s->esz)) ||
-                (rc = lmk_store_put(s->st, &lk, lm, (size_t)D * 4)))
-                goto abort;
-        }
-    }
-    if (nseal > 0 && u > 0) {
-        lmk_key from = mkkey(LMK_KEY_TAIL, layer, 0, nb_old * L);
-        lmk_key to = mkkey(LMK_KEY_TAIL, layer, 0, nb_new * L - 1);
-        if ((rc = lmk_store_del_range(s->st, &from, &to)))
-            goto abort;
-    }
-    /* New tokens that stay unsealed. */
-    int64_t keep_from = nb_new * L > ly->ntok ? nb_new * L : ly->ntok;
-    for (int64_t p = keep_from; p < ly->ntok + n; p++) {
-        int64_t i = p - ly->ntok;
-        encode_rows(s, sk + (size_t)i * row, row, enc);
-        encode_rows(s, sv + (size_t)i * row, row, enc + row * s->esz);
-        lmk_key tk = mkkey(LMK_KEY_TAIL, layer, 0, p);
-        if ((rc = lmk_store_put(s->st, &tk, enc, 2 * row * s->esz)))
-            goto abort;
-    }
-    {
-        char name[32];
-        uint8_t rec[16];
-        snprintf(name, sizeof name, "layer/%d", layer);
-        size_t rl = lmk_layer_rec_encode(ly->ntok + n, rec, sizeof rec);
-        if ((rc = lmk_store_put_meta(s->st, name, rec, rl)))
-            goto abort;
-    }
-    /* Index before commit so a failure can undo both; after a failed commit the indices
-     * are cut back to what the store holds. */
-    int h_done = 0;
-    for (; nseal > 0 && h_done < H; h_done++) {
-        lmk_index *idx = s->idx[layer * H + h_done];
-        int arc = lmk_index_add(idx, nseal, lms + (size_t)h_done * nseal * D);
-        if (arc) {
-            index_fail(s, arc, idx, "adding landmarks");
-            rc = arc;
-            goto undo_index;
-        }
-    }
-    if ((rc = lmk_store_batch_commit(s->st))) {
-        store_fail(s, rc, "committing appended tokens");
-        goto undo_index;
-    }
-    for (int h = 0; h < H && nseal > 0; h++)
-        s->idx_dirty[layer * H + h] = 1;
-
-    /* Shift the tail: it becomes concatenation rows [nseal * L, u + n). */
-    int64_t first = nseal * L, total = u + n;
-    for (int h = 0; h < H; h++) {
-        for (int64_t j = first; j < total; j++) {
-            float *dk = ly->tail_k + ((size_t)h * L + (size_t)(j - first)) * D;
-            float *dv = ly->tail_v + ((size_t)h * L + (size_t)(j - first)) * D;
-            if (j < u) {
-                memmove(dk, ly->tail_k + ((size_t)h * L + (size_t)j) * D, (size_t)D * 4);
-                memmove(dv, ly->tail_v + ((size_t)h * L + (size_t)j) * D, (size_t)D * 4);
-            } else {
-                memcpy(dk, sk + ((size_t)(j - u) * H + h) * D, (size_t)D * 4);
-                memcpy(dv, sv + ((size_t)(j - u) * H + h) * D, (size_t)D * 4);
-            }
-        }
-    }
-    ly->ntok += n;
-    return LMK_OK;
-
-undo_index:
-    for (int h = 0; h < h_done; h++)
-        lmk_index_truncate(s->idx[layer * H + h], nb_old);
-    lmk_store_batch_abort(s->st);
-    return rc;
-abort:
-    lmk_store_batch_abort(s->st);
-    return store_fail(s, rc, "staging appended tokens");
-}
-
 /* ---- inspection ---- */
 
 LMK_API int64_t lmk_session_tokens(const lmk_session *s, int layer)
@@ -861,7 +598,7 @@ LMK_API int lmk_session_info_get(lmk_session *s, lmk_session_info *info)
     uint64_t bytes = 0;
     int rc = lmk_store_disk_bytes(s->st, &bytes);
     if (rc)
-        return store_fail(s, rc, "measuring disk use");
+        return lmk_sess_store_fail(s, rc, "measuring disk use");
     for (int i = 0; i < s->n_layers * s->n_kv_heads; i++) {
         char path[PATH_MAX + 64];
         struct stat st;
@@ -908,7 +645,7 @@ LMK_API int lmk_session_read_kv(lmk_session *s, int layer, int64_t t0, int64_t n
     int rc = lmk_store_read_begin(s->st);
     if (rc) {
         free(bk);
-        return store_fail(s, rc, "starting a read");
+        return lmk_sess_store_fail(s, rc, "starting a read");
     }
     for (int64_t t = t0; t < t0 + n;) {
         int64_t b = t / L;
@@ -984,7 +721,7 @@ LMK_API int lmk_session_data_digest(lmk_session *s, uint64_t *digest)
     for (int i = 0; i < 3; i++) {
         int rc = lmk_store_scan(s->st, kinds[i], -1, 0, digest_cb, &d);
         if (rc)
-            return store_fail(s, rc, "digesting stored data");
+            return lmk_sess_store_fail(s, rc, "digesting stored data");
     }
     *digest = d.h;
     return LMK_OK;
@@ -998,6 +735,6 @@ LMK_API int lmk_session_sync(lmk_session *s)
         return LMK_OK;
     int rc = lmk_store_sync(s->st);
     if (rc)
-        return store_fail(s, rc, "syncing the store");
+        return lmk_sess_store_fail(s, rc, "syncing the store");
     return save_indices(s);
 }

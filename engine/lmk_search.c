@@ -1,0 +1,233 @@
+/* Search phase of an attend call: for every (query, head), the blocks it attends. Each
+ * query's searched blocks come from the KV head's index over landmarks (or all candidates
+ * when top_k covers them), then the forced recent blocks are appended. Parallel over KV
+ * heads; every head's results are written by one thread. */
+#include <errno.h>
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lmk_attend_internal.h"
+
+/* The vector the index is searched with for query i, head h (rotated into the ranking frame
+ * under a position policy). */
+static void ranking_query(const lmk_session *s, const lmk_attend_opts *o, const qgeo *x,
+                          const float *q, float *dst)
+{
+    memcpy(dst, q, (size_t)s->head_dim * 4);
+    if (!o->pos || o->pos->kind == LMK_POS_AS_GIVEN)
+        return;
+    int64_t pos;
+    if (o->pos->kind == LMK_POS_SLOTS)
+        pos = slots_query_pos(s, x, x->k + x->F) - o->pos->rank_pos;
+    else
+        pos = o->pos->fixed_distance;
+    o->pos->rotate(o->pos->ud, dst, 1, s->head_dim, &pos);
+}
+
+typedef struct rctx {
+    lmk_session *s;
+    int layer;
+    int64_t nq;
+    const float *q;
+    const lmk_attend_opts *o;
+    const qgeo *g;
+    int64_t max_sel;
+    int64_t *sel; /* (nq, n_heads, max_sel) */
+    int *nsel;    /* (nq, n_heads) */
+    float *qs;    /* search queries scratch (nq * n_heads, D) */
+    int64_t *ids; /* search results scratch (nq * n_heads, kmax) */
+    int64_t kmax;
+    int rc;
+    char msg[512];
+} rctx;
+
+/* Search for KV head kvh and fill sel/nsel of its query heads. */
+static int retrieve_kvh(rctx *r, int kvh)
+{
+    lmk_session *s = r->s;
+    const int D = s->head_dim, G = s->group, NH = s->n_heads;
+    const lmk_attend_opts *o = r->o;
+    lmk_index *idx = s->idx[r->layer * s->n_kv_heads + kvh];
+    lmk_search_params sp = {o->ef_search, o->nprobe};
+    float *qs = r->qs + (size_t)kvh * r->nq * G * D;
+    int64_t *ids = r->ids + (size_t)kvh * r->nq * G * r->kmax;
+    int per_head = o->retrieve != LMK_RETRIEVE_KVHEAD;
+
+    for (int64_t i0 = 0; i0 < r->nq;) {
+        const qgeo *x0 = &r->g[i0];
+        int64_t pool = x0->C - x0->F;
+        int64_t i1 = i0 + 1;
+        while (i1 < r->nq && r->g[i1].C - r->g[i1].F == pool && r->g[i1].k == x0->k)
+            i1++;
+        int64_t k = x0->k;
+        for (int64_t i = i0; i < i1; i++)
+            for (int g = 0; g < G; g++)
+                r->nsel[i * NH + kvh * G + g] = 0;
+        if (k > 0 && k == pool) {
+            /* top_k covers every candidate: the index is bypassed. */
+            for (int64_t i = i0; i < i1; i++)
+                for (int g = 0; g < G; g++) {
+                    int64_t *dst = r->sel + ((size_t)i * NH + kvh * G + g) * r->max_sel;
+                    for (int64_t b = 0; b < pool; b++)
+                        dst[b] = b;
+                    r->nsel[i * NH + kvh * G + g] = (int)pool;
+                }
+        } else if (k > 0) {
+            int64_t nrow = 0;
+            for (int64_t i = i0; i < i1; i++) {
+                if (per_head) {
+                    for (int g = 0; g < G; g++)
+                        ranking_query(s, o, &r->g[i],
+                                      r->q + ((size_t)i * NH + kvh * G + g) * D,
+                                      qs + (size_t)nrow++ * D);
+                } else {
+                    float *dst = qs + (size_t)nrow++ * D;
+                    float tmp[D];
+                    memset(dst, 0, (size_t)D * 4);
+                    for (int g = 0; g < G; g++) {
+                        ranking_query(s, o, &r->g[i],
+                                      r->q + ((size_t)i * NH + kvh * G + g) * D, tmp);
+                        for (int d = 0; d < D; d++)
+                            dst[d] += tmp[d];
+                    }
+                }
+            }
+            int rc = lmk_index_search(idx, nrow, qs, (int)k, pool, &sp, ids, NULL);
+            if (rc) {
+                snprintf(r->msg, sizeof r->msg, "searching layer %d head %d: %s", r->layer, kvh,
+                         lmk_index_errmsg(idx));
+                return rc;
+            }
+            int64_t row = 0;
+            for (int64_t i = i0; i < i1; i++) {
+                for (int g = 0; g < G; g++) {
+                    const int64_t *res = ids + (size_t)(per_head ? row + g : row) * k;
+                    int64_t *dst = r->sel + ((size_t)i * NH + kvh * G + g) * r->max_sel;
+                    int n = 0;
+                    for (int64_t j = 0; j < k; j++)
+                        if (res[j] >= 0 && res[j] < pool)
+                            dst[n++] = res[j];
+                    r->nsel[i * NH + kvh * G + g] = n;
+                }
+                row += per_head ? G : 1;
+            }
+        }
+        for (int64_t i = i0; i < i1; i++) {
+            const qgeo *x = &r->g[i];
+            for (int g = 0; g < G; g++) {
+                int64_t *dst = r->sel + ((size_t)i * NH + kvh * G + g) * r->max_sel;
+                int *n = &r->nsel[i * NH + kvh * G + g];
+                for (int64_t b = x->C - x->F; b < x->C; b++)
+                    dst[(*n)++] = b;
+            }
+        }
+        i0 = i1;
+    }
+    return LMK_OK;
+}
+
+/* LMK_RETRIEVE_CHUNK: re-rank each head's candidates (the union of what its queries found)
+ * by the maximum exact score over the chunk's queries that can see them, then give every
+ * query the best k of those it can see. */
+static void chunk_rerank(rctx *r, int kvh, int64_t *cand, float *best)
+{
+    lmk_session *s = r->s;
+    const int D = s->head_dim, G = s->group, NH = s->n_heads;
+    const float *lms = lmk_index_vectors(s->idx[r->layer * s->n_kv_heads + kvh]);
+    for (int g = 0; g < G; g++) {
+        int h = kvh * G + g;
+        int64_t nc = 0;
+        for (int64_t i = 0; i < r->nq; i++) {
+            const int64_t *sel = r->sel + ((size_t)i * NH + h) * r->max_sel;
+            int searched = r->nsel[i * NH + h] - (int)r->g[i].F;
+            for (int j = 0; j < searched; j++)
+                cand[nc++] = sel[j];
+        }
+        qsort(cand, (size_t)nc, sizeof *cand, lmk_cmp_i64);
+        int64_t u = 0;
+        for (int64_t j = 0; j < nc; j++)
+            if (u == 0 || cand[u - 1] != cand[j])
+                cand[u++] = cand[j];
+        for (int64_t j = 0; j < u; j++) {
+            float m = -INFINITY;
+            for (int64_t i = 0; i < r->nq; i++) {
+                if (cand[j] >= r->g[i].C - r->g[i].F)
+                    continue;
+                float sc = lmk_dot(r->q + ((size_t)i * NH + h) * D, lms + (size_t)cand[j] * D, D);
+                if (sc > m)
+                    m = sc;
+            }
+            best[j] = m;
+        }
+        /* insertion sort by (best desc, id asc): candidate lists are short */
+        for (int64_t a = 1; a < u; a++) {
+            int64_t id = cand[a];
+            float v = best[a];
+            int64_t b = a - 1;
+            while (b >= 0 && (best[b] < v || (best[b] == v && cand[b] > id))) {
+                best[b + 1] = best[b];
+                cand[b + 1] = cand[b];
+                b--;
+            }
+            best[b + 1] = v;
+            cand[b + 1] = id;
+        }
+        for (int64_t i = 0; i < r->nq; i++) {
+            const qgeo *x = &r->g[i];
+            int64_t *dst = r->sel + ((size_t)i * NH + h) * r->max_sel;
+            int n = 0;
+            for (int64_t j = 0; j < u && n < x->k; j++)
+                if (cand[j] < x->C - x->F)
+                    dst[n++] = cand[j];
+            for (int64_t b = x->C - x->F; b < x->C; b++)
+                dst[n++] = b;
+            r->nsel[i * NH + h] = n;
+        }
+    }
+}
+
+int lmk_attend_search(lmk_attend_plan *p)
+{
+    lmk_session *s = p->s;
+    const int H = s->n_kv_heads;
+    rctx r = {s, p->layer, p->nq, p->q, p->o, p->g, p->max_sel, p->sel, p->nsel,
+              s->q_search.p, s->ids.p, p->kmax, 0, ""};
+    int nth = s->n_threads < H ? s->n_threads : H;
+    int rc_any = 0;
+    /* FAISS opens its own OpenMP regions inside a search. Ours is the one level of
+     * parallelism: setting the thread count inside our region changes only that region's
+     * data environment (not the caller's), so FAISS runs single-threaded here instead of
+     * waking a new team for every small search. */
+#pragma omp parallel num_threads(nth) if (nth > 1)
+    {
+        omp_set_num_threads(1);
+#pragma omp for schedule(static)
+        for (int kvh = 0; kvh < H; kvh++) {
+            int rc = retrieve_kvh(&r, kvh);
+            if (rc) {
+#pragma omp critical(lmk_attend_err)
+                {
+                    if (!rc_any) {
+                        rc_any = rc;
+                        snprintf(s->err, sizeof s->err, "%s", r.msg);
+                    }
+                }
+            }
+        }
+    }
+    if (rc_any)
+        return rc_any;
+    if (p->o->retrieve == LMK_RETRIEVE_CHUNK && p->nq > 1) {
+        size_t cap = (size_t)p->nq * p->max_sel;
+        int64_t *cand = malloc(cap * (sizeof(int64_t) + sizeof(float)));
+        if (!cand)
+            return lmk_sess_fail(s, ENOMEM, "out of memory");
+        for (int kvh = 0; kvh < H; kvh++)
+            chunk_rerank(&r, kvh, cand, (float *)(cand + cap));
+        free(cand);
+    }
+    return LMK_OK;
+}
