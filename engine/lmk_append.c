@@ -21,7 +21,10 @@ typedef struct append_job {
     int64_t nseal;   /* blocks sealed by this call */
     float *sk, *sv;  /* (n, n_kv_heads, head_dim): new tokens rounded to the storage dtype */
     uint8_t *enc;    /* one encoded block or token value */
-    float *lms;      /* (n_kv_heads, nseal, head_dim): landmarks of the sealed blocks */
+    float *lms;      /* (n_kv_heads, nseal, R, head_dim): landmarks of the sealed blocks */
+    const float *q;  /* (n, n_heads, head_dim) queries of the new tokens, or NULL */
+    float *rk, *rq, *rs; /* representative scratch: keys (L, D), queries (L, G, D), (2L) */
+    unsigned char *rok;  /* (L) */
 } append_job;
 
 /* Row j (0-based from the first unsealed token) of the concatenation tail ++ staged tokens,
@@ -43,13 +46,19 @@ static int stage_tokens(lmk_session *s, append_job *a, const float *k, const flo
     const int64_t n = a->n;
     size_t stage_bytes = 2 * (size_t)n * row * sizeof(float);
     size_t enc_bytes = 2 * (size_t)(L > 1 ? L : 1) * D * s->esz + 2 * row * s->esz;
+    size_t lm_floats = (size_t)(a->nseal > 0 ? a->nseal : 1) * row * s->R;
+    size_t rs_floats = (size_t)L * D * (1 + s->group) + 2 * (size_t)L;
     if (lmk_buf_reserve(&s->enc, stage_bytes + enc_bytes) ||
-        lmk_buf_reserve(&s->lmbuf, (size_t)(a->nseal > 0 ? a->nseal : 1) * row * sizeof(float)))
+        lmk_buf_reserve(&s->lmbuf, (lm_floats + rs_floats) * sizeof(float) + (size_t)L))
         return lmk_sess_fail(s, ENOMEM, "out of memory staging %lld tokens", (long long)n);
     a->sk = s->enc.p;
     a->sv = a->sk + (size_t)n * row;
     a->enc = (uint8_t *)(a->sv + (size_t)n * row);
     a->lms = s->lmbuf.p;
+    a->rk = a->lms + lm_floats;
+    a->rq = a->rk + (size_t)L * D;
+    a->rs = a->rq + (size_t)L * s->group * D;
+    a->rok = (unsigned char *)(a->rs + 2 * (size_t)L);
     lmk_values_round(s, k, (size_t)n * row, a->sk);
     lmk_values_round(s, v, (size_t)n * row, a->sv);
     for (size_t i = 0; i < (size_t)n * row; i++)
@@ -61,22 +70,29 @@ static int stage_tokens(lmk_session *s, append_job *a, const float *k, const flo
     return LMK_OK;
 }
 
-/* Landmark of block b of KV head h into lm (head_dim). */
+/* Landmark of block b of KV head h into lm (R, head_dim): the block's keys (and, for
+ * representatives chosen by queries, its tokens' queries) gathered, then lmk_repr_make. */
 static void make_landmark(const lmk_session *s, const append_job *a, int h, int64_t b,
                           float *lm)
 {
-    const int L = s->L, D = s->head_dim;
+    const int L = s->L, D = s->head_dim, G = s->group, NH = s->n_heads;
     int64_t j0 = (b - a->nb_old) * L; /* first concatenation row of block b */
-    if (s->landmark == LMK_LANDMARK_TOKEN) {
-        memcpy(lm, cat_row(s, a->ly, a->u, a->sk, h, j0 + L - 1), (size_t)D * 4);
-    } else {
-        for (int d = 0; d < D; d++) {
-            double acc = 0;
-            for (int i = 0; i < L; i++)
-                acc += cat_row(s, a->ly, a->u, a->sk, h, j0 + i)[d];
-            lm[d] = (float)(acc / L);
-        }
+    for (int i = 0; i < L; i++)
+        memcpy(a->rk + (size_t)i * D, cat_row(s, a->ly, a->u, a->sk, h, j0 + i), (size_t)D * 4);
+    int wq = lmk_repr_wants_queries(s->landmark);
+    for (int i = 0; wq && i < L; i++) {
+        int64_t j = j0 + i;
+        const float *src = NULL;
+        if (j < a->u)
+            src = a->ly->tail_qok[j] ? a->ly->tail_q + ((size_t)j * NH + (size_t)h * G) * D : NULL;
+        else if (a->q)
+            src = a->q + ((size_t)(j - a->u) * NH + (size_t)h * G) * D;
+        a->rok[i] = src != NULL;
+        if (src)
+            memcpy(a->rq + (size_t)i * G * D, src, (size_t)G * D * 4);
     }
+    lmk_repr_make(s->landmark, L, D, G, s->R, a->rk, wq ? a->rq : NULL, wq ? a->rok : NULL,
+                  a->rs, lm);
 }
 
 /* Into the batch: block and landmark values of every block this call seals. */
@@ -87,7 +103,7 @@ static int put_sealed_blocks(lmk_session *s, const append_job *a)
     for (int64_t b = a->nb_old; b < a->nb_new; b++) {
         int64_t j0 = (b - a->nb_old) * L;
         for (int h = 0; h < H; h++) {
-            float *lm = a->lms + ((size_t)h * a->nseal + (size_t)(b - a->nb_old)) * D;
+            float *lm = a->lms + ((size_t)h * a->nseal + (size_t)(b - a->nb_old)) * s->R * D;
             make_landmark(s, a, h, b, lm);
             for (int i = 0; i < L; i++) {
                 lmk_values_encode(s, cat_row(s, ly, a->u, a->sk, h, j0 + i), (size_t)D,
@@ -101,7 +117,7 @@ static int put_sealed_blocks(lmk_session *s, const append_job *a)
             lmk_key lk = mkkey(LMK_KEY_LANDMARK, a->layer, h, b);
             int rc;
             if ((rc = lmk_store_put(s->st, &bk, a->enc, 2 * (size_t)L * D * s->esz)) ||
-                (rc = lmk_store_put(s->st, &lk, lm, (size_t)D * 4)))
+                (rc = lmk_store_put(s->st, &lk, lm, (size_t)s->R * D * 4)))
                 return rc;
         }
     }
@@ -158,10 +174,31 @@ static void shift_tail(const lmk_session *s, const append_job *a)
             }
         }
     }
+    if (!ly->tail_q)
+        return;
+    const size_t qrow = (size_t)s->n_heads * D;
+    for (int64_t j = first; j < total; j++) {
+        float *dq = ly->tail_q + (size_t)(j - first) * qrow;
+        unsigned char *ok = &ly->tail_qok[j - first];
+        if (j < u) {
+            memmove(dq, ly->tail_q + (size_t)j * qrow, qrow * 4);
+            *ok = ly->tail_qok[j];
+        } else {
+            *ok = a->q != NULL;
+            if (a->q)
+                memcpy(dq, a->q + (size_t)(j - u) * qrow, qrow * 4);
+        }
+    }
 }
 
 LMK_API int lmk_session_append(lmk_session *s, int layer, int64_t n, const float *k,
                                const float *v)
+{
+    return lmk_session_append_q(s, layer, n, k, v, NULL);
+}
+
+LMK_API int lmk_session_append_q(lmk_session *s, int layer, int64_t n, const float *k,
+                                 const float *v, const float *q)
 {
     if (!s)
         return LMK_EINVAL;
@@ -184,6 +221,7 @@ LMK_API int lmk_session_append(lmk_session *s, int layer, int64_t n, const float
     a.nb_new = lmk_sealed(a.ly->ntok + n, L);
     a.u = a.ly->ntok - a.nb_old * L;
     a.nseal = a.nb_new - a.nb_old;
+    a.q = q;
     int rc = stage_tokens(s, &a, k, v);
     if (rc)
         return rc;
@@ -199,7 +237,7 @@ LMK_API int lmk_session_append(lmk_session *s, int layer, int64_t n, const float
     int h_done = 0;
     for (; a.nseal > 0 && h_done < H; h_done++) {
         lmk_index *idx = s->idx[layer * H + h_done];
-        int arc = lmk_index_add(idx, a.nseal, a.lms + (size_t)h_done * a.nseal * D);
+        int arc = lmk_index_add(idx, a.nseal * s->R, a.lms + (size_t)h_done * a.nseal * s->R * D);
         if (arc) {
             lmk_sess_index_fail(s, arc, idx, "adding landmarks");
             rc = arc;
@@ -218,7 +256,7 @@ LMK_API int lmk_session_append(lmk_session *s, int layer, int64_t n, const float
 
 undo_index:
     for (int h = 0; h < h_done; h++)
-        lmk_index_truncate(s->idx[layer * H + h], a.nb_old);
+        lmk_index_truncate(s->idx[layer * H + h], a.nb_old * s->R);
     lmk_store_batch_abort(s->st);
     return rc;
 }

@@ -65,6 +65,10 @@ struct lmk_index {
     size_t h_cap;
     float *s_x;      /* (n, fdim) "+l2" vectors being added */
     size_t s_x_cap;
+    int64_t *g_i;    /* (kk) multi-entry search: entry ids (lmk_index_group.c) */
+    size_t g_cap;
+    float *g_s;      /* (kk) their scores */
+    size_t g_scap;
 
     char err[ERR_CAP];
 };
