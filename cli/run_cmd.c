@@ -39,7 +39,7 @@ static void on_sigint(int sig)
 
 typedef struct {
     const char *cmd;
-    const char *model, *session, *file, *prompt, *haystack, *index, *workdir, *depths;
+    const char *model, *session, *file, *prompt, *haystack, *index, *workdir, *depths, *record;
     long long generate, tokens, trials, chunk, dense_max, piece;
     int top_k, recent, sink, local, block_len, threads, json, mem_freq, lm_token;
     long long fixed_distance;
@@ -48,6 +48,7 @@ typedef struct {
     int pos, mode, next_from, prefill_chunkwise, dtype, retrieve, durability;
     /* which were given on the command line */
     int g_generate, g_top_k, g_recent, g_sink, g_local, g_pos, g_mode, g_next, g_fixed;
+    lmk_opt_repr repr; /* block representative of new sessions of ordinary models */
 } run_opts;
 
 static void opts_init(run_opts *o, const char *cmd)
@@ -88,6 +89,9 @@ static const char k_common_help[] =
     "  --local N             recent tokens attended directly (ordinary models, default\n"
     "                        min(4096, trained context / 2))\n"
     "  --block-len L         block length for ordinary models (default 64)\n"
+    "  --repr NAME[:R]       block representative of new sessions of ordinary models: mean,\n"
+    "                        keys (every key indexed), attn[:R] (InfLLM), query[:R]\n"
+    "                        (query-aware), outlier[:R] (mean + outlying keys); R default 4\n"
     "  --mem-freq N          regular tokens per landmark block (overrides landmark.mem_freq;\n"
     "                        0 runs a landmark model as an ordinary one)\n"
     "  --landmark-token ID   overrides landmark.token_id\n"
@@ -146,6 +150,8 @@ static int parse_opts(run_opts *o, int argc, char **argv, const char *usage)
             o->workdir = v;
         else if (IS("--depth"))
             o->depths = v;
+        else if (IS("--record"))
+            o->record = v;
         else if (IS("--generate"))
             bad = (o->generate = n) < 0, o->g_generate = 1;
         else if (IS("--tokens"))
@@ -216,6 +222,12 @@ static int parse_opts(run_opts *o, int argc, char **argv, const char *usage)
                             : !strcmp(v, "nometa") ? LMK_DURABLE_NOMETA
                             : !strcmp(v, "none") ? LMK_DURABLE_NONE : -1;
             bad = o->durability < 0;
+        } else if (IS("--repr")) {
+            char e[128] = "";
+            if (lmk_opt_repr_fn(&o->repr, v, e, sizeof e)) {
+                lmk_cli_error(o->cmd, "invalid value '%s' for --repr: %s", v, e);
+                return 2;
+            }
         } else if (IS("--dtype")) {
             o->dtype = !strcmp(v, "f16") ? LMK_DTYPE_F16 : !strcmp(v, "f32") ? LMK_DTYPE_F32 : -1;
             bad = o->dtype < 0;
@@ -277,6 +289,16 @@ static lmk_attend_opts attend_opts(const run_opts *o, int chunkwise)
     a.n_local = o->local;
     a.retrieve = chunkwise ? LMK_RETRIEVE_CHUNK : o->retrieve;
     return a;
+}
+
+/* The representative of a new session of an ordinary model (landmark models keep their
+ * landmark tokens). */
+static void apply_repr(const run_opts *o, const lmk_model *m, lmk_session_opts *so)
+{
+    if (lmk_model_get_info(m)->mem_freq > 0 || !o->repr.landmark)
+        return;
+    so->landmark = (lmk_landmark_src)o->repr.landmark;
+    so->n_repr = o->repr.n_repr;
 }
 
 static void session_log(void *ud, const char *msg)
@@ -594,6 +616,7 @@ static lmk_session *open_run_session(const run_opts *o, const lmk_model *m, cons
     if (create) {
         so.index_spec = o->index;
         so.dtype = (lmk_dtype)o->dtype;
+        apply_repr(o, m, &so);
     } else {
         so.block_len = 0;
         so.landmark = LMK_LANDMARK_AUTO;
@@ -620,9 +643,101 @@ static lmk_session *open_run_session(const run_opts *o, const lmk_model *m, cons
     return s;
 }
 
+/* ---- recording a stream (passkey --record): what one trial gave the session ---- */
+
+typedef struct recorder {
+    int on, NL, NH, NKV, D, failed;
+    int64_t *n, *cap;  /* per layer: tokens recorded, room */
+    float **k, **v, **q;
+} recorder;
+
+static void rec_cb(void *ud, int layer, int64_t n, const float *k, const float *v,
+                   const float *q)
+{
+    recorder *r = ud;
+    if (!r->on || r->failed)
+        return;
+    size_t kr = (size_t)r->NKV * r->D, qr = (size_t)r->NH * r->D;
+    if (r->n[layer] + n > r->cap[layer]) {
+        int64_t c = (r->n[layer] + n) * 2;
+        float *a = realloc(r->k[layer], (size_t)c * kr * 4);
+        if (a)
+            r->k[layer] = a;
+        float *b = a ? realloc(r->v[layer], (size_t)c * kr * 4) : NULL;
+        if (b)
+            r->v[layer] = b;
+        float *e = b ? realloc(r->q[layer], (size_t)c * qr * 4) : NULL;
+        if (e)
+            r->q[layer] = e;
+        if (!e) {
+            r->failed = 1;
+            return;
+        }
+        r->cap[layer] = c;
+    }
+    memcpy(r->k[layer] + (size_t)r->n[layer] * kr, k, (size_t)n * kr * 4);
+    memcpy(r->v[layer] + (size_t)r->n[layer] * kr, v, (size_t)n * kr * 4);
+    memcpy(r->q[layer] + (size_t)r->n[layer] * qr, q, (size_t)n * qr * 4);
+    r->n[layer] += n;
+}
+
+/* The LMKREC1 file (README "Recorded streams"): one query per token, f32. */
+static int rec_write(const recorder *r, const char *path)
+{
+    int64_t T = r->n[0];
+    for (int l = 1; l < r->NL; l++)
+        if (r->n[l] != T)
+            return lmk_cli_error("passkey", "--record: layers recorded unequal lengths"), 1;
+    if (r->failed)
+        return lmk_cli_error("passkey", "--record: out of memory"), 1;
+    FILE *f = fopen(path, "wb");
+    if (!f)
+        return lmk_cli_error("passkey", "%s: %s", path, strerror(errno)), 1;
+    unsigned char h[48] = "LMKREC1";
+    uint32_t u[4] = {(uint32_t)r->NL, (uint32_t)r->NH, (uint32_t)r->NKV, (uint32_t)r->D};
+    uint64_t nt = (uint64_t)T;
+    memcpy(h + 8, u, 16);
+    memcpy(h + 24, &nt, 8);
+    memcpy(h + 32, &nt, 8);
+    int ok = fwrite(h, 1, 48, f) == 48;
+    size_t kr = (size_t)r->NKV * r->D, qr = (size_t)r->NH * r->D;
+    for (int l = 0; ok && l < r->NL; l++)
+        ok = fwrite(r->k[l], 4, (size_t)T * kr, f) == (size_t)T * kr &&
+             fwrite(r->v[l], 4, (size_t)T * kr, f) == (size_t)T * kr &&
+             fwrite(r->q[l], 4, (size_t)T * qr, f) == (size_t)T * qr;
+    if (fclose(f) || !ok)
+        return lmk_cli_error("passkey", "%s: write failed", path), 1;
+    return 0;
+}
+
+static void rec_free(recorder *r)
+{
+    for (int l = 0; r->n && l < r->NL; l++) {
+        free(r->k[l]);
+        free(r->v[l]);
+        free(r->q[l]);
+    }
+    free(r->n);
+    free(r->cap);
+    free(r->k);
+    free(r->v);
+    free(r->q);
+}
+
+static lmk_ctx *open_ctx_rec(const run_opts *o, lmk_model *m, lmk_session *s, recorder *rec);
+
 static lmk_ctx *open_ctx(const run_opts *o, lmk_model *m, lmk_session *s)
 {
+    return open_ctx_rec(o, m, s, NULL);
+}
+
+static lmk_ctx *open_ctx_rec(const run_opts *o, lmk_model *m, lmk_session *s, recorder *rec)
+{
     lmk_ctx_opts co = lmk_ctx_opts_default();
+    if (rec) {
+        co.record = rec_cb;
+        co.record_ud = rec;
+    }
     co.backend = LMK_ATTN_SESSION;
     co.session = s;
     co.pos = (lmk_pos_kind)o->pos;
@@ -886,6 +1001,7 @@ static lmk_session *temp_open(const run_opts *o, const lmk_model *m, const char 
     so.index_spec = o->index;
     so.dtype = (lmk_dtype)o->dtype;
     so.durability = LMK_DURABLE_NONE; /* scratch data: nothing to keep after a crash */
+    apply_repr(o, m, &so);
     lmk_session *s = NULL;
     if (lmk_session_open(dir, &so, &s, err, sizeof err))
         lmk_cli_error(o->cmd, "%s", err);
@@ -907,8 +1023,13 @@ int lmk_cmd_passkey(int argc, char **argv)
         "  --haystack FILE text to hide the key in (e.g. ../shared/data/kjv.txt)\n"
         "  --seed S        seed for keys, offsets and depths (default 42)\n"
         "  --workdir DIR   where temporary sessions go (default $TMPDIR or /tmp)\n"
+        "  --record FILE   write the first trial's stream (keys, values, and one query per\n"
+        "                  token in the ranking frame) for `landmark bench --recorded FILE\n"
+        "                  --repr ...`\n"
         "  --json          one JSON object: tokens, trials, accuracy, prefill_tokens_per_s,\n"
         "                  decode_tokens_per_s, and per-depth details\n";
+    recorder rec;
+    memset(&rec, 0, sizeof rec);
     run_opts o;
     opts_init(&o, "passkey");
     int prc = parse_opts(&o, argc, argv, usage);
@@ -973,6 +1094,16 @@ int lmk_cmd_passkey(int argc, char **argv)
     int32_t *ids = NULL;
     signal(SIGINT, on_sigint);
     const char *question = " What is the pass key? The pass key is";
+    if (o.record) {
+        rec.NL = mi->n_layers, rec.NH = mi->n_heads, rec.NKV = mi->n_kv_heads;
+        rec.D = mi->head_dim;
+        rec.n = calloc((size_t)rec.NL, sizeof *rec.n);
+        rec.cap = calloc((size_t)rec.NL, sizeof *rec.cap);
+        rec.k = calloc((size_t)rec.NL, sizeof *rec.k);
+        rec.v = calloc((size_t)rec.NL, sizeof *rec.v);
+        rec.q = calloc((size_t)rec.NL, sizeof *rec.q);
+        rec.failed = !rec.n || !rec.cap || !rec.k || !rec.v || !rec.q;
+    }
     for (long long trial = 0; trial < o.trials && !g_interrupted; trial++) {
         int key = 10000 + (int)(rng_next(&rng) % 90000);
         double depth = n_depths ? depths[trial % n_depths]
@@ -1064,7 +1195,8 @@ int lmk_cmd_passkey(int argc, char **argv)
             goto out;
         }
         lmk_session *s = temp_open(&o, m, dir);
-        lmk_ctx *c = s ? open_ctx(&o, m, s) : NULL;
+        rec.on = o.record && trial == 0;
+        lmk_ctx *c = s ? open_ctx_rec(&o, m, s, o.record ? &rec : NULL) : NULL;
         if (!c) {
             lmk_session_close(s);
             remove_dir(dir);
@@ -1082,6 +1214,11 @@ int lmk_cmd_passkey(int argc, char **argv)
             frc = feed_all(&o, c, tq, n_q, logits, NULL);
         }
         free(tq);
+        if (rec.on) {
+            rec.on = 0; /* the stream ends with the question */
+            if (!frc && rec_write(&rec, o.record))
+                frc = 1;
+        }
         double t1 = now_s();
         char ans[64];
         int na = 0, steps = 0, feeds = 0;
@@ -1156,6 +1293,7 @@ int lmk_cmd_passkey(int argc, char **argv)
     }
     rc = 0;
 out:
+    rec_free(&rec);
     free(ids);
     free(hay);
     free(logits);

@@ -570,6 +570,10 @@ struct lmk_ctx {
     int n_thr;             /* threads scratch was sized for */
     /* scratch (chunk rows) */
     float *x, *xn, *q, *k, *v, *att_out, *hg, *hu;
+    /* representatives chosen by queries: the chunk's queries in the ranking frame */
+    int want_q;
+    float *qsel;           /* (chunk, n_heads, head_dim) */
+    int64_t *qpos;         /* (chunk * n_heads) */
     float *lg;             /* (lg_rows, n_vocab), grown to the most logit rows asked for */
     int lg_rows;
     int32_t *ids;
@@ -604,6 +608,8 @@ LMK_API void lmk_ctx_free(lmk_ctx *c)
     free(c->x);
     free(c->xn);
     free(c->q);
+    free(c->qsel);
+    free(c->qpos);
     free(c->k);
     free(c->v);
     free(c->att_out);
@@ -704,6 +710,8 @@ LMK_API int lmk_ctx_open(lmk_model *m, const lmk_ctx_opts *opts, lmk_ctx **out, 
                 }
                 break;
             }
+        c->want_q = si.landmark == LMK_LANDMARK_ATTN || si.landmark == LMK_LANDMARK_QUERY ||
+                    c->o.record != NULL;
         c->att = c->o.attend;
         c->att.mode = c->o.mode;
         c->pol.kind = c->o.pos;
@@ -737,6 +745,14 @@ LMK_API int lmk_ctx_open(lmk_model *m, const lmk_ctx_opts *opts, lmk_ctx **out, 
     c->ids = malloc((size_t)C * sizeof(int32_t));
     c->lrow = malloc((size_t)C * sizeof(int));
     c->ldst = malloc((size_t)C * sizeof(int64_t));
+    if (c->want_q) {
+        c->qsel = malloc((size_t)C * nq * sizeof(float));
+        c->qpos = malloc((size_t)C * H->n_heads * sizeof(int64_t));
+        if (!c->qsel || !c->qpos) {
+            rc = set_err(err, cap, ENOMEM, "out of memory");
+            goto fail;
+        }
+    }
     c->n_thr = m->n_threads;
     c->tile = calloc((size_t)c->n_thr, sizeof *c->tile);
     c->sc = calloc((size_t)c->n_thr, sizeof *c->sc);
@@ -919,7 +935,21 @@ static int attention(lmk_ctx *c, int layer, int64_t n, float *out)
         rope_rows(c->m, c->q, n, H->n_heads, c->n_past);
         rope_rows(c->m, c->k, n, H->n_kv_heads, c->n_past);
     }
-    int rc = lmk_session_append(c->o.session, layer, n, c->k, c->v);
+    const float *qsel = NULL;
+    if (c->want_q) {
+        /* the ranking frame: under fixed positions a query meets every retrieved key at the
+         * fixed distance; otherwise the frame keys are stored in */
+        memcpy(c->qsel, c->q, (size_t)n * H->n_heads * H->head_dim * sizeof(float));
+        if (c->o.pos == LMK_POS_FIXED) {
+            for (int64_t i = 0; i < n * H->n_heads; i++)
+                c->qpos[i] = c->o.fixed_distance;
+            lmk_model_rotate(c->m, c->qsel, (int)(n * H->n_heads), H->head_dim, c->qpos);
+        }
+        qsel = c->qsel;
+    }
+    if (c->o.record)
+        c->o.record(c->o.record_ud, layer, n, c->k, c->v, qsel);
+    int rc = lmk_session_append_q(c->o.session, layer, n, c->k, c->v, qsel);
     if (rc)
         return set_err(c->err, sizeof c->err, rc, "session append (layer %d): %s", layer,
                        lmk_session_errmsg(c->o.session));

@@ -128,6 +128,13 @@ typedef struct lmk_ctx_opts {
     /* Called after each chunk with (positions done, positions in this call); may be NULL. */
     void (*progress)(void *ud, int64_t done, int64_t total);
     void *progress_ud;
+    /* SESSION: called for every layer of every chunk with what the session is given: keys
+     * and values (n, n_kv_heads, head_dim) as appended, and the queries (n, n_heads,
+     * head_dim) in the frame blocks are ranked in (under LMK_POS_FIXED rotated at
+     * fixed_distance); for recording streams (landmark bench --recorded). May be NULL. */
+    void (*record)(void *ud, int layer, int64_t n, const float *k, const float *v,
+                   const float *q);
+    void *record_ud;
 } lmk_ctx_opts;
 
 lmk_ctx_opts lmk_ctx_opts_default(void);
