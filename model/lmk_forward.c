@@ -13,7 +13,6 @@
 #include "lmk_model_impl.h"
 
 #define DENSE_QB 16 /* dense reference: queries per score block */
-#define set_err lmk_model__set_err
 
 /* ---- forward pass pieces ---- */
 
@@ -168,7 +167,7 @@ static int attention(lmk_ctx *c, int layer, int64_t n, float *out)
         memcpy(c->vc[layer] + (size_t)c->n_past * nkvd, c->v, (size_t)n * nkvd * sizeof(float));
         int rc = dense_attend(c, layer, n, c->q, out);
         if (rc)
-            set_err(c->err, sizeof c->err, rc, "dense attention: out of memory");
+            lmk_model__err(c->err, sizeof c->err, rc, "dense attention: out of memory");
         return rc;
     }
     if (c->o.pos == LMK_POS_AS_GIVEN) { /* "original": keys and queries at absolute positions */
@@ -177,14 +176,14 @@ static int attention(lmk_ctx *c, int layer, int64_t n, float *out)
     }
     int rc = lmk_session_append(c->o.session, layer, n, c->k, c->v);
     if (rc)
-        return set_err(c->err, sizeof c->err, rc, "session append (layer %d): %s", layer,
-                       lmk_session_errmsg(c->o.session));
+        return lmk_model__err(c->err, sizeof c->err, rc, "session append (layer %d): %s", layer,
+                              lmk_session_errmsg(c->o.session));
     lmk_attend_stats st;
     memset(&st, 0, sizeof st);
     rc = lmk_session_attend(c->o.session, layer, n, c->q, &c->att, out, &st);
     if (rc)
-        return set_err(c->err, sizeof c->err, rc, "session attend (layer %d): %s", layer,
-                       lmk_session_errmsg(c->o.session));
+        return lmk_model__err(c->err, sizeof c->err, rc, "session attend (layer %d): %s", layer,
+                              lmk_session_errmsg(c->o.session));
     c->st.attend.search_s += st.search_s;
     c->st.attend.fetch_s += st.fetch_s;
     c->st.attend.attn_s += st.attn_s;
@@ -198,9 +197,9 @@ static int dense_reserve(lmk_ctx *c, int64_t T)
     if (T <= c->cap)
         return LMK_OK;
     if (c->o.dense_max_tokens > 0 && T > c->o.dense_max_tokens)
-        return set_err(c->err, sizeof c->err, LMK_EINVAL,
-                       "dense attention is limited to %lld tokens here",
-                       (long long)c->o.dense_max_tokens);
+        return lmk_model__err(c->err, sizeof c->err, LMK_EINVAL,
+                              "dense attention is limited to %lld tokens here",
+                              (long long)c->o.dense_max_tokens);
     const lmk_model_info *H = &c->m->info;
     int64_t cap = c->cap ? c->cap : 1024;
     while (cap < T)
@@ -214,8 +213,8 @@ static int dense_reserve(lmk_ctx *c, int64_t T)
         if (v)
             c->vc[l] = v;
         if (!k || !v)
-            return set_err(c->err, sizeof c->err, ENOMEM,
-                           "out of memory for a dense cache of %lld tokens", (long long)cap);
+            return lmk_model__err(c->err, sizeof c->err, ENOMEM,
+                                  "out of memory for a dense cache of %lld tokens", (long long)cap);
     }
     c->cap = cap;
     return LMK_OK;
@@ -234,7 +233,7 @@ static int forward(lmk_ctx *c, const int32_t *ids, int64_t n, int n_out, float *
     if (n_out > c->lg_rows) {
         float *lg = realloc(c->lg, (size_t)n_out * H->n_vocab * sizeof(float));
         if (!lg)
-            return set_err(c->err, sizeof c->err, ENOMEM, "out of memory for logits");
+            return lmk_model__err(c->err, sizeof c->err, ENOMEM, "out of memory for logits");
         c->lg = lg;
         c->lg_rows = n_out;
     }
@@ -303,11 +302,11 @@ static int rollback(lmk_ctx *c, int64_t n_past, int rc)
 static int check_ids(lmk_ctx *c, const int32_t *ids, int64_t n, int64_t n_logits)
 {
     if (n < 0 || n_logits < 0 || n_logits > n)
-        return set_err(c->err, sizeof c->err, LMK_EINVAL, "bad token or logits count");
+        return lmk_model__err(c->err, sizeof c->err, LMK_EINVAL, "bad token or logits count");
     for (int64_t i = 0; i < n; i++)
         if (ids[i] < 0 || ids[i] >= c->m->info.n_vocab)
-            return set_err(c->err, sizeof c->err, LMK_EINVAL, "token id %d out of range",
-                           ids[i]);
+            return lmk_model__err(c->err, sizeof c->err, LMK_EINVAL, "token id %d out of range",
+                                  ids[i]);
     return LMK_OK;
 }
 

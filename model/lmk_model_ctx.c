@@ -8,9 +8,6 @@
 #include "lmk_export.h"
 #include "lmk_model_impl.h"
 
-#define set_err lmk_model__set_err
-
-
 LMK_API lmk_ctx_opts lmk_ctx_opts_default(void)
 {
     lmk_ctx_opts o;
@@ -84,7 +81,7 @@ LMK_API int lmk_ctx_open(lmk_model *m, const lmk_ctx_opts *opts, lmk_ctx **out, 
     const lmk_model_info *H = &m->info;
     lmk_ctx *c = calloc(1, sizeof *c);
     if (!c)
-        return set_err(err, cap, ENOMEM, "out of memory");
+        return lmk_model__err(err, cap, ENOMEM, "out of memory");
     c->m = m;
     c->o = opts ? *opts : lmk_ctx_opts_default();
     if (c->o.chunk <= 1)
@@ -95,26 +92,28 @@ LMK_API int lmk_ctx_open(lmk_model *m, const lmk_ctx_opts *opts, lmk_ctx **out, 
     c->block_len = c->lm ? H->mem_freq + 1 : 0;
     int rc = LMK_OK;
     if (c->o.mode == LMK_MODE_GROUPED && !c->lm) {
-        rc = set_err(err, cap, LMK_EINVAL, "grouped softmax needs a landmark-trained model "
-                     "(use union)");
+        rc = lmk_model__err(err, cap, LMK_EINVAL,
+                            "grouped softmax needs a landmark-trained model "
+                            "(use union)");
         goto fail;
     }
     if (c->o.backend == LMK_ATTN_SESSION) {
         lmk_session_info si;
         if (!c->o.session) {
-            rc = set_err(err, cap, LMK_EINVAL, "no session given");
+            rc = lmk_model__err(err, cap, LMK_EINVAL, "no session given");
             goto fail;
         }
         if ((rc = lmk_session_info_get(c->o.session, &si)) != 0) {
-            set_err(err, cap, rc, "%s", lmk_session_errmsg(c->o.session));
+            lmk_model__err(err, cap, rc, "%s", lmk_session_errmsg(c->o.session));
             goto fail;
         }
         if (si.n_layers != H->n_layers || si.n_heads != H->n_heads ||
             si.n_kv_heads != H->n_kv_heads || si.head_dim != H->head_dim ||
             (c->lm && (si.block_len != c->block_len || si.landmark != LMK_LANDMARK_TOKEN))) {
-            rc = set_err(err, cap, LMK_EMISMATCH, "the session's shape (%d layers, %d/%d heads "
-                         "of %d, blocks of %d) does not match the model", si.n_layers,
-                         si.n_heads, si.n_kv_heads, si.head_dim, si.block_len);
+            rc = lmk_model__err(err, cap, LMK_EMISMATCH,
+                                "the session's shape (%d layers, %d/%d heads "
+                                "of %d, blocks of %d) does not match the model",
+                                si.n_layers, si.n_heads, si.n_kv_heads, si.head_dim, si.block_len);
             goto fail;
         }
         if (!c->lm)
@@ -125,7 +124,7 @@ LMK_API int lmk_ctx_open(lmk_model *m, const lmk_ctx_opts *opts, lmk_ctx **out, 
                 /* Layers of different lengths: an interrupted chunk; cut back to the
                  * common prefix so every layer agrees. */
                 if ((rc = lmk_session_truncate(c->o.session, si.tokens)) != 0) {
-                    set_err(err, cap, rc, "%s", lmk_session_errmsg(c->o.session));
+                    lmk_model__err(err, cap, rc, "%s", lmk_session_errmsg(c->o.session));
                     goto fail;
                 }
                 break;
@@ -140,13 +139,13 @@ LMK_API int lmk_ctx_open(lmk_model *m, const lmk_ctx_opts *opts, lmk_ctx **out, 
         c->att.pos = c->o.pos == LMK_POS_AS_GIVEN ? NULL : &c->pol;
     } else {
         if (c->o.pos != LMK_POS_AS_GIVEN && c->o.pos != LMK_POS_SLOTS) {
-            rc = set_err(err, cap, LMK_EINVAL, "dense attention uses absolute positions");
+            rc = lmk_model__err(err, cap, LMK_EINVAL, "dense attention uses absolute positions");
             goto fail;
         }
         c->kc = calloc((size_t)H->n_layers, sizeof *c->kc);
         c->vc = calloc((size_t)H->n_layers, sizeof *c->vc);
         if (!c->kc || !c->vc) {
-            rc = set_err(err, cap, ENOMEM, "out of memory");
+            rc = lmk_model__err(err, cap, ENOMEM, "out of memory");
             goto fail;
         }
     }
@@ -175,7 +174,7 @@ LMK_API int lmk_ctx_open(lmk_model *m, const lmk_ctx_opts *opts, lmk_ctx **out, 
     for (int i = 0; ok && i < c->n_thr; i++)
         ok = (c->tile[i] = malloc((size_t)TILE_ROWS * maxcols * sizeof(float))) != NULL;
     if (!ok) {
-        rc = set_err(err, cap, ENOMEM, "out of memory for a chunk of %d", C);
+        rc = lmk_model__err(err, cap, ENOMEM, "out of memory for a chunk of %d", C);
         goto fail;
     }
     *out = c;

@@ -8,7 +8,7 @@
 #include <stdint.h>
 
 #include "lmk_model.h"
-
+#include "lmk_model_err.h"
 
 #define TILE_ROWS 64      /* output rows per matrix-product tile (fixed: thread-independent) */
 #define ROPE_TABLE 8192   /* positions with precomputed cos/sin */
@@ -64,10 +64,6 @@ struct lmk_ctx {
     lmk_ctx_stats st;
     char err[512];
 };
-
-/* Format a message into err (when given) and return rc. */
-int lmk_model__set_err(char *err, size_t cap, int rc, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
 
 /* Rotary encoding (lmk_rope.c). rope_init fills m->inv_freq and m->rope_cs from the
  * model's hyperparameters; freq_factors (rope_dim / 2, or NULL) divide the frequencies.

@@ -2,7 +2,6 @@
  * converted tile by tile, or converted to f32 up front within convert_limit), rotary tables
  * and the digest that fingerprints sessions. */
 #include <errno.h>
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,19 +9,6 @@
 
 #include "lmk_export.h"
 #include "lmk_model_impl.h"
-
-#define set_err lmk_model__set_err
-
-int lmk_model__set_err(char *buf, size_t cap, int rc, const char *fmt, ...)
-{
-    if (buf && cap) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(buf, cap, fmt, ap);
-        va_end(ap);
-    }
-    return rc;
-}
 
 LMK_API lmk_model_opts lmk_model_opts_default(void)
 {
@@ -43,18 +29,21 @@ static int get_tensor(lmk_model *m, const char *name, int64_t cols, int64_t rows
     const lmk_gguf_tensor *t = lmk_gguf_find_tensor(m->g, name);
     *out = t;
     if (!t)
-        return set_err(err, cap, LMK_ENOTFOUND, "missing tensor '%s'", name);
+        return lmk_model__err(err, cap, LMK_ENOTFOUND, "missing tensor '%s'", name);
     int64_t want_dims = rows > 1 ? 2 : 1;
     int ok = t->dims[0] == cols && t->n_rows == rows && t->n_dims <= 2 &&
              (t->n_dims == want_dims || (rows == 1 && t->n_dims == 2));
     if (!ok)
-        return set_err(err, cap, LMK_EFORMAT, "tensor '%s' has shape [%lld, %lld], expected "
-                       "[%lld, %lld]", name, (long long)t->dims[0], (long long)t->dims[1],
-                       (long long)cols, (long long)rows);
+        return lmk_model__err(err, cap, LMK_EFORMAT,
+                              "tensor '%s' has shape [%lld, %lld], expected "
+                              "[%lld, %lld]",
+                              name, (long long)t->dims[0], (long long)t->dims[1], (long long)cols,
+                              (long long)rows);
     if (!t->supported)
-        return set_err(err, cap, LMK_EUNSUPPORTED, "tensor '%s' has type %s, which is not "
-                       "supported (F32, F16, BF16, Q8_0 and Q4_0 are)", name,
-                       lmk_ggml_type_name(t->type));
+        return lmk_model__err(err, cap, LMK_EUNSUPPORTED,
+                              "tensor '%s' has type %s, which is not "
+                              "supported (F32, F16, BF16, Q8_0 and Q4_0 are)",
+                              name, lmk_ggml_type_name(t->type));
     return LMK_OK;
 }
 
@@ -67,7 +56,7 @@ static int load_vec(lmk_model *m, const char *name, int64_t n, float **out, char
         return rc;
     *out = malloc((size_t)n * sizeof(float));
     if (!*out)
-        return set_err(err, cap, ENOMEM, "out of memory");
+        return lmk_model__err(err, cap, ENOMEM, "out of memory");
     return lmk_gguf_tensor_rows_f32(t, 0, 1, *out);
 }
 
@@ -167,7 +156,7 @@ static int arch_key_u32(lmk_model *m, const char *suffix, uint32_t *v, int requi
     if (rc == LMK_ENOTFOUND && !required)
         return LMK_ENOTFOUND;
     if (rc)
-        return set_err(err, cap, rc, "%s", lmk_gguf_errmsg(m->g));
+        return lmk_model__err(err, cap, rc, "%s", lmk_gguf_errmsg(m->g));
     return LMK_OK;
 }
 
@@ -177,7 +166,7 @@ static int arch_key_f32(lmk_model *m, const char *suffix, float *v, char *err, s
     snprintf(key, sizeof key, "%s.%s", m->info.arch, suffix);
     int rc = lmk_gguf_get_f32(m->g, key, v);
     if (rc && rc != LMK_ENOTFOUND)
-        return set_err(err, cap, rc, "%s", lmk_gguf_errmsg(m->g));
+        return lmk_model__err(err, cap, rc, "%s", lmk_gguf_errmsg(m->g));
     return rc;
 }
 
@@ -186,10 +175,11 @@ static int load_hparams(lmk_model *m, const lmk_model_opts *o, char *err, size_t
     lmk_model_info *H = &m->info;
     int rc = lmk_gguf_get_strz(m->g, "general.architecture", H->arch, sizeof H->arch);
     if (rc)
-        return set_err(err, cap, rc, "%s", lmk_gguf_errmsg(m->g));
+        return lmk_model__err(err, cap, rc, "%s", lmk_gguf_errmsg(m->g));
     if (strcmp(H->arch, "llama") && strcmp(H->arch, "mistral"))
-        return set_err(err, cap, LMK_EUNSUPPORTED,
-                       "architecture '%s' is not supported (llama and mistral are)", H->arch);
+        return lmk_model__err(err, cap, LMK_EUNSUPPORTED,
+                              "architecture '%s' is not supported (llama and mistral are)",
+                              H->arch);
     if (lmk_gguf_get_strz(m->g, "general.name", H->name, sizeof H->name) != 0)
         snprintf(H->name, sizeof H->name, "%s", "(unnamed)");
     uint32_t v;
@@ -209,27 +199,30 @@ static int load_hparams(lmk_model *m, const lmk_model_opts *o, char *err, size_t
     if (rc == LMK_ENOTFOUND)
         v = (uint32_t)H->n_heads;
     else if (rc)
-        return set_err(err, cap, LMK_EUNSUPPORTED, "%s.attention.head_count_kv is not one "
-                       "integer (per-layer KV head counts are not supported)", H->arch);
+        return lmk_model__err(err, cap, LMK_EUNSUPPORTED,
+                              "%s.attention.head_count_kv is not one "
+                              "integer (per-layer KV head counts are not supported)",
+                              H->arch);
     H->n_kv_heads = (int)v;
     if (H->n_layers < 1 || H->n_layers > 4096 || H->n_embd < 2 || H->n_embd > (1 << 17) ||
         H->n_ff < 1 || H->n_ff > (1 << 20) || H->n_heads < 1 || H->n_heads > 4096 ||
         H->n_kv_heads < 1 || H->n_heads % H->n_kv_heads || H->n_embd % H->n_heads)
-        return set_err(err, cap, LMK_EFORMAT,
-                       "inconsistent hyperparameters: %d layers, width %d, ffn %d, %d heads, "
-                       "%d KV heads", H->n_layers, H->n_embd, H->n_ff, H->n_heads,
-                       H->n_kv_heads);
+        return lmk_model__err(
+            err, cap, LMK_EFORMAT,
+            "inconsistent hyperparameters: %d layers, width %d, ffn %d, %d heads, "
+            "%d KV heads",
+            H->n_layers, H->n_embd, H->n_ff, H->n_heads, H->n_kv_heads);
     H->head_dim = H->n_embd / H->n_heads;
     if (arch_key_u32(m, "attention.key_length", &v, 0, err, cap) == 0 &&
         (int)v != H->head_dim)
-        return set_err(err, cap, LMK_EUNSUPPORTED, "key_length %u differs from width/heads %d",
-                       v, H->head_dim);
+        return lmk_model__err(err, cap, LMK_EUNSUPPORTED,
+                              "key_length %u differs from width/heads %d", v, H->head_dim);
     H->rope_dim = H->head_dim;
     if (arch_key_u32(m, "rope.dimension_count", &v, 0, err, cap) == 0)
         H->rope_dim = (int)v;
     if (H->rope_dim < 0 || H->rope_dim > H->head_dim || H->rope_dim % 2 || H->head_dim % 2)
-        return set_err(err, cap, LMK_EFORMAT, "rope dimension %d does not fit head size %d",
-                       H->rope_dim, H->head_dim);
+        return lmk_model__err(err, cap, LMK_EFORMAT, "rope dimension %d does not fit head size %d",
+                              H->rope_dim, H->head_dim);
     if (arch_key_u32(m, "context_length", &v, 0, err, cap) == 0)
         H->n_ctx_train = v > INT32_MAX ? INT32_MAX : (int)v;
     H->rms_eps = 1e-5f;
@@ -244,14 +237,16 @@ static int load_hparams(lmk_model *m, const lmk_model_opts *o, char *err, size_t
     snprintf(key, sizeof key, "%s.rope.scaling.type", H->arch);
     if (lmk_gguf_get_strz(m->g, key, stype, sizeof stype) == 0 && strcmp(stype, "none")) {
         if (strcmp(stype, "linear"))
-            return set_err(err, cap, LMK_EUNSUPPORTED,
-                           "rope scaling '%s' is not supported (linear is)", stype);
+            return lmk_model__err(err, cap, LMK_EUNSUPPORTED,
+                                  "rope scaling '%s' is not supported (linear is)", stype);
         if ((rc = arch_key_f32(m, "rope.scaling.factor", &H->rope_scale, err, cap)) != 0)
-            return set_err(err, cap, rc ? rc : LMK_EFORMAT, "linear rope scaling without "
-                           "%s.rope.scaling.factor", H->arch);
+            return lmk_model__err(err, cap, rc ? rc : LMK_EFORMAT,
+                                  "linear rope scaling without "
+                                  "%s.rope.scaling.factor",
+                                  H->arch);
     }
     if (!(H->rope_base > 0) || !(H->rope_scale > 0) || !(H->rms_eps >= 0))
-        return set_err(err, cap, LMK_EFORMAT, "invalid rope base, scale or norm epsilon");
+        return lmk_model__err(err, cap, LMK_EFORMAT, "invalid rope base, scale or norm epsilon");
 
     H->mem_freq = 0;
     H->landmark_token = -1;
@@ -259,7 +254,7 @@ static int load_hparams(lmk_model *m, const lmk_model_opts *o, char *err, size_t
         if (lmk_gguf_get_u32(m->g, "landmark.mem_freq", &v) == 0)
             H->mem_freq = (int)(v > (1u << 20) ? (1u << 20) : v);
         else if (lmk_gguf_find_key(m->g, "landmark.mem_freq") >= 0)
-            return set_err(err, cap, LMK_EFORMAT, "%s", lmk_gguf_errmsg(m->g));
+            return lmk_model__err(err, cap, LMK_EFORMAT, "%s", lmk_gguf_errmsg(m->g));
     } else {
         H->mem_freq = o->mem_freq;
     }
@@ -269,8 +264,9 @@ static int load_hparams(lmk_model *m, const lmk_model_opts *o, char *err, size_t
         else if (lmk_gguf_get_u32(m->g, "landmark.token_id", &v) == 0)
             H->landmark_token = v > INT32_MAX ? INT32_MAX : (int)v;
         else
-            return set_err(err, cap, LMK_ENOTFOUND, "landmark.mem_freq is set but "
-                           "landmark.token_id is missing (give the landmark token id)");
+            return lmk_model__err(err, cap, LMK_ENOTFOUND,
+                                  "landmark.mem_freq is set but "
+                                  "landmark.token_id is missing (give the landmark token id)");
     }
     return LMK_OK;
 }
@@ -282,7 +278,7 @@ LMK_API int lmk_model_open(const char *path, const lmk_model_opts *opts, lmk_mod
     lmk_model_opts o = opts ? *opts : lmk_model_opts_default();
     lmk_model *m = calloc(1, sizeof *m);
     if (!m)
-        return set_err(err, cap, ENOMEM, "out of memory");
+        return lmk_model__err(err, cap, ENOMEM, "out of memory");
     m->n_threads = o.n_threads > 0 ? o.n_threads : 1;
     int rc = lmk_gguf_open(path, &m->g, err, cap);
     if (rc)
@@ -296,18 +292,20 @@ LMK_API int lmk_model_open(const char *path, const lmk_model_opts *opts, lmk_mod
     H->eos = lmk_tokenizer_eos(m->tok);
     const lmk_gguf_tensor *te = lmk_gguf_find_tensor(m->g, "token_embd.weight");
     if (!te) {
-        rc = set_err(err, cap, LMK_ENOTFOUND, "missing tensor 'token_embd.weight'");
+        rc = lmk_model__err(err, cap, LMK_ENOTFOUND, "missing tensor 'token_embd.weight'");
         goto fail;
     }
     H->n_vocab = (int)(te->n_rows > INT32_MAX ? INT32_MAX : te->n_rows);
     if (lmk_tokenizer_n_vocab(m->tok) > H->n_vocab) {
-        rc = set_err(err, cap, LMK_EFORMAT, "the vocabulary has %d tokens but token_embd only "
-                     "%d rows", lmk_tokenizer_n_vocab(m->tok), H->n_vocab);
+        rc = lmk_model__err(err, cap, LMK_EFORMAT,
+                            "the vocabulary has %d tokens but token_embd only "
+                            "%d rows",
+                            lmk_tokenizer_n_vocab(m->tok), H->n_vocab);
         goto fail;
     }
     if (H->mem_freq > 0 && (H->landmark_token < 0 || H->landmark_token >= H->n_vocab)) {
-        rc = set_err(err, cap, LMK_EFORMAT, "landmark token id %d is outside the vocabulary",
-                     H->landmark_token);
+        rc = lmk_model__err(err, cap, LMK_EFORMAT, "landmark token id %d is outside the vocabulary",
+                            H->landmark_token);
         goto fail;
     }
     int E = H->n_embd, hd = H->head_dim, nq = H->n_heads * hd, nkv = H->n_kv_heads * hd;
@@ -322,12 +320,12 @@ LMK_API int lmk_model_open(const char *path, const lmk_model_opts *opts, lmk_mod
     if ((rc = load_vec(m, "output_norm.weight", E, &m->out_norm, err, cap)) != 0)
         goto fail;
     if (lmk_gguf_find_tensor(m->g, "blk.0.attn_q.bias")) {
-        rc = set_err(err, cap, LMK_EUNSUPPORTED, "attention biases are not supported");
+        rc = lmk_model__err(err, cap, LMK_EUNSUPPORTED, "attention biases are not supported");
         goto fail;
     }
     m->layers = calloc((size_t)H->n_layers, sizeof *m->layers);
     if (!m->layers) {
-        rc = set_err(err, cap, ENOMEM, "out of memory");
+        rc = lmk_model__err(err, cap, ENOMEM, "out of memory");
         goto fail;
     }
     int64_t convert_bytes = 0;
@@ -372,7 +370,7 @@ LMK_API int lmk_model_open(const char *path, const lmk_model_opts *opts, lmk_mod
                 m->embd = m->out, m->out.owned = m->embd.owned;
         }
         if (rc) {
-            rc = set_err(err, cap, rc, "converting weights to f32: %s", lmk_strerror(rc));
+            rc = lmk_model__err(err, cap, rc, "converting weights to f32: %s", lmk_strerror(rc));
             goto fail;
         }
     }
@@ -388,7 +386,7 @@ LMK_API int lmk_model_open(const char *path, const lmk_model_opts *opts, lmk_mod
     rc = lmk_model__rope_init(m, ff);
     free(ff);
     if (rc) {
-        rc = set_err(err, cap, rc, "out of memory");
+        rc = lmk_model__err(err, cap, rc, "out of memory");
         goto fail;
     }
     compute_digest(m);
