@@ -208,6 +208,120 @@ static int cmp_tensor_off(const void *a, const void *b)
     return x->data < y->data ? -1 : x->data > y->data;
 }
 
+/* Tensor table entry i: name, dims, type and (into *raw_off) the data offset. */
+static int parse_tensor(lmk_gguf *g, cursor *c, uint64_t i, uint64_t *raw_off)
+{
+    lmk_gguf_tensor *t = &g->tensors[i];
+    int rc = LMK_OK;
+    size_t name_off;
+    uint64_t name_len;
+    uint32_t nd;
+    if (cur_str(c, &name_off, &name_len) != 0)
+        return fail(g, LMK_EFORMAT, "truncated: name of tensor %llu", (unsigned long long)i);
+    if (name_len == 0 || name_len > GGUF_MAX_STRING ||
+        memchr(g->base + name_off, 0, (size_t)name_len))
+        return fail(g, LMK_EFORMAT, "tensor %llu has an invalid name", (unsigned long long)i);
+    t->name = dup_bytes(g->base + name_off, name_len);
+    if (!t->name)
+        return fail(g, ENOMEM, "out of memory");
+    if (cur_u32(c, &nd) != 0)
+        return fail(g, LMK_EFORMAT, "truncated: tensor '%s'", t->name);
+    if (nd < 1 || nd > LMK_GGUF_MAX_DIMS) {
+        return fail(g, LMK_EFORMAT, "tensor '%s' has %u dimensions (1..%d allowed)", t->name, nd,
+                    LMK_GGUF_MAX_DIMS);
+    }
+    t->n_dims = (int)nd;
+    uint64_t ne = 1;
+    for (int d = 0; d < LMK_GGUF_MAX_DIMS; d++)
+        t->dims[d] = 1;
+    for (uint32_t d = 0; d < nd && rc == LMK_OK; d++) {
+        uint64_t v;
+        if (cur_u64(c, &v) != 0)
+            rc = fail(g, LMK_EFORMAT, "truncated: dims of tensor '%s'", t->name);
+        else if (v == 0 || v > (1ull << 40) || ne > (1ull << 56) / v)
+            rc = fail(g, LMK_EFORMAT, "tensor '%s' has an invalid dimension %llu", t->name,
+                      (unsigned long long)v);
+        else {
+            t->dims[d] = (int64_t)v;
+            ne *= v;
+        }
+    }
+    if (rc)
+        return rc;
+    if (cur_u32(c, &t->type) != 0 || cur_u64(c, raw_off) != 0)
+        return fail(g, LMK_EFORMAT, "truncated: tensor '%s'", t->name);
+    uint32_t blck, block_bytes;
+    if (lmk_ggml_type_size(t->type, &blck, &block_bytes) != LMK_OK)
+        return fail(g, LMK_EFORMAT, "tensor '%s' has unknown type %u", t->name, t->type);
+    if (t->dims[0] % blck) {
+        return fail(g, LMK_EFORMAT,
+                    "tensor '%s': row length %lld is not a multiple of %s's "
+                    "block of %u",
+                    t->name, (long long)t->dims[0], lmk_ggml_type_name(t->type), blck);
+    }
+    t->n_elements = (int64_t)ne;
+    t->row_len = t->dims[0];
+    t->n_rows = (int64_t)ne / t->dims[0];
+    t->n_bytes = ne / blck * block_bytes;
+    t->supported = lmk_ggml_convertible(t->type);
+    for (uint64_t j = 0; j < i; j++)
+        if (!strcmp(g->tensors[j].name, t->name))
+            return fail(g, LMK_EFORMAT, "duplicate tensor name '%s'", t->name);
+    return LMK_OK;
+}
+
+/* The data section after the header: each tensor's data pointer, checked against the file
+ * and the alignment. */
+static int place_tensors(lmk_gguf *g, const cursor *c, uint64_t nt, const uint64_t *raw_off)
+{
+    int rc = LMK_OK;
+    g->n_tensors = (int64_t)nt;
+    g->header_size = c->off;
+    size_t data_off = (c->off + g->alignment - 1) / g->alignment * g->alignment;
+    g->data_off = data_off;
+    if (nt > 0 && data_off > g->size)
+        return fail(g, LMK_EFORMAT, "truncated: the file ends before its tensor data");
+    uint64_t data_size = nt > 0 ? g->size - data_off : 0;
+    for (uint64_t i = 0; i < nt; i++) {
+        lmk_gguf_tensor *t = &g->tensors[i];
+        if (raw_off[i] % g->alignment) {
+            rc = fail(g, LMK_EFORMAT, "tensor '%s' data offset %llu is not aligned to %zu", t->name,
+                      (unsigned long long)raw_off[i], g->alignment);
+            break;
+        }
+        if (raw_off[i] > data_size || t->n_bytes > data_size - raw_off[i]) {
+            rc = fail(g, LMK_EFORMAT,
+                      "truncated: tensor '%s' (%llu bytes at offset %llu) runs past the end "
+                      "of the file (%llu data bytes)",
+                      t->name, (unsigned long long)t->n_bytes, (unsigned long long)raw_off[i],
+                      (unsigned long long)data_size);
+            break;
+        }
+        t->data = g->base + data_off + raw_off[i];
+    }
+    return rc;
+}
+
+/* Overlapping tensors are a sign of damage (a writer never produces them). */
+static int check_overlap(lmk_gguf *g, uint64_t nt)
+{
+    int rc = LMK_OK;
+    if (nt > 1) {
+        const lmk_gguf_tensor **by = malloc((size_t)nt * sizeof *by);
+        if (!by)
+            return fail(g, ENOMEM, "out of memory");
+        for (uint64_t i = 0; i < nt; i++)
+            by[i] = &g->tensors[i];
+        qsort(by, (size_t)nt, sizeof *by, cmp_tensor_off);
+        for (uint64_t i = 1; i < nt && !rc; i++)
+            if (by[i - 1]->data + by[i - 1]->n_bytes > by[i]->data)
+                rc = fail(g, LMK_EFORMAT, "tensors '%s' and '%s' overlap", by[i - 1]->name,
+                          by[i]->name);
+        free(by);
+    }
+    return rc;
+}
+
 static int parse(lmk_gguf *g)
 {
     cursor c = {g->base, g->size, 0};
@@ -261,126 +375,18 @@ static int parse(lmk_gguf *g)
         return fail(g, ENOMEM, "out of memory");
     int rc = LMK_OK;
     for (uint64_t i = 0; i < nt && rc == LMK_OK; i++) {
-        lmk_gguf_tensor *t = &g->tensors[i];
         g->n_tensors = (int64_t)i + 1;
-        size_t name_off;
-        uint64_t name_len;
-        uint32_t nd;
-        if (cur_str(&c, &name_off, &name_len) != 0) {
-            rc = fail(g, LMK_EFORMAT, "truncated: name of tensor %llu", (unsigned long long)i);
-            break;
-        }
-        if (name_len == 0 || name_len > GGUF_MAX_STRING ||
-            memchr(g->base + name_off, 0, (size_t)name_len)) {
-            rc = fail(g, LMK_EFORMAT, "tensor %llu has an invalid name", (unsigned long long)i);
-            break;
-        }
-        t->name = dup_bytes(g->base + name_off, name_len);
-        if (!t->name) {
-            rc = fail(g, ENOMEM, "out of memory");
-            break;
-        }
-        if (cur_u32(&c, &nd) != 0) {
-            rc = fail(g, LMK_EFORMAT, "truncated: tensor '%s'", t->name);
-            break;
-        }
-        if (nd < 1 || nd > LMK_GGUF_MAX_DIMS) {
-            rc = fail(g, LMK_EFORMAT, "tensor '%s' has %u dimensions (1..%d allowed)", t->name,
-                      nd, LMK_GGUF_MAX_DIMS);
-            break;
-        }
-        t->n_dims = (int)nd;
-        uint64_t ne = 1;
-        for (int d = 0; d < LMK_GGUF_MAX_DIMS; d++)
-            t->dims[d] = 1;
-        for (uint32_t d = 0; d < nd && rc == LMK_OK; d++) {
-            uint64_t v;
-            if (cur_u64(&c, &v) != 0)
-                rc = fail(g, LMK_EFORMAT, "truncated: dims of tensor '%s'", t->name);
-            else if (v == 0 || v > (1ull << 40) || ne > (1ull << 56) / v)
-                rc = fail(g, LMK_EFORMAT, "tensor '%s' has an invalid dimension %llu", t->name,
-                          (unsigned long long)v);
-            else {
-                t->dims[d] = (int64_t)v;
-                ne *= v;
-            }
-        }
-        if (rc)
-            break;
-        if (cur_u32(&c, &t->type) != 0 || cur_u64(&c, &raw_off[i]) != 0) {
-            rc = fail(g, LMK_EFORMAT, "truncated: tensor '%s'", t->name);
-            break;
-        }
-        uint32_t blck, block_bytes;
-        if (lmk_ggml_type_size(t->type, &blck, &block_bytes) != LMK_OK) {
-            rc = fail(g, LMK_EFORMAT, "tensor '%s' has unknown type %u", t->name, t->type);
-            break;
-        }
-        if (t->dims[0] % blck) {
-            rc = fail(g, LMK_EFORMAT, "tensor '%s': row length %lld is not a multiple of %s's "
-                      "block of %u", t->name, (long long)t->dims[0], lmk_ggml_type_name(t->type),
-                      blck);
-            break;
-        }
-        t->n_elements = (int64_t)ne;
-        t->row_len = t->dims[0];
-        t->n_rows = (int64_t)ne / t->dims[0];
-        t->n_bytes = ne / blck * block_bytes;
-        t->supported = lmk_ggml_convertible(t->type);
-        for (uint64_t j = 0; j < i; j++)
-            if (!strcmp(g->tensors[j].name, t->name)) {
-                rc = fail(g, LMK_EFORMAT, "duplicate tensor name '%s'", t->name);
-                break;
-            }
+        rc = parse_tensor(g, &c, i, &raw_off[i]);
     }
     if (rc) {
         free(raw_off);
         return rc;
     }
-    g->n_tensors = (int64_t)nt;
-    g->header_size = c.off;
-    size_t data_off = (c.off + g->alignment - 1) / g->alignment * g->alignment;
-    g->data_off = data_off;
-    if (nt > 0 && data_off > g->size) {
-        free(raw_off);
-        return fail(g, LMK_EFORMAT, "truncated: the file ends before its tensor data");
-    }
-    uint64_t data_size = nt > 0 ? g->size - data_off : 0;
-    for (uint64_t i = 0; i < nt; i++) {
-        lmk_gguf_tensor *t = &g->tensors[i];
-        if (raw_off[i] % g->alignment) {
-            rc = fail(g, LMK_EFORMAT, "tensor '%s' data offset %llu is not aligned to %zu",
-                      t->name, (unsigned long long)raw_off[i], g->alignment);
-            break;
-        }
-        if (raw_off[i] > data_size || t->n_bytes > data_size - raw_off[i]) {
-            rc = fail(g, LMK_EFORMAT,
-                      "truncated: tensor '%s' (%llu bytes at offset %llu) runs past the end "
-                      "of the file (%llu data bytes)",
-                      t->name, (unsigned long long)t->n_bytes, (unsigned long long)raw_off[i],
-                      (unsigned long long)data_size);
-            break;
-        }
-        t->data = g->base + data_off + raw_off[i];
-    }
+    rc = place_tensors(g, &c, nt, raw_off);
     free(raw_off);
     if (rc)
         return rc;
-    /* Overlapping tensors are a sign of damage (a writer never produces them). */
-    if (nt > 1) {
-        const lmk_gguf_tensor **by = malloc((size_t)nt * sizeof *by);
-        if (!by)
-            return fail(g, ENOMEM, "out of memory");
-        for (uint64_t i = 0; i < nt; i++)
-            by[i] = &g->tensors[i];
-        qsort(by, (size_t)nt, sizeof *by, cmp_tensor_off);
-        for (uint64_t i = 1; i < nt && !rc; i++)
-            if (by[i - 1]->data + by[i - 1]->n_bytes > by[i]->data)
-                rc = fail(g, LMK_EFORMAT, "tensors '%s' and '%s' overlap", by[i - 1]->name,
-                          by[i]->name);
-        free(by);
-    }
-    return rc;
+    return check_overlap(g, nt);
 }
 
 static int finish_open(lmk_gguf *g, lmk_gguf **out, char *errmsg, size_t cap)
@@ -559,15 +565,20 @@ static int kv_int(lmk_gguf *g, const gguf_kv *kv, uint64_t *mag, int *neg)
     return 0;
 }
 
-LMK_API int lmk_gguf_get_u32(lmk_gguf *g, const char *key, uint32_t *v)
+/* The integer value of key (magnitude and sign). */
+static int key_int(lmk_gguf *g, const char *key, uint64_t *mag, int *neg)
 {
     int rc;
     const gguf_kv *kv = get_kv(g, key, &rc);
-    if (!kv)
-        return rc;
+    return kv ? kv_int(g, kv, mag, neg) : rc;
+}
+
+LMK_API int lmk_gguf_get_u32(lmk_gguf *g, const char *key, uint32_t *v)
+{
     uint64_t m = 0;
     int neg = 0;
-    if ((rc = kv_int(g, kv, &m, &neg)) != 0)
+    int rc = key_int(g, key, &m, &neg);
+    if (rc)
         return rc;
     if (neg || m > UINT32_MAX)
         return fail(g, LMK_EFORMAT, "key '%s' is out of range for a u32", key);
@@ -577,13 +588,10 @@ LMK_API int lmk_gguf_get_u32(lmk_gguf *g, const char *key, uint32_t *v)
 
 LMK_API int lmk_gguf_get_i64(lmk_gguf *g, const char *key, int64_t *v)
 {
-    int rc;
-    const gguf_kv *kv = get_kv(g, key, &rc);
-    if (!kv)
-        return rc;
     uint64_t m = 0;
     int neg = 0;
-    if ((rc = kv_int(g, kv, &m, &neg)) != 0)
+    int rc = key_int(g, key, &m, &neg);
+    if (rc)
         return rc;
     if ((!neg && m > (uint64_t)INT64_MAX) || (neg && m > (uint64_t)INT64_MAX + 1))
         return fail(g, LMK_EFORMAT, "key '%s' is out of range for an i64", key);
