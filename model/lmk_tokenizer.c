@@ -155,6 +155,105 @@ static void gpt2_byte_map(uint32_t *b2u)
     }
 }
 
+/* The n tokens' text, scores and types into t (on failure the caller frees t). */
+static int load_vocab(lmk_gguf *g, lmk_tokenizer *t, uint64_t n, char *err, size_t cap)
+{
+    lmk_gguf_type et;
+    const void *data;
+    t->text = calloc(n, sizeof *t->text);
+    t->len = calloc(n, sizeof *t->len);
+    t->score = calloc(n, sizeof *t->score);
+    t->type = calloc(n, 1);
+    size_t total = 0;
+    for (uint64_t i = 0; i < n; i++) {
+        const char *s;
+        uint64_t l;
+        lmk_gguf_get_arr_str(g, "tokenizer.ggml.tokens", i, &s, &l);
+        total += (size_t)l + 1;
+    }
+    t->arena = malloc(total ? total : 1);
+    if (!t->text || !t->len || !t->score || !t->type || !t->arena ||
+        hmap_init(&t->vocab, (size_t)n))
+        return lmk_model__err(err, cap, ENOMEM, "out of memory for the vocabulary");
+    size_t off = 0;
+    for (uint64_t i = 0; i < n; i++) {
+        const char *s;
+        uint64_t l;
+        lmk_gguf_get_arr_str(g, "tokenizer.ggml.tokens", i, &s, &l);
+        if (l > UINT32_MAX - 1) {
+            return lmk_model__err(err, cap, LMK_EFORMAT, "token %llu is too long",
+                                  (unsigned long long)i);
+        }
+        memcpy(t->arena + off, s, (size_t)l);
+        t->arena[off + l] = 0;
+        t->text[i] = t->arena + off;
+        t->len[i] = (uint32_t)l;
+        off += (size_t)l + 1;
+        t->type[i] = TT_NORMAL;
+    }
+    /* Optional arrays: scores and types must match the vocabulary when present. */
+    if (lmk_gguf_find_key(g, "tokenizer.ggml.scores") >= 0) {
+        uint64_t m;
+        if (lmk_gguf_get_array(g, "tokenizer.ggml.scores", &et, &m, &data) || m != n ||
+            et != LMK_GGUF_F32) {
+            return lmk_model__err(err, cap, LMK_EFORMAT,
+                                  "tokenizer.ggml.scores must be %llu f32 values",
+                                  (unsigned long long)n);
+        }
+        memcpy(t->score, data, (size_t)n * 4);
+    }
+    if (lmk_gguf_find_key(g, "tokenizer.ggml.token_type") >= 0) {
+        uint64_t m;
+        if (lmk_gguf_get_array(g, "tokenizer.ggml.token_type", &et, &m, &data) || m != n ||
+            (et != LMK_GGUF_I32 && et != LMK_GGUF_U32)) {
+            return lmk_model__err(err, cap, LMK_EFORMAT,
+                                  "tokenizer.ggml.token_type must be %llu i32 values",
+                                  (unsigned long long)n);
+        }
+        for (uint64_t i = 0; i < n; i++) {
+            int32_t v;
+            memcpy(&v, (const uint8_t *)data + 4 * i, 4);
+            t->type[i] = (uint8_t)(v >= 1 && v <= 6 ? v : TT_NORMAL);
+        }
+    }
+    return LMK_OK;
+}
+
+/* A gpt2 tokenizer's merge table into t (on failure the caller frees t). */
+static int load_merges(lmk_gguf *g, lmk_tokenizer *t, char *err, size_t cap)
+{
+    lmk_gguf_type et;
+    const void *data;
+    int rc;
+    uint64_t m;
+    if ((rc = lmk_gguf_get_array(g, "tokenizer.ggml.merges", &et, &m, &data)) != 0 ||
+        et != LMK_GGUF_STRING) {
+        return lmk_model__err(err, cap, rc ? rc : LMK_EFORMAT,
+                              "gpt2 tokenizer needs tokenizer.ggml.merges (array of strings)");
+    }
+    size_t mtotal = 1;
+    for (uint64_t i = 0; i < m; i++) {
+        const char *s;
+        uint64_t l;
+        lmk_gguf_get_arr_str(g, "tokenizer.ggml.merges", i, &s, &l);
+        mtotal += (size_t)l;
+    }
+    t->merge_arena = malloc(mtotal);
+    if (!t->merge_arena || hmap_init(&t->merges, (size_t)m))
+        return lmk_model__err(err, cap, ENOMEM, "out of memory for the merges");
+    size_t mo = 0;
+    for (uint64_t i = 0; i < m; i++) {
+        const char *s;
+        uint64_t l;
+        lmk_gguf_get_arr_str(g, "tokenizer.ggml.merges", i, &s, &l);
+        memcpy(t->merge_arena + mo, s, (size_t)l);
+        if (l < UINT32_MAX && i < INT32_MAX)
+            hmap_put(&t->merges, t->merge_arena + mo, (uint32_t)l, (int32_t)i);
+        mo += (size_t)l;
+    }
+    return LMK_OK;
+}
+
 LMK_API int lmk_tokenizer_from_gguf(lmk_gguf *g, lmk_tokenizer **out, char *err, size_t cap)
 {
     *out = NULL;
@@ -179,66 +278,9 @@ LMK_API int lmk_tokenizer_from_gguf(lmk_gguf *g, lmk_tokenizer **out, char *err,
     if (!t)
         return ENOMEM;
     t->n_vocab = (int)n;
-    t->text = calloc(n, sizeof *t->text);
-    t->len = calloc(n, sizeof *t->len);
-    t->score = calloc(n, sizeof *t->score);
-    t->type = calloc(n, 1);
-    size_t total = 0;
-    for (uint64_t i = 0; i < n; i++) {
-        const char *s;
-        uint64_t l;
-        lmk_gguf_get_arr_str(g, "tokenizer.ggml.tokens", i, &s, &l);
-        total += (size_t)l + 1;
-    }
-    t->arena = malloc(total ? total : 1);
-    if (!t->text || !t->len || !t->score || !t->type || !t->arena ||
-        hmap_init(&t->vocab, (size_t)n)) {
+    if ((rc = load_vocab(g, t, n, err, cap)) != 0) {
         lmk_tokenizer_free(t);
-        return lmk_model__err(err, cap, ENOMEM, "out of memory for the vocabulary");
-    }
-    size_t off = 0;
-    for (uint64_t i = 0; i < n; i++) {
-        const char *s;
-        uint64_t l;
-        lmk_gguf_get_arr_str(g, "tokenizer.ggml.tokens", i, &s, &l);
-        if (l > UINT32_MAX - 1) {
-            lmk_tokenizer_free(t);
-            return lmk_model__err(err, cap, LMK_EFORMAT, "token %llu is too long",
-                                  (unsigned long long)i);
-        }
-        memcpy(t->arena + off, s, (size_t)l);
-        t->arena[off + l] = 0;
-        t->text[i] = t->arena + off;
-        t->len[i] = (uint32_t)l;
-        off += (size_t)l + 1;
-        t->type[i] = TT_NORMAL;
-    }
-    /* Optional arrays: scores and types must match the vocabulary when present. */
-    if (lmk_gguf_find_key(g, "tokenizer.ggml.scores") >= 0) {
-        uint64_t m;
-        if (lmk_gguf_get_array(g, "tokenizer.ggml.scores", &et, &m, &data) || m != n ||
-            et != LMK_GGUF_F32) {
-            lmk_tokenizer_free(t);
-            return lmk_model__err(err, cap, LMK_EFORMAT,
-                                  "tokenizer.ggml.scores must be %llu f32 values",
-                                  (unsigned long long)n);
-        }
-        memcpy(t->score, data, (size_t)n * 4);
-    }
-    if (lmk_gguf_find_key(g, "tokenizer.ggml.token_type") >= 0) {
-        uint64_t m;
-        if (lmk_gguf_get_array(g, "tokenizer.ggml.token_type", &et, &m, &data) || m != n ||
-            (et != LMK_GGUF_I32 && et != LMK_GGUF_U32)) {
-            lmk_tokenizer_free(t);
-            return lmk_model__err(err, cap, LMK_EFORMAT,
-                                  "tokenizer.ggml.token_type must be %llu i32 values",
-                                  (unsigned long long)n);
-        }
-        for (uint64_t i = 0; i < n; i++) {
-            int32_t v;
-            memcpy(&v, (const uint8_t *)data + 4 * i, 4);
-            t->type[i] = (uint8_t)(v >= 1 && v <= 6 ? v : TT_NORMAL);
-        }
+        return rc;
     }
     uint32_t u;
     t->bos = lmk_gguf_get_u32(g, "tokenizer.ggml.bos_token_id", &u) == 0 && u < n ? (int)u : -1;
@@ -269,34 +311,9 @@ LMK_API int lmk_tokenizer_from_gguf(lmk_gguf *g, lmk_tokenizer **out, char *err,
     if (is_gpt2) {
         t->kind = LMK_TOK_GPT2;
         gpt2_byte_map(t->b2u);
-        uint64_t m;
-        if ((rc = lmk_gguf_get_array(g, "tokenizer.ggml.merges", &et, &m, &data)) != 0 ||
-            et != LMK_GGUF_STRING) {
+        if ((rc = load_merges(g, t, err, cap)) != 0) {
             lmk_tokenizer_free(t);
-            return lmk_model__err(err, cap, rc ? rc : LMK_EFORMAT,
-                                  "gpt2 tokenizer needs tokenizer.ggml.merges (array of strings)");
-        }
-        size_t mtotal = 1;
-        for (uint64_t i = 0; i < m; i++) {
-            const char *s;
-            uint64_t l;
-            lmk_gguf_get_arr_str(g, "tokenizer.ggml.merges", i, &s, &l);
-            mtotal += (size_t)l;
-        }
-        t->merge_arena = malloc(mtotal);
-        if (!t->merge_arena || hmap_init(&t->merges, (size_t)m)) {
-            lmk_tokenizer_free(t);
-            return lmk_model__err(err, cap, ENOMEM, "out of memory for the merges");
-        }
-        size_t mo = 0;
-        for (uint64_t i = 0; i < m; i++) {
-            const char *s;
-            uint64_t l;
-            lmk_gguf_get_arr_str(g, "tokenizer.ggml.merges", i, &s, &l);
-            memcpy(t->merge_arena + mo, s, (size_t)l);
-            if (l < UINT32_MAX && i < INT32_MAX)
-                hmap_put(&t->merges, t->merge_arena + mo, (uint32_t)l, (int32_t)i);
-            mo += (size_t)l;
+            return rc;
         }
     } else if (n_pieces == 0) {
         t->kind = LMK_TOK_BYTE;
