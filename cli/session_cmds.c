@@ -50,23 +50,29 @@ static int finish(const char *cmd, lmk_session *s, int rc)
     return rc ? 1 : 0;
 }
 
-#define JSON_OPT(flag)                                                                     \
-    {.name = "--json", .kind = LMK_OPT_FLAG, .dst = (flag),                                \
-     .help = "print one JSON object instead of text"}
+/* The arguments of info and verify: DIR [--json]. Returns -1 to go on, else the exit
+ * status. */
+static int parse_dir_json(const char *cmd, const char *usage, const char *about, int argc,
+                          char **argv, const char **dir, int *json)
+{
+    const lmk_opt opts[] = {
+        {.name = "--json", .kind = LMK_OPT_FLAG, .dst = json,
+         .help = "print one JSON object instead of text"},
+    };
+    const lmk_opt_spec spec = {.cmd = cmd, .usage = usage, .about = about, .opts = opts,
+                               .n_opts = 1, .min_pos = 1, .max_pos = 1};
+    return parse(&spec, argc, argv, dir);
+}
 
 int lmk_cmd_info(int argc, char **argv)
 {
     int json = 0;
     const char *dir;
-    const lmk_opt opts[] = {JSON_OPT(&json)};
-    const lmk_opt_spec spec = {
-        .cmd = "info",
-        .usage = "landmark info DIR [--json]",
-        .about = "Show a session's shape, token and block counts, index spec, model fingerprint, "
-                 "disk\nuse and a digest of its stored data (equal for sessions holding equal "
-                 "data).\n",
-        .opts = opts, .n_opts = 1, .min_pos = 1, .max_pos = 1};
-    int rc = parse(&spec, argc, argv, &dir);
+    int rc = parse_dir_json(
+        "info", "landmark info DIR [--json]",
+        "Show a session's shape, token and block counts, index spec, model fingerprint, disk\n"
+        "use and a digest of its stored data (equal for sessions holding equal data).\n",
+        argc, argv, &dir, &json);
     if (rc >= 0)
         return rc;
     lmk_session *s = NULL;
@@ -271,16 +277,13 @@ int lmk_cmd_verify(int argc, char **argv)
 {
     int json = 0;
     const char *dir;
-    const lmk_opt opts[] = {JSON_OPT(&json)};
-    const lmk_opt_spec spec = {
-        .cmd = "verify",
-        .usage = "landmark verify DIR [--json]",
-        .about = "Walk every stored value and check its checksum, check that each landmark index "
-                 "covers\nexactly the stored blocks, and check the metadata. The walk runs in a "
-                 "child process,\nso a file that crashes the storage library is reported, not "
-                 "fatal. Exit status 0 only\nwhen everything is intact.\n",
-        .opts = opts, .n_opts = 1, .min_pos = 1, .max_pos = 1};
-    int rc = parse(&spec, argc, argv, &dir);
+    int rc = parse_dir_json(
+        "verify", "landmark verify DIR [--json]",
+        "Walk every stored value and check its checksum, check that each landmark index covers\n"
+        "exactly the stored blocks, and check the metadata. The walk runs in a child process,\n"
+        "so a file that crashes the storage library is reported, not fatal. Exit status 0 only\n"
+        "when everything is intact.\n",
+        argc, argv, &dir, &json);
     if (rc >= 0)
         return rc;
     vresult r = {0};
