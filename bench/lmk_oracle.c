@@ -11,6 +11,7 @@
 #include "lmk_clock.h"
 #include "lmk_export.h"
 #include "lmk_f16.h"
+#include "lmk_fs.h"
 #include "lmk_index.h"
 #include "lmk_oracle.h"
 #include "lmk_session.h"
@@ -173,11 +174,7 @@ static int64_t candidates(int64_t p, int L, int n_local)
 
 static void rm_rf(const char *dir)
 {
-    char cmd[4200];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    if (system(cmd) != 0) {
-        /* best effort */
-    }
+    (void)lmk_fs_rmtree(dir); /* best effort: a leftover directory is only disk space */
 }
 
 LMK_API int lmk_repr_bench_run(const lmk_repr_cfg *c, lmk_repr_row *rows, char *err, size_t cap)
