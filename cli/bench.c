@@ -278,6 +278,7 @@ int lmk_cmd_bench(int argc, char **argv)
         a.r.dir = a.c.dir;
         lmk_repr_row rows[LMK_REPR_MAX_CASES];
         char rerr[1024] = "";
+        lmk_cli_set_blas_threads(1); /* the engine's threads are the one level */
         if ((rc = lmk_repr_bench_run(&a.r, rows, rerr, sizeof rerr))) {
             lmk_cli_error(CMD, "%s", rerr);
             return rc == LMK_EINVAL ? 2 : 1;

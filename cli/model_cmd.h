@@ -37,7 +37,8 @@ extern const lmk_opt_word lmk_cli_top_k_words[], lmk_cli_pos_words[], lmk_cli_mo
     {"--model", 0, LMK_OPT_STR, &(c)->model, 0, 0, NULL, NULL, NULL, "M.gguf",                \
      "the model (llama/mistral; F32, F16, BF16, Q8_0, Q4_0 tensors)"},                        \
     {"--top-k", 0, LMK_OPT_INT, &(c)->t.top_k, 0, 1000000, lmk_cli_top_k_words, NULL, NULL,   \
-     "K", "blocks retrieved per query and head (default 4; 'all')"},                          \
+     "K", "blocks retrieved per query and head (default 4 for landmark\n"                        \
+     "models, 8 for ordinary ones; 'all')"},                          \
     {"--recent", 0, LMK_OPT_INT, &(c)->t.n_recent, 0, 1000000, NULL, NULL, NULL, "R",         \
      "most recent blocks always kept (default: 2 for landmark models)"},                      \
     {"--mode", 0, LMK_OPT_CHOICE, &(c)->t.mode, 0, 0, lmk_cli_mode_words, NULL, NULL,         \
@@ -57,7 +58,8 @@ extern const lmk_opt_word lmk_cli_top_k_words[], lmk_cli_pos_words[], lmk_cli_mo
     {"--repr", 0, LMK_OPT_FN, &(c)->repr, 0, 0, NULL, lmk_opt_repr_fn, NULL, "NAME[:R]",      \
      "block representative of new sessions of ordinary models: mean,\n"                      \
      "keys (every key indexed), attn[:R] (InfLLM), query[:R]\n"                               \
-     "(query-aware), outlier[:R] (mean + outlying keys); R default 4"},                       \
+     "(query-aware), outlier[:R] (mean + outlying keys); R default 4;\n"                       \
+     "default keys"},                       \
     {"--mem-freq", 0, LMK_OPT_INT, &(c)->t.mem_freq, 0, 65536, NULL, NULL, NULL, "N",         \
      "regular tokens per landmark block (overrides landmark.mem_freq;\n"                      \
      "0 runs a landmark model as an ordinary one)"},                                          \

@@ -39,7 +39,8 @@ typedef struct lmk_task_opts {
     int mem_freq;         /* regular tokens per landmark block; -1: the file's (0: ordinary) */
     int landmark_token;   /* -1: the file's landmark.token_id */
     /* retrieval */
-    int top_k;            /* blocks per query and head, or LMK_TOP_K_ALL; AUTO: 4 */
+    int top_k;            /* blocks per query and head, or LMK_TOP_K_ALL; AUTO: 4 for
+                           * landmark models, 8 for ordinary ones */
     int n_recent;         /* most recent blocks always kept; AUTO: 2 landmark models, else 0 */
     int n_sink;           /* first tokens always attended; AUTO: 4 for ordinary models with
                            * fixed positions, else 0 */
@@ -54,7 +55,7 @@ typedef struct lmk_task_opts {
                             * and head; 0: per token */
     int block_len;        /* block length of ordinary models (default 64) */
     /* block representative of new sessions of ordinary models (landmark models keep their
-     * landmark tokens): an lmk_landmark_src (0: the model's default, mean), and n_repr the
+     * landmark tokens): an lmk_landmark_src (0: the default, LMK_LANDMARK_KEYS), n_repr the
      * entries per block of ATTN, QUERY, OUTLIER (0: 4) */
     int landmark;
     int n_repr;
