@@ -1,0 +1,372 @@
+/* Sessions that nothing bricks, storage and index cases: what an outside event (a temp
+ * cleaner deleting lock files, a full disk, read-only media, a hostile or damaged file, an
+ * index spec FAISS cannot handle) does to the store and the index must be a clean error,
+ * never a signal, and never a second writer.
+ *
+ * Everything that could crash runs in a child (run_child), so a regression is a failed
+ * check here, not a dead test program. Mount tests run in a private mount namespace of a
+ * child and are skipped, with a message, where mounting is not permitted. */
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/mount.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "lmk_index.h"
+#include "lmk_store.h"
+#include "lmk_test.h"
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* Runs fn(arg) in a child; returns its exit status, or 128 + signal when it was killed
+ * (printed), or 127 on timeout. */
+static int run_child(int (*fn)(void *), void *arg, int timeout_s)
+{
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0)
+        return 126;
+    if (pid == 0) {
+        struct rlimit rl = {0, 0};
+        setrlimit(RLIMIT_CORE, &rl);
+        alarm((unsigned)timeout_s);
+        _exit(fn(arg));
+    }
+    int st = 0;
+    while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+        ;
+    if (WIFSIGNALED(st)) {
+        if (WTERMSIG(st) == SIGALRM)
+            return 127;
+        fprintf(stderr, "  child killed by signal %d (%s)\n", WTERMSIG(st),
+                strsignal(WTERMSIG(st)));
+        return 128 + WTERMSIG(st);
+    }
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 125;
+}
+
+static lmk_key K(uint8_t kind, uint16_t layer, uint16_t head, uint64_t index)
+{
+    lmk_key k = {kind, layer, head, index};
+    return k;
+}
+
+/* Writes count values of vlen bytes (byte i of value j = j + i) under layer 0. */
+static int fill(lmk_store *s, uint64_t first, uint64_t count, size_t vlen)
+{
+    unsigned char *v = malloc(vlen);
+    if (!v)
+        return ENOMEM;
+    int rc = lmk_store_batch_begin(s);
+    for (uint64_t j = first; j < first + count && !rc; j++) {
+        for (size_t i = 0; i < vlen; i++)
+            v[i] = (unsigned char)(j + i);
+        lmk_key k = K(LMK_KEY_BLOCK, 0, 0, j);
+        rc = lmk_store_put(s, &k, v, vlen);
+    }
+    if (!rc)
+        rc = lmk_store_batch_commit(s);
+    else
+        lmk_store_batch_abort(s);
+    free(v);
+    return rc;
+}
+
+/* 0 when every value first..first+count is there and right. */
+static int check(lmk_store *s, uint64_t first, uint64_t count, size_t vlen)
+{
+    unsigned char *v = malloc(vlen);
+    if (!v)
+        return ENOMEM;
+    int bad = 0;
+    for (uint64_t j = first; j < first + count && !bad; j++) {
+        lmk_key k = K(LMK_KEY_BLOCK, 0, 0, j);
+        size_t len = 0;
+        int rc = lmk_store_get(s, &k, v, vlen, &len);
+        if (rc || len != vlen) {
+            bad = rc ? rc : -1;
+            break;
+        }
+        for (size_t i = 0; i < vlen; i++)
+            if (v[i] != (unsigned char)(j + i))
+                bad = -2;
+    }
+    free(v);
+    return bad;
+}
+
+static int open_s(const char *dir, int create, int ro, lmk_store **s, char *msg, size_t cap)
+{
+    lmk_store_opts o = lmk_store_opts_default();
+    o.create = create;
+    o.read_only = ro;
+    o.map_size = 8u << 20;
+    return lmk_store_open(dir, &o, s, msg, cap);
+}
+
+static void rm_f(const char *dir, const char *name)
+{
+    char p[700];
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    unlink(p);
+}
+
+/* ---- 1. lock files deleted while a writer runs ------------------------------------ */
+
+typedef struct {
+    const char *dir;
+    int ro;
+    int want;
+} open_arg;
+
+/* Child: open as told; exit 0 when the result is `want`. */
+static int child_open(void *p)
+{
+    open_arg *a = p;
+    lmk_store *s = NULL;
+    char msg[512] = "";
+    int rc = open_s(a->dir, 0, a->ro, &s, msg, sizeof msg);
+    if (rc != a->want) {
+        fprintf(stderr, "  child open (%s): %d (%s): %s\n", a->ro ? "reader" : "writer", rc,
+                lmk_strerror(rc), msg);
+        lmk_store_close(s);
+        return 1;
+    }
+    if (rc == LMK_OK && check(s, 0, 20, 1000))
+        return 2;
+    lmk_store_close(s);
+    return 0;
+}
+
+static int test_lock_deleted(void)
+{
+    char dir[512], msg[512];
+    lmk_test_dir(dir, sizeof dir, "harden-lock");
+    lmk_store *s = NULL;
+    REQUIRE_OK(open_s(dir, 1, 0, &s, msg, sizeof msg));
+    REQUIRE_OK(fill(s, 0, 20, 1000));
+
+    /* what temp cleaners delete: the empty lock file; then LMDB's lock.mdb too */
+    rm_f(dir, "landmark.lock");
+    open_arg w = {dir, 0, LMK_EBUSY};
+    CHECK_RC(run_child(child_open, &w, 30), 0);
+    rm_f(dir, "lock.mdb");
+    CHECK_RC(run_child(child_open, &w, 30), 0);
+    /* a reader would take a slot in a new reader table the writer never looks at: the
+     * writer could then reuse pages under it */
+    open_arg r = {dir, 1, LMK_EBUSY};
+    CHECK_RC(run_child(child_open, &r, 30), 0);
+    /* the writer itself goes on */
+    CHECK_RC(fill(s, 20, 5, 1000), LMK_OK);
+    lmk_store_close(s);
+
+    /* once it is gone, writers and readers get in again */
+    open_arg w2 = {dir, 0, LMK_OK}, r2 = {dir, 1, LMK_OK};
+    CHECK_RC(run_child(child_open, &w2, 30), 0);
+    CHECK_RC(run_child(child_open, &r2, 30), 0);
+    /* and a reader beside a live writer still shares its reader table */
+    REQUIRE_OK(open_s(dir, 0, 0, &s, msg, sizeof msg));
+    CHECK_RC(run_child(child_open, &r2, 30), 0);
+    lmk_store_close(s);
+    if (!lmk_test_failures)
+        lmk_test_rmdir(dir);
+    return 0;
+}
+
+/* ---- 3 and 8. full disk, read-only media, someone else's files ---------------------- */
+
+typedef struct {
+    int mounted, done;
+    int create_full;  /* create on a full disk: status code (0 = signal-free clean error) */
+    int read_full;    /* read a healthy store on a full disk without lock.mdb */
+    int write_full;   /* open a writer there */
+    int read_ro;      /* read on read-only media */
+    int write_ro;
+    int read_other;   /* read as another user (lock.mdb not writable) */
+    char why[256];
+} mnt_res;
+
+static mnt_res *g_res;
+static char g_mnt[480];
+
+static int child_create_full(void *p)
+{
+    (void)p;
+    char d[600], msg[512] = "";
+    snprintf(d, sizeof d, "%s/new", g_mnt);
+    lmk_store *s = NULL;
+    int rc = open_s(d, 1, 0, &s, msg, sizeof msg);
+    if (rc == LMK_OK)
+        rc = fill(s, 0, 100, 4096); /* more than fits */
+    fprintf(stderr, "  create on a full disk: %s (%s)\n", lmk_strerror(rc), msg);
+    lmk_store_close(s);
+    return rc == LMK_OK ? 1 : 0;
+}
+
+static int child_read(void *p)
+{
+    const char *d = p;
+    lmk_store *s = NULL;
+    char msg[512] = "";
+    int rc = open_s(d, 0, 1, &s, msg, sizeof msg);
+    if (rc) {
+        fprintf(stderr, "  read-only open of %s: %s (%s)\n", d, lmk_strerror(rc), msg);
+        return 1;
+    }
+    rc = check(s, 0, 20, 1000);
+    lmk_store_close(s);
+    return rc ? 2 : 0;
+}
+
+static int child_write(void *p)
+{
+    const char *d = p;
+    lmk_store *s = NULL;
+    char msg[512] = "";
+    int rc = open_s(d, 0, 0, &s, msg, sizeof msg);
+    if (rc == LMK_OK)
+        rc = fill(s, 20, 1, 1000);
+    lmk_store_close(s);
+    return rc == LMK_OK ? 0 : 1; /* either way: no signal */
+}
+
+static int child_read_as_nobody(void *p)
+{
+    if (setgid(65534) != 0 || setuid(65534) != 0)
+        return 3;
+    return child_read(p);
+}
+
+static void fill_disk(const char *mnt)
+{
+    char p[600];
+    snprintf(p, sizeof p, "%s/fill", mnt);
+    int fd = open(p, O_WRONLY | O_CREAT | O_APPEND, 0644);
+    static char buf[4096];
+    while (fd >= 0 && write(fd, buf, sizeof buf) > 0)
+        ;
+    while (fd >= 0 && write(fd, buf, 1) > 0)
+        ;
+    if (fd >= 0)
+        close(fd);
+}
+
+static int ns_main(void *p)
+{
+    (void)p;
+    mnt_res *r = g_res;
+    if (unshare(CLONE_NEWNS) || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) ||
+        mount("tmpfs", g_mnt, "tmpfs", 0, "size=2m,mode=0755")) {
+        snprintf(r->why, sizeof r->why, "%s", strerror(errno));
+        return 0;
+    }
+    r->mounted = 1;
+    char d[600], msg[512];
+    snprintf(d, sizeof d, "%s/s", g_mnt);
+    lmk_store *s = NULL;
+    if (open_s(d, 1, 0, &s, msg, sizeof msg) || fill(s, 0, 20, 1000))
+        return 1;
+    lmk_store_close(s);
+    chmod(d, 0755);
+
+    /* another user: lock.mdb (root's, 0644) cannot be opened for writing */
+    r->read_other = run_child(child_read_as_nobody, d, 30);
+
+    /* full disk, a store whose lock.mdb a cleaner deleted */
+    rm_f(d, "lock.mdb");
+    fill_disk(g_mnt);
+    r->create_full = run_child(child_create_full, NULL, 30);
+    fill_disk(g_mnt);
+    r->read_full = run_child(child_read, d, 30);
+    r->write_full = run_child(child_write, d, 30);
+    r->read_full |= run_child(child_read, d, 30) << 4; /* still readable after that */
+
+    /* read-only media */
+    snprintf(msg, sizeof msg, "%s/fill", g_mnt);
+    unlink(msg);
+    if (mount(NULL, g_mnt, NULL, MS_REMOUNT | MS_RDONLY, "size=2m") != 0) {
+        r->read_ro = -1;
+    } else {
+        r->read_ro = run_child(child_read, d, 30);
+        r->write_ro = run_child(child_write, d, 30);
+    }
+    r->done = 1;
+    return 0;
+}
+
+static int test_full_and_readonly(void)
+{
+    char root[400];
+    lmk_test_dir(root, sizeof root, "harden-mnt");
+    REQUIRE(mkdir(root, 0755) == 0 || errno == EEXIST);
+    snprintf(g_mnt, sizeof g_mnt, "%s/m", root);
+    REQUIRE(mkdir(g_mnt, 0755) == 0 || errno == EEXIST);
+    g_res = mmap(NULL, sizeof *g_res, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    REQUIRE(g_res != MAP_FAILED);
+    memset(g_res, 0, sizeof *g_res);
+    CHECK_RC(run_child(ns_main, NULL, 120), 0);
+    if (!g_res->mounted) {
+        printf("  full disk / read-only media: SKIPPED (cannot mount a tmpfs here: %s)\n",
+               g_res->why);
+    } else {
+        CHECK(g_res->done);
+        CHECK_RC(g_res->create_full, 0);
+        CHECK_RC(g_res->read_full, 0);
+        CHECK(g_res->write_full < 128); /* an error or success, never a signal */
+        if (g_res->read_ro < 0)
+            printf("  read-only media: SKIPPED (cannot remount read-only)\n");
+        else {
+            CHECK_RC(g_res->read_ro, 0);
+            CHECK_RC(g_res->write_ro, 1);
+        }
+        if (getuid() != 0)
+            printf("  read as another user: SKIPPED (not root)\n");
+        else
+            CHECK_RC(g_res->read_other, 0);
+        printf("  full disk: create %d, read %d, write %d; read-only media: read %d, write %d; "
+               "other user: read %d\n",
+               g_res->create_full, g_res->read_full, g_res->write_full, g_res->read_ro,
+               g_res->write_ro, g_res->read_other);
+    }
+    munmap(g_res, sizeof *g_res);
+    rmdir(g_mnt);
+    if (!lmk_test_failures)
+        lmk_test_rmdir(root);
+    return 0;
+}
+
+int main(void)
+{
+    struct {
+        const char *name;
+        int (*fn)(void);
+    } tests[] = {
+        {"lock_deleted", test_lock_deleted},
+        {"full_and_readonly", test_full_and_readonly},
+    };
+    for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {
+        int before = lmk_test_failures;
+        double t0 = now_s();
+        tests[i].fn();
+        printf("%s: %s (%.2f s)\n", tests[i].name,
+               lmk_test_failures == before ? "ok" : "FAILED", now_s() - t0);
+        fflush(stdout);
+    }
+    return lmk_test_finish("test_harden", 0);
+}
