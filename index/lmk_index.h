@@ -66,6 +66,9 @@ void lmk_index_free(lmk_index *idx);
 const char *lmk_index_errmsg(const lmk_index *idx);
 
 /* Append n vectors x (n, dim); they get ids ntotal .. ntotal+n-1. May train (see above).
+ * When FAISS fails (training, add, a rebuild) the vectors are still added: the index drops
+ * to exact search (which only needs this module's copy), keeps FAISS's message in
+ * lmk_index_errmsg() and tries FAISS again once it holds twice as many vectors.
  * On failure nothing is added. Returns LMK_OK, LMK_EINVAL, LMK_EINDEX, ENOMEM. */
 int lmk_index_add(lmk_index *idx, int64_t n, const float *x);
 

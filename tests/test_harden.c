@@ -24,6 +24,8 @@
 #include <unistd.h>
 
 #include "lmk_index.h"
+#include "lmk_internal.h" /* the config record codec, to record a spec by hand */
+#include "lmk_session.h"
 #include "lmk_store.h"
 #include "lmk_test.h"
 
@@ -351,6 +353,192 @@ static int test_full_and_readonly(void)
     return 0;
 }
 
+/* ---- 2. index specs FAISS crashes on --------------------------------------------- */
+
+static const char *g_spec;
+
+/* Child: create g_spec at dim 8; exit 0 when it is refused with LMK_EUNSUPPORTED. */
+static int child_refuse(void *p)
+{
+    (void)p;
+    struct rlimit rl = {1ull << 31, 1ull << 31}; /* HNSW99999999 took 13 GB */
+    setrlimit(RLIMIT_AS, &rl);
+    lmk_index_opts o = lmk_index_opts_default();
+    o.spec = g_spec;
+    o.dim = 8;
+    lmk_index *idx = NULL;
+    char msg[512] = "";
+    int rc = lmk_index_create(&o, &idx, msg, sizeof msg);
+    if (rc != LMK_EUNSUPPORTED) {
+        fprintf(stderr, "  spec \"%s\": %s (%s)\n", g_spec, lmk_strerror(rc), msg);
+        return 1;
+    }
+    return 0;
+}
+
+/* Child: g_spec at dim 8 grown one vector at a time to 160 then 600 and cut back to
+ * small sizes, searched after every step: nothing may crash or fail. */
+static int child_any_size(void *p)
+{
+    (void)p;
+    lmk_index_opts o = lmk_index_opts_default();
+    o.spec = g_spec;
+    o.dim = 8;
+    o.train_min = 300; /* trained types enter FAISS at 300 and leave it below */
+    lmk_index *idx = NULL;
+    char msg[512] = "";
+    int rc = lmk_index_create(&o, &idx, msg, sizeof msg);
+    if (rc) {
+        fprintf(stderr, "  spec \"%s\" refused: %s\n", g_spec, msg);
+        return 1;
+    }
+    uint64_t st = 7;
+    float x[600 * 8], q[2 * 8];
+    for (int i = 0; i < 600 * 8; i++)
+        x[i] = lmk_test_uniform(&st);
+    for (int i = 0; i < 16; i++)
+        q[i] = lmk_test_uniform(&st);
+    int64_t ids[2 * 5];
+    const int64_t sizes[] = {0, 1, 2, 3, 5, 8, 13, 40, 160, 3, 600, 1, 0, 600};
+    int64_t have = 0;
+    for (size_t s = 0; s < sizeof sizes / sizeof *sizes; s++) {
+        int64_t n = sizes[s];
+        if (n < have) {
+            if ((rc = lmk_index_truncate(idx, n)))
+                break;
+            have = n;
+        }
+        while (have < n) {
+            int64_t step = n > 200 ? n - have : 1;
+            if ((rc = lmk_index_add(idx, step, x + have * 8)))
+                break;
+            have += step;
+            if ((rc = lmk_index_search(idx, 2, q, 5, 0, NULL, ids, NULL)))
+                break;
+        }
+        if (rc || (rc = lmk_index_search(idx, 2, q, 5, have > 2 ? have - 2 : 0, NULL, ids, NULL)))
+            break;
+    }
+    if (rc)
+        fprintf(stderr, "  spec \"%s\" at %lld vectors: %s (%s)\n", g_spec, (long long)have,
+                lmk_strerror(rc), lmk_index_errmsg(idx));
+    lmk_index_free(idx);
+    return rc ? 2 : 0;
+}
+
+static int test_specs(void)
+{
+    static const char *const bad[] = {
+        "HNSW0", "HNSW1", "IVF0,Flat", "NSG32", "NSG32,Flat", "HNSW99999999", "IVF99999999,Flat",
+        "IVF16_HNSW0,Flat", "IVF16,PQ0", "IVF16,PQ4x0", "IVF16,PQ4x99", "PCA0,Flat",
+        "PCA99,Flat", "IVF16_NSG32,Flat", "HNSW32_PQ4", "IVF16,Flat,Flat", "IDMap,Flat",
+        "HNSW0+l2", "IVF0,Flat+l2", "RFlat", "Flat,RFlat", "IMI2x99,Flat", "IVF16,PQ4x4fs",
+        "OPQ4,IVF16,PQ4", "IVF16(IVF4,Flat),Flat"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        g_spec = bad[i];
+        int rc = run_child(child_refuse, NULL, 60);
+        if (rc)
+            fprintf(stderr, "  spec \"%s\" was not refused cleanly (%d)\n", bad[i], rc);
+        CHECK_RC(rc, 0);
+    }
+    static const char *const good[] = {
+        "Flat", "HNSW2", "HNSW256", "HNSW4,SQ8", "HNSW3,Flat+l2", "SQ4", "SQ6", "SQfp16",
+        "PQ2x2", "PQ8x1", "IVF1,Flat", "IVF3_HNSW2,SQ8", "IVF2,PQ4x2", "PCA1,Flat",
+        "PCA4,IVF2,Flat+l2", "IVF5,SQfp16+l2", "HNSW8+l2"};
+    for (size_t i = 0; i < sizeof good / sizeof *good; i++) {
+        g_spec = good[i];
+        double t0 = now_s();
+        int rc = run_child(child_any_size, NULL, 120);
+        if (getenv("LMK_VERBOSE"))
+            printf("  %s: %.2f s\n", good[i], now_s() - t0);
+        if (rc)
+            fprintf(stderr, "  spec \"%s\" failed at some size (%d)\n", good[i], rc);
+        CHECK_RC(rc, 0);
+    }
+    return 0;
+}
+
+/* A spec recorded by an older build that this one refuses (or that crashes FAISS) must
+ * leave the session openable: exact search, then truncate and reindex work. */
+static const char *g_dir;
+
+static int child_recorded_spec(void *p)
+{
+    (void)p;
+    lmk_session_opts o = lmk_session_opts_default();
+    lmk_session *s = NULL;
+    char msg[512] = "";
+    int rc = lmk_session_open(g_dir, &o, &s, msg, sizeof msg);
+    if (rc) {
+        fprintf(stderr, "  open with a refused recorded spec: %s\n", msg);
+        return 1;
+    }
+    if ((rc = lmk_session_truncate(s, 40)) || (rc = lmk_session_reindex(s, "HNSW8"))) {
+        fprintf(stderr, "  truncate/reindex: %s\n", lmk_session_errmsg(s));
+        lmk_session_close(s);
+        return 2;
+    }
+    lmk_session_close(s);
+    s = NULL;
+    if ((rc = lmk_session_open(g_dir, &o, &s, msg, sizeof msg))) {
+        fprintf(stderr, "  reopen after reindex: %s\n", msg);
+        return 3;
+    }
+    lmk_session_info info;
+    rc = lmk_session_info_get(s, &info);
+    int ok = rc == LMK_OK && strcmp(info.index_spec, "HNSW8") == 0;
+    lmk_session_close(s);
+    return ok ? 0 : 4;
+}
+
+static int test_recorded_spec(void)
+{
+    char dir[512], msg[512];
+    lmk_test_dir(dir, sizeof dir, "harden-spec");
+    lmk_session_opts o = lmk_session_opts_default();
+    o.n_layers = 1;
+    o.n_heads = 2;
+    o.n_kv_heads = 1;
+    o.head_dim = 8;
+    o.block_len = 4;
+    o.dtype = LMK_DTYPE_F32;
+    o.create = 1;
+    lmk_session *s = NULL;
+    REQUIRE_OK(lmk_session_open(dir, &o, &s, msg, sizeof msg));
+    float kv[2 * 64 * 8];
+    uint64_t st = 11;
+    for (size_t i = 0; i < sizeof kv / sizeof *kv; i++)
+        kv[i] = lmk_test_uniform(&st);
+    REQUIRE_OK(lmk_session_append(s, 0, 64, kv, kv + 64 * 8));
+    lmk_session_close(s);
+
+    static const char *const recorded[] = {"HNSW0", "NSG32", "IVF0,Flat"};
+    for (size_t r = 0; r < sizeof recorded / sizeof *recorded; r++) {
+        lmk_store *st_ = NULL;
+        REQUIRE_OK(open_s(dir, 0, 0, &st_, msg, sizeof msg));
+        uint8_t rec[1024];
+        size_t len = 0;
+        lmk_config_rec c;
+        REQUIRE_OK(lmk_store_get_meta(st_, "config", rec, sizeof rec, &len));
+        REQUIRE_OK(lmk_config_decode(rec, len, &c, msg, sizeof msg));
+        snprintf(c.spec, sizeof c.spec, "%s", recorded[r]);
+        len = lmk_config_encode(&c, rec, sizeof rec);
+        REQUIRE_OK(lmk_store_batch_begin(st_));
+        REQUIRE_OK(lmk_store_put_meta(st_, "config", rec, len));
+        REQUIRE_OK(lmk_store_batch_commit(st_));
+        lmk_store_close(st_);
+        rm_f(dir, "index-L0-H0.lmki");
+        g_dir = dir;
+        int rc = run_child(child_recorded_spec, NULL, 60);
+        if (rc)
+            fprintf(stderr, "  recorded spec \"%s\": %d\n", recorded[r], rc);
+        CHECK_RC(rc, 0);
+    }
+    if (!lmk_test_failures)
+        lmk_test_rmdir(dir);
+    return 0;
+}
+
 int main(void)
 {
     struct {
@@ -359,6 +547,8 @@ int main(void)
     } tests[] = {
         {"lock_deleted", test_lock_deleted},
         {"full_and_readonly", test_full_and_readonly},
+        {"specs", test_specs},
+        {"recorded_spec", test_recorded_spec},
     };
     for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {
         int before = lmk_test_failures;
