@@ -539,6 +539,84 @@ static int test_recorded_spec(void)
     return 0;
 }
 
+/* ---- 7. a fork killed midway ----------------------------------------------------- */
+
+static const char *g_dst;
+
+static int child_fork(void *p)
+{
+    int limit = *(int *)p;
+    lmk_session_opts o = lmk_session_opts_default();
+    o.read_only = 1;
+    lmk_session *s = NULL;
+    char msg[512] = "";
+    if (lmk_session_open(g_dir, &o, &s, msg, sizeof msg)) {
+        fprintf(stderr, "  fork source: %s\n", msg);
+        return 1;
+    }
+    if (limit) { /* the write that crosses it kills the process (SIGXFSZ) */
+        struct rlimit rl = {(rlim_t)limit, (rlim_t)limit};
+        setrlimit(RLIMIT_FSIZE, &rl);
+    }
+    int rc = lmk_session_fork(s, g_dst);
+    if (rc)
+        fprintf(stderr, "  fork: %s\n", lmk_session_errmsg(s));
+    lmk_session_close(s);
+    return rc ? 2 : 0;
+}
+
+static int test_fork_killed(void)
+{
+    char dir[512], dst[600], msg[512];
+    lmk_test_dir(dir, sizeof dir, "harden-fork");
+    snprintf(dst, sizeof dst, "%s-dst", dir);
+    lmk_test_rmdir(dst);
+    lmk_session_opts o = lmk_session_opts_default();
+    o.n_layers = 1;
+    o.n_heads = 2;
+    o.n_kv_heads = 1;
+    o.head_dim = 64;
+    o.block_len = 16;
+    o.dtype = LMK_DTYPE_F32;
+    o.create = 1;
+    lmk_session *s = NULL;
+    REQUIRE_OK(lmk_session_open(dir, &o, &s, msg, sizeof msg));
+    enum { N = 2048 };
+    float *kv = malloc(2 * N * 64 * sizeof(float));
+    REQUIRE(kv);
+    uint64_t st = 13;
+    for (size_t i = 0; i < 2 * N * 64; i++)
+        kv[i] = lmk_test_uniform(&st);
+    REQUIRE_OK(lmk_session_append(s, 0, N, kv, kv + N * 64));
+    free(kv);
+    lmk_session_close(s); /* about 1 MiB of data */
+    g_dir = dir;
+    g_dst = dst;
+    int limit = 256 << 10;
+    int rc = run_child(child_fork, &limit, 60);
+    CHECK(rc == 128 + SIGXFSZ); /* killed midway */
+    limit = 0;
+    rc = run_child(child_fork, &limit, 60); /* the retry */
+    CHECK_RC(rc, 0);
+    o = lmk_session_opts_default();
+    o.read_only = 1;
+    REQUIRE_OK(lmk_session_open(dst, &o, &s, msg, sizeof msg));
+    lmk_session_info info;
+    CHECK_RC(lmk_session_info_get(s, &info), LMK_OK);
+    CHECK(info.tokens == N);
+    lmk_session_close(s);
+    if (!lmk_test_failures) {
+        lmk_test_rmdir(dir);
+        lmk_test_rmdir(dst);
+        /* the killed fork's temporary directory */
+        char cmd[1400];
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'.fork-*", dst);
+        if (system(cmd) != 0)
+            fprintf(stderr, "  (could not remove %s.fork-*)\n", dst);
+    }
+    return 0;
+}
+
 int main(void)
 {
     struct {
@@ -549,6 +627,7 @@ int main(void)
         {"full_and_readonly", test_full_and_readonly},
         {"specs", test_specs},
         {"recorded_spec", test_recorded_spec},
+        {"fork_killed", test_fork_killed},
     };
     for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {
         int before = lmk_test_failures;
