@@ -220,6 +220,24 @@ LMK_API lmk_store_opts lmk_store_opts_default(void)
     return o;
 }
 
+/* lmk_store_pread_fn over a file descriptor (ud: the int fd); a short file is damage. */
+static int pread_full(void *ud, void *buf, size_t len, uint64_t off)
+{
+    int fd = *(int *)ud;
+    size_t got = 0;
+    while (got < len) {
+        ssize_t r = pread(fd, (char *)buf + got, len - got, (off_t)(off + got));
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            return errno;
+        if (r == 0)
+            return LMK_ECORRUPT;
+        got += (size_t)r;
+    }
+    return 0;
+}
+
 /* Reads the head of <dir>/data.mdb and checks it. LMK_ENOTFOUND when the file is absent. */
 static int precheck_data_file(lmk_store *s, lmk_store_header_info *info)
 {
@@ -266,6 +284,9 @@ static int precheck_data_file(lmk_store *s, lmk_store_header_info *info)
     if (!rc) {
         char why[MSG_CAP - 64];
         rc = lmk_store_check_header(head, got, (uint64_t)st.st_size, info, why, sizeof why);
+        /* Writers allocate pages from the free-page tree, which LMDB trusts. */
+        if (!rc && !s->read_only)
+            rc = lmk_store_check_free_tree(info, pread_full, &fd, why, sizeof why);
         if (rc)
             set_msg(s, "%s: %s", s->dir, why);
     }

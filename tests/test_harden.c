@@ -617,6 +617,114 @@ static int test_fork_killed(void)
     return 0;
 }
 
+/* ---- 14. a damaged free-page tree ------------------------------------------------ */
+
+static int child_write_damaged(void *p)
+{
+    const char *d = p;
+    lmk_store *s = NULL;
+    char msg[512] = "";
+    int rc = open_s(d, 0, 0, &s, msg, sizeof msg);
+    if (rc == LMK_ECORRUPT && strstr(msg, "free-page"))
+        return 0; /* refused before LMDB allocates from the tree */
+    if (rc) {
+        fprintf(stderr, "  writer open: %s (%s)\n", lmk_strerror(rc), msg);
+        return 1;
+    }
+    for (int i = 0; i < 10 && !rc; i++)
+        rc = fill(s, 1000 + 40 * i, 40, 3000);
+    fprintf(stderr, "  the damage went unnoticed; writes: %s\n", lmk_strerror(rc));
+    lmk_store_close(s);
+    return 2;
+}
+
+static int test_free_tree(void)
+{
+    char dir[512], msg[512], path[700];
+    lmk_test_dir(dir, sizeof dir, "harden-free");
+    lmk_store *s = NULL;
+    REQUIRE_OK(open_s(dir, 1, 0, &s, msg, sizeof msg));
+    for (int r = 0; r < 6; r++) {
+        REQUIRE_OK(fill(s, 0, 60, 3000)); /* rewriting frees the old pages */
+        REQUIRE_OK(fill(s, 100 + r, 1, 100));
+    }
+    lmk_store_close(s);
+    snprintf(path, sizeof path, "%s/data.mdb", dir);
+    FILE *f = fopen(path, "rb");
+    REQUIRE(f);
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    unsigned char *img = malloc((size_t)n);
+    REQUIRE(img && fread(img, 1, (size_t)n, f) == (size_t)n);
+    fclose(f);
+    const uint32_t ps = 4096;
+    uint64_t t0, t1, root;
+    memcpy(&t0, img + 144, 8);
+    memcpy(&t1, img + ps + 144, 8);
+    const unsigned char *m = t1 > t0 ? img + ps : img;
+    memcpy(&root, m + 80, 8);
+    REQUIRE(root != ~(uint64_t)0 && (root + 1) * ps <= (uint64_t)n);
+    unsigned char *rp = img + root * ps;
+    REQUIRE((rp[10] & 0x02) != 0); /* a leaf root: one page of records */
+    uint16_t off;
+    memcpy(&off, rp + 16, 2);
+    unsigned char *node = rp + off;
+    uint16_t nflags;
+    memcpy(&nflags, node + 4, 2);
+    unsigned char *list = node + 16; /* after the 8-byte node header and 8-byte key */
+    if (nflags & 1) {
+        uint64_t ov;
+        memcpy(&ov, list, 8);
+        REQUIRE((ov + 1) * ps <= (uint64_t)n);
+        list = img + ov * ps + 16;
+    }
+    uint64_t cnt;
+    memcpy(&cnt, list, 8);
+    REQUIRE(cnt >= 1);
+    struct {
+        const char *what;
+        size_t at;
+        uint64_t val;
+        int bytes;
+    } cases[] = {
+        {"list count", (size_t)(list - img), 1u << 28, 8},
+        {"page number in a list", (size_t)(list - img) + 8, 0x7fffffffffull, 8},
+        {"node offset", (size_t)(rp - img) + 16, 0xfff0, 2},
+        {"page flags", (size_t)(rp - img) + 10, 0x01, 2},
+    };
+    char cdir[600];
+    snprintf(cdir, sizeof cdir, "%s-c", dir);
+    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+        lmk_test_rmdir(cdir);
+        REQUIRE(mkdir(cdir, 0755) == 0);
+        unsigned char save[8];
+        memcpy(save, img + cases[c].at, 8);
+        memcpy(img + cases[c].at, &cases[c].val, (size_t)cases[c].bytes);
+        snprintf(path, sizeof path, "%s/data.mdb", cdir);
+        f = fopen(path, "wb");
+        REQUIRE(f && fwrite(img, 1, (size_t)n, f) == (size_t)n);
+        fclose(f);
+        memcpy(img + cases[c].at, save, 8);
+        int rc = run_child(child_write_damaged, cdir, 60);
+        if (rc)
+            fprintf(stderr, "  damaged %s: %d\n", cases[c].what, rc);
+        CHECK_RC(rc, 0);
+        /* readers do not use the tree: the data stays readable (fork can rescue it) */
+        lmk_store *r = NULL;
+        CHECK_RC(open_s(cdir, 0, 1, &r, msg, sizeof msg), LMK_OK);
+        if (r)
+            CHECK(check(r, 0, 60, 3000) == 0);
+        lmk_store_close(r);
+    }
+    free(img);
+    if (!lmk_test_failures) {
+        lmk_test_rmdir(dir);
+        lmk_test_rmdir(cdir);
+    }
+    return 0;
+}
+
 int main(void)
 {
     struct {
@@ -628,6 +736,7 @@ int main(void)
         {"specs", test_specs},
         {"recorded_spec", test_recorded_spec},
         {"fork_killed", test_fork_killed},
+        {"free_tree", test_free_tree},
     };
     for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {
         int before = lmk_test_failures;
