@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <glob.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdint.h>
@@ -609,10 +610,14 @@ static int test_fork_killed(void)
         lmk_test_rmdir(dir);
         lmk_test_rmdir(dst);
         /* the killed fork's temporary directory */
-        char cmd[1400];
-        snprintf(cmd, sizeof cmd, "rm -rf '%s'.fork-*", dst);
-        if (system(cmd) != 0)
-            fprintf(stderr, "  (could not remove %s.fork-*)\n", dst);
+        glob_t g;
+        char pat[700];
+        snprintf(pat, sizeof pat, "%s.fork-*", dst);
+        if (glob(pat, 0, NULL, &g) == 0) {
+            for (size_t i = 0; i < g.gl_pathc; i++)
+                lmk_test_rmdir(g.gl_pathv[i]);
+            globfree(&g);
+        }
     }
     return 0;
 }
