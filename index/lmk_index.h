@@ -106,7 +106,10 @@ size_t lmk_index_memory_bytes(const lmk_index *idx);
  * serialization. Saving writes "<path>.tmp", fsyncs it, renames it over `path` and fsyncs
  * the directory. Loading verifies header, lengths against the file size and the checksum
  * before FAISS reads a byte, so a damaged file gives LMK_ECORRUPT and never reaches
- * FAISS's length fields. */
+ * FAISS's length fields. A checksum is no defence against a crafted file, so the FAISS
+ * part is then read and searched once in a child process (fork; bounded address space,
+ * 20 s at most) before this process reads it: what crashes, allocates without bound or
+ * hangs there is LMK_ECORRUPT here. */
 int lmk_index_save(lmk_index *idx, const char *path);
 
 /* Load an index saved by lmk_index_save(). `expect_spec` and `expect_dim` must match the

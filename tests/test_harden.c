@@ -24,6 +24,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "lmk_crc32c.h"
 #include "lmk_index.h"
 #include "lmk_internal.h" /* the config record codec, to record a spec by hand */
 #include "lmk_session.h"
@@ -730,6 +731,96 @@ static int test_free_tree(void)
     return 0;
 }
 
+/* ---- 13. an index file crafted with a valid checksum ------------------------------ */
+
+static const char *g_path;
+
+/* Child: load g_path; exit 0 when the load is refused, 2 when it loads (then searches
+ * every stored vector, which a hostile graph turns into wild reads). */
+static int child_load_crafted(void *p)
+{
+    (void)p;
+    lmk_index *idx = NULL;
+    char msg[512] = "";
+    int rc = lmk_index_load(g_path, "HNSW8", 16, &idx, msg, sizeof msg);
+    if (rc != LMK_OK) {
+        if (getenv("LMK_VERBOSE"))
+            printf("  crafted index refused: %s\n", msg);
+        return rc == LMK_ECORRUPT ? 0 : 1;
+    }
+    int64_t ids[4];
+    const float *v = lmk_index_vectors(idx);
+    for (int64_t i = 0; i < lmk_index_ntotal(idx); i++)
+        lmk_index_search(idx, 1, v + i * 16, 4, 0, NULL, ids, NULL);
+    lmk_index_free(idx);
+    return 2;
+}
+
+static int test_crafted_index(void)
+{
+    char dir[512], path[700];
+    lmk_test_dir(dir, sizeof dir, "harden-idx");
+    REQUIRE(mkdir(dir, 0755) == 0 || errno == EEXIST);
+    snprintf(path, sizeof path, "%s/x.lmki", dir);
+    lmk_index_opts o = lmk_index_opts_default();
+    o.spec = "HNSW8";
+    o.dim = 16;
+    lmk_index *idx = NULL;
+    char msg[512];
+    REQUIRE_OK(lmk_index_create(&o, &idx, msg, sizeof msg));
+    float x[200 * 16];
+    uint64_t st = 5;
+    for (int i = 0; i < 200 * 16; i++)
+        x[i] = lmk_test_uniform(&st);
+    REQUIRE_OK(lmk_index_add(idx, 200, x));
+    REQUIRE_OK(lmk_index_save(idx, path));
+    lmk_index_free(idx);
+    FILE *f = fopen(path, "rb");
+    REQUIRE(f);
+    unsigned char buf[1 << 16];
+    size_t n = fread(buf, 1, sizeof buf, f);
+    fclose(f);
+    REQUIRE(n > 80 && n < sizeof buf);
+    /* FAISS payload: after our header, the spec and the vectors */
+    size_t off = 80 + strlen("HNSW8") + 200 * 16 * 4;
+    REQUIRE(memcmp(buf + off, "IHNf", 4) == 0);
+    off += 4 + 4 + 8 + 8 + 8 + 1 + 4; /* d, ntotal, 2 dummies, is_trained, metric (IP) */
+    const size_t esz[5] = {8, 4, 4, 8, 4}; /* assign_probas, cum_nneighbor_per_level,
+                                               levels, offsets, neighbors */
+    for (int vct = 0; vct < 5; vct++) {
+        uint64_t cnt;
+        memcpy(&cnt, buf + off, 8);
+        off += 8;
+        REQUIRE(off + cnt * esz[vct] <= n);
+        if (vct == 4) /* every neighbour link points far outside the graph */
+            for (uint64_t i = 0; i < cnt; i++) {
+                int32_t nb;
+                memcpy(&nb, buf + off + 4 * i, 4);
+                if (nb >= 0) {
+                    nb = 0x7ffffff0;
+                    memcpy(buf + off + 4 * i, &nb, 4);
+                }
+            }
+        off += cnt * esz[vct];
+    }
+    int32_t ep = 0x7ffffff0; /* and so does the entry point */
+    memcpy(buf + off, &ep, 4);
+    uint32_t c = lmk_crc32c(0, buf, 72);
+    c = lmk_crc32c(c, buf + 76, n - 76);
+    memcpy(buf + 72, &c, 4);
+    f = fopen(path, "wb");
+    REQUIRE(f && fwrite(buf, 1, n, f) == n);
+    fclose(f);
+    g_path = path;
+    int rc = run_child(child_load_crafted, NULL, 60);
+    if (rc)
+        fprintf(stderr, "  crafted HNSW graph with a valid checksum: %d\n", rc);
+    CHECK_RC(rc, 0);
+    if (!lmk_test_failures)
+        lmk_test_rmdir(dir);
+    return 0;
+}
+
 int main(void)
 {
     struct {
@@ -742,6 +833,7 @@ int main(void)
         {"recorded_spec", test_recorded_spec},
         {"fork_killed", test_fork_killed},
         {"free_tree", test_free_tree},
+        {"crafted_index", test_crafted_index},
     };
     for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {
         int before = lmk_test_failures;
