@@ -24,6 +24,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <omp.h>
+
 #include "lmk_crc32c.h"
 #include "lmk_index.h"
 #include "lmk_internal.h" /* the config record codec, to record a spec by hand */
@@ -383,6 +385,7 @@ static int child_refuse(void *p)
 static int child_any_size(void *p)
 {
     (void)p;
+    omp_set_num_threads(1); /* FAISS's threads only contend with parallel tests */
     lmk_index_opts o = lmk_index_opts_default();
     o.spec = g_spec;
     o.dim = 8;
