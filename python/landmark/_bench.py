@@ -64,7 +64,7 @@ def _stream_arrays(keys, values, queries):
 
 def bench(keys, values, queries, indexes=("HNSW32", "IVF256,Flat"), ef_search=(), nprobe=(),
           top_k=8, block_len=64, dtype="f16", mode="union", threads=1, steps=100,
-          dir=None, json=None, child=True, child_timeout_s=900.0, log=None):
+          dir=None, json=None, recorded=None, child=True, child_timeout_s=900.0, log=None):
     """Measure index types on the caller's arrays (see write_recorded for the shapes; step p
     uses query p mod n_queries at the last position).
 
@@ -72,7 +72,8 @@ def bench(keys, values, queries, indexes=("HNSW32", "IVF256,Flat"), ef_search=()
     ef_search / nprobe: values swept for HNSW / IVF specs. dtype: the session's storage.
     mode: "union" or "grouped". dir: where the session is built (DIR/session must not
     exist), default a temporary directory. json: write the `landmark bench --json` record
-    there. child: measure the reopening process's memory (False: its figures are NaN).
+    there. recorded: keep the recorded stream file written from the arrays at this path
+    (`landmark bench --recorded PATH` measures it again), else it is temporary. child: measure the reopening process's memory (False: its figures are NaN).
     log(level, msg): the run's notes ("note") and warnings ("warn").
 
     Returns {"config", "run", "dense", "results"} with one dict per measured setting.
@@ -98,7 +99,7 @@ def bench(keys, values, queries, indexes=("HNSW32", "IVF256,Flat"), ef_search=()
 
     tmp = tempfile.mkdtemp(prefix="landmark-bench-")
     try:
-        rec = os.path.join(tmp, "stream.lmkrec")
+        rec = os.fspath(recorded) if recorded is not None else os.path.join(tmp, "stream.lmkrec")
         shape = write_recorded(rec, keys, values, queries,
                                "f16" if np.asarray(keys).dtype == np.float16 else "f32")
         c = lib.lmk_bench_cfg_default()
