@@ -43,3 +43,8 @@ def kv(rng, n, kv_heads, head_dim, dtype=np.float32):
     k = rng.standard_normal((n, kv_heads, head_dim)).astype(dtype)
     v = rng.standard_normal((n, kv_heads, head_dim)).astype(dtype)
     return k, v
+
+
+def pytest_report_header(config):
+    return "landmark: %s (library %s)" % (os.path.dirname(landmark.__file__),
+                                          landmark.library_path())
