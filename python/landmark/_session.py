@@ -166,7 +166,10 @@ class Session:
         h = getattr(self, "_h", None)
         if h is not None:
             self._h = None
-            lib.lmk_session_close(h)
+            try:
+                lib.lmk_session_close(h)
+            except Exception:  # noqa: BLE001 - at interpreter exit the module may be gone
+                pass
 
     def __repr__(self):
         if self._h is None:

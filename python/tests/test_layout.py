@@ -66,3 +66,16 @@ def test_only_the_public_api_is_exported():
     names = [line.split()[-1] for line in out.splitlines() if line.strip()]
     assert "lmk_session_open" in names and "lmk_bench_run" in names
     assert [n for n in names if not n.startswith("lmk_")] == []
+
+
+def test_passive_wait_policy_before_the_library_loads():
+    import sys
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    code = ("import os, landmark; print(os.environ['OMP_WAIT_POLICY'])")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, check=True).stdout.strip()
+    assert out == "passive"
+    env["OMP_WAIT_POLICY"] = "active"  # a value the user set is kept
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, check=True).stdout.strip()
+    assert out == "active"
