@@ -41,10 +41,11 @@ static int stage_tokens(lmk_session *s, append_job *a, const float *k, const flo
     const int L = s->L, D = s->head_dim;
     const size_t row = (size_t)s->n_kv_heads * D;
     const int64_t n = a->n;
-    size_t stage_bytes = 2 * (size_t)n * row * sizeof(float);
+    size_t stage_bytes = lmk_szmul(lmk_szmul((size_t)n, row), 2 * sizeof(float));
     size_t enc_bytes = 2 * (size_t)(L > 1 ? L : 1) * D * s->esz + 2 * row * s->esz;
-    if (lmk_buf_reserve(&s->enc, stage_bytes + enc_bytes) ||
-        lmk_buf_reserve(&s->lmbuf, (size_t)(a->nseal > 0 ? a->nseal : 1) * row * sizeof(float)))
+    if (lmk_buf_reserve(&s->enc, lmk_szadd(stage_bytes, enc_bytes)) ||
+        lmk_buf_reserve(&s->lmbuf, lmk_szmul((size_t)(a->nseal > 0 ? a->nseal : 1),
+                                             row * sizeof(float))))
         return lmk_sess_fail(s, ENOMEM, "out of memory staging %lld tokens", (long long)n);
     a->sk = s->enc.p;
     a->sv = a->sk + (size_t)n * row;

@@ -84,15 +84,16 @@ int lmk_attend_fetch(lmk_attend_plan *p)
     lmk_session *s = p->s;
     const int H = s->n_kv_heads;
     p->sealed_T = lmk_sealed(p->T, s->L);
-    if (lmk_buf_reserve(&s->need, need_bound(p) * sizeof(int64_t) + 8))
+    if (lmk_buf_reserve(&s->need, lmk_szadd(lmk_szmul(need_bound(p), sizeof(int64_t)), 8)))
         return lmk_sess_fail(s, ENOMEM, "out of memory");
     int64_t nn = list_needed(p);
     const int64_t *need = s->need.p;
     p->n_need = nn;
 
     size_t blk_floats = (size_t)s->L * s->head_dim;
-    if (lmk_buf_reserve(&s->slots, (size_t)(nn ? nn : 1) * sizeof(lmk_slot)) ||
-        lmk_buf_reserve(&s->slotmem, (size_t)(nn ? nn : 1) * 2 * blk_floats * sizeof(float)))
+    size_t nslot = (size_t)(nn ? nn : 1);
+    if (lmk_buf_reserve(&s->slots, lmk_szmul(nslot, sizeof(lmk_slot))) ||
+        lmk_buf_reserve(&s->slotmem, lmk_szmul(nslot, 2 * blk_floats * sizeof(float))))
         return lmk_sess_fail(s, ENOMEM, "out of memory fetching %lld blocks", (long long)nn);
     lmk_slot *slots = s->slots.p;
     float *mem = s->slotmem.p;

@@ -90,7 +90,22 @@ static inline void lmk_report_v(void (*cb)(void *ud, const char *msg), void *ud,
     cb(ud, msg);
 }
 
-/* Ensure b holds at least n bytes (contents kept). Returns 0 or ENOMEM. */
+/* a * b, saturating at SIZE_MAX: sizes computed from shapes and counts (which come from
+ * callers and from disk) go through it, and a saturated size fails its allocation. */
+static inline size_t lmk_szmul(size_t a, size_t b)
+{
+    size_t r;
+    return __builtin_mul_overflow(a, b, &r) ? SIZE_MAX : r;
+}
+
+static inline size_t lmk_szadd(size_t a, size_t b)
+{
+    size_t r;
+    return __builtin_add_overflow(a, b, &r) ? SIZE_MAX : r;
+}
+
+/* Ensure b holds at least n bytes (contents kept). Returns 0 or ENOMEM (also for any n
+ * above SIZE_MAX / 2). */
 int lmk_buf_reserve(lmk_buf *b, size_t n);
 
 /* Copy the store's message into the session's and return its code. */
@@ -124,6 +139,10 @@ static inline int64_t lmk_sealed(int64_t ntok, int L)
 {
     return ntok > 0 ? (ntok - 1) / L : 0;
 }
+
+/* Token count of layer l from its record in the store (0 when absent), in the caller's read
+ * snapshot if one is open. LMK_ECORRUPT on a damaged record. */
+int lmk_sess_read_layer_rec(lmk_session *s, int l, int64_t *ntok);
 
 /* Read block b of (layer, kvh) from the store (inside the caller's read transaction if one
  * is open) and decode to f32 K, V (L, head_dim). */

@@ -244,11 +244,25 @@ LMK_API int lmk_session_verify(lmk_session *s, void (*report)(void *ud, const ch
         return LMK_EINVAL;
     const int H = s->n_kv_heads, D = s->head_dim, L = s->L;
     int64_t *expect = calloc((size_t)s->n_layers * H, sizeof *expect);
-    if (!expect)
+    /* token counts of the snapshot the walk reads (a writer in another process may have
+     * appended since this handle was opened) */
+    int64_t *snap = calloc((size_t)s->n_layers, sizeof *snap);
+    float *lm = malloc((size_t)D * sizeof(float));
+    if (!expect || !snap || !lm) {
+        free(expect);
+        free(snap);
+        free(lm);
         return lmk_sess_fail(s, ENOMEM, "out of memory");
+    }
     vctx v = {s, report, ud, 0, 0, 0, expect, 0};
     const int kinds[3] = {LMK_KEY_BLOCK, LMK_KEY_LANDMARK, LMK_KEY_TAIL};
-    int rc = LMK_OK;
+    int rc = lmk_store_read_begin(s->st);
+    if (rc) {
+        lmk_sess_store_fail(s, rc, "starting a read");
+        goto out;
+    }
+    for (int l = 0; l < s->n_layers && rc == LMK_OK; l++)
+        rc = lmk_sess_read_layer_rec(s, l, &snap[l]);
     for (int k = 0; k < 3 && rc == LMK_OK; k++) {
         v.kind = kinds[k];
         v.value_len = kinds[k] == LMK_KEY_BLOCK      ? 2 * (size_t)L * D * s->esz
@@ -256,7 +270,7 @@ LMK_API int lmk_session_verify(lmk_session *s, void (*report)(void *ud, const ch
                                                      : 2 * (size_t)H * D * s->esz;
         for (int l = 0; l < s->n_layers; l++)
             for (int h = 0; h < H; h++) {
-                int64_t sealed = lmk_sealed(s->layers[l].ntok, L);
+                int64_t sealed = lmk_sealed(snap[l], L);
                 expect[l * H + h] = kinds[k] == LMK_KEY_TAIL ? (h == 0 ? sealed * L : 0) : 0;
             }
         rc = lmk_store_scan(s->st, (uint8_t)kinds[k], -1, 1, verify_cb, &v);
@@ -267,24 +281,27 @@ LMK_API int lmk_session_verify(lmk_session *s, void (*report)(void *ud, const ch
         }
         for (int l = 0; l < s->n_layers; l++)
             for (int h = 0; h < (kinds[k] == LMK_KEY_TAIL ? 1 : H); h++) {
-                int64_t sealed = lmk_sealed(s->layers[l].ntok, L);
-                int64_t want = kinds[k] == LMK_KEY_TAIL ? s->layers[l].ntok : sealed;
+                int64_t sealed = lmk_sealed(snap[l], L);
+                int64_t want = kinds[k] == LMK_KEY_TAIL ? snap[l] : sealed;
                 if (expect[l * H + h] != want)
                     vreport(&v, "layer %d head %d: %ss end at #%lld, expected #%lld", l, h,
                             kind_name(kinds[k]), (long long)expect[l * H + h], (long long)want);
             }
     }
-    free(expect);
     if (rc)
-        return rc;
-    /* indices: cover exactly the sealed blocks, holding the stored landmarks */
-    float *lm = malloc((size_t)D * sizeof(float));
-    if (!lm)
-        return lmk_sess_fail(s, ENOMEM, "out of memory");
+        goto out;
+    /* indices: cover exactly the blocks sealed when the handle last changed or opened,
+     * holding the stored landmarks */
     for (int l = 0; l < s->n_layers; l++)
         for (int h = 0; h < H; h++) {
             lmk_index *idx = s->idx[l * H + h];
             int64_t sealed = lmk_sealed(s->layers[l].ntok, L);
+            if (sealed > lmk_sealed(snap[l], L)) {
+                vreport(&v, "layer %d holds %lld tokens, this handle %lld (truncated by a "
+                        "writer since it opened)", l, (long long)snap[l],
+                        (long long)s->layers[l].ntok);
+                continue;
+            }
             if (lmk_index_ntotal(idx) != sealed) {
                 vreport(&v, "index L%d H%d covers %lld blocks, %lld are stored", l, h,
                         (long long)lmk_index_ntotal(idx), (long long)sealed);
@@ -302,10 +319,14 @@ LMK_API int lmk_session_verify(lmk_session *s, void (*report)(void *ud, const ch
                 }
             }
         }
-    free(lm);
     if (blocks_checked)
         *blocks_checked = v.checked;
     if (n_errors)
         *n_errors = v.errors;
-    return LMK_OK;
+out:
+    lmk_store_read_end(s->st);
+    free(expect);
+    free(snap);
+    free(lm);
+    return rc;
 }
