@@ -3,6 +3,8 @@
 #ifndef LMK_COMMANDS_H
 #define LMK_COMMANDS_H
 
+#include <stdio.h>
+
 int lmk_cmd_demo(int argc, char **argv);
 int lmk_cmd_info(int argc, char **argv);
 int lmk_cmd_verify(int argc, char **argv);
@@ -17,6 +19,8 @@ int lmk_cmd_perplexity(int argc, char **argv);
 /* Shared helpers of the command line (cli/landmark.c). */
 /* Print "landmark <cmd>: <message>" to stderr (one line). */
 void lmk_cli_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Print s to f as a JSON string: quoted, with '"', '\\' and control characters escaped. */
+void lmk_cli_json_str(FILE *f, const char *s);
 /* Set OpenBLAS's pool deliberately: 1 while the engine runs its own threads (one level of
  * parallelism), n for the dense baseline so both use the same number of threads. */
 void lmk_cli_set_blas_threads(int n);

@@ -1,58 +1,106 @@
 /* landmark demo: the main job on an embedded default. Ingests the deterministic synthetic
  * stream (bench/lmk_synth.h) into a session, decodes probe queries that target planted
- * needle blocks with retrieval and with dense attention, and reports accuracy and speed. */
+ * needle blocks with retrieval and with dense attention, and reports accuracy and speed.
+ * The steps, in order: parse_args, demo_open, demo_ingest, demo_load, demo_probes,
+ * demo_time_dense, report_json or report_text. */
 #include <errno.h>
-#include <getopt.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "commands.h"
-#include "opt.h"
+#include "lmk_clock.h"
 #include "lmk_dense.h"
+#include "lmk_fs.h"
 #include "lmk_session.h"
 #include "lmk_synth.h"
+#include "opt.h"
 #include "probe.h"
 
 #define CMD "demo"
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
+typedef struct demo_args {
+    long long tokens, probes;
+    const char *dir, *spec;
+    int top_k, threads, json, ef, nprobe;
+    int mode, dtype; /* lmk_mode, lmk_dtype */
+} demo_args;
 
-static void help(FILE *f)
-{
-    fprintf(f,
-            "usage: landmark demo [options]\n\n"
-            "Ingest a deterministic synthetic stream (keys, values; planted needle blocks) into a\n"
-            "session, then decode probe queries with retrieval and with dense attention.\n"
-            "On an existing session DIR the same stream is continued up to --tokens.\n\n"
-            "  --tokens N         tokens in the stream (k/m suffixes; default 64k)\n"
-            "  --dir DIR          session directory (default: a temporary one, removed after)\n"
-            "  --index SPEC       FAISS factory string for landmark indices (default Flat)\n"
-            "  --top-k K|all      blocks retrieved per query head (default 8)\n"
-            "  --mode grouped|union  softmax mode (default grouped)\n"
-            "  --dtype f32|f16    storage dtype (default f16)\n"
-            "  --probes N         probe queries (default 32)\n"
-            "  --ef-search N      HNSW efSearch;  --nprobe N  IVF nprobe\n"
-            "  -t, --threads N    threads (default 1)\n"
-            "  --json             print one JSON object instead of text\n"
-            "  -h, --help         this help\n\n"
-            "Shape of the embedded default: 2 layers, 8 query heads, 2 KV heads, head_dim 64,\n"
-            "block_len 64; generator seed 42 (README: \"The synthetic workload\").\n");
-}
+/* Everything one run holds; released by demo_free. */
+typedef struct demo {
+    demo_args a;
+    lmk_synth_cfg gc;
+    int NL, NH, H, D;
+    size_t row, qrow;     /* floats per token of K (or V), floats per query */
+    char tmpdir[4096];
+    const char *dir;
+    int own_dir;          /* dir is a temporary directory of ours, removed at the end */
+    lmk_synth *gen;
+    lmk_session *s;
+    lmk_session_info info;
+    int64_t start, T;     /* tokens held before this run, after it */
+    double ingest_s;
+    float **kv_all;       /* per layer: K then V, (T, H, D) each, as stored */
+    lmk_dense **dense;    /* per layer: the dense baseline over the same keys and values */
+    float *o;             /* (probes, NL, NH, D): retrieval outputs, hashed into the digest */
+    double *step, *dstep; /* (probes): seconds per decode step, retrieval and dense */
+    double err_max;
+    int64_t hits, targets;
+} demo;
 
-static void log_cb(void *ud, const char *msg)
+static const lmk_opt_word mode_words[] = {
+    {"grouped", LMK_MODE_GROUPED}, {"union", LMK_MODE_UNION}, {NULL, 0}};
+static const lmk_opt_word dtype_words[] = {
+    {"f32", LMK_DTYPE_F32}, {"f16", LMK_DTYPE_F16}, {NULL, 0}};
+static const lmk_opt_word top_k_words[] = {{"all", LMK_TOP_K_ALL}, {NULL, 0}};
+
+/* Returns -1 to go on, else the exit status (0 after --help, 2 on a usage error). */
+static int parse_args(int argc, char **argv, demo_args *a)
 {
-    (void)ud;
-    fprintf(stderr, "landmark demo: %s\n", msg);
+    *a = (demo_args){.tokens = 65536, .probes = 32, .spec = "Flat", .top_k = 8, .threads = 1,
+                     .mode = LMK_MODE_GROUPED, .dtype = LMK_DTYPE_F16};
+    const lmk_opt opts[] = {
+        {.name = "--tokens", .kind = LMK_OPT_COUNT, .dst = &a->tokens, .min = 1, .max = 0x1p40,
+         .metavar = "N", .help = "tokens in the stream (k/m suffixes; default 64k)"},
+        {.name = "--dir", .kind = LMK_OPT_STR, .dst = &a->dir, .metavar = "DIR",
+         .help = "session directory (default: a temporary one, removed after)"},
+        {.name = "--index", .kind = LMK_OPT_STR, .dst = &a->spec, .metavar = "SPEC",
+         .help = "FAISS factory string for landmark indices (default Flat)"},
+        {.name = "--top-k", .kind = LMK_OPT_INT, .dst = &a->top_k, .min = 0, .max = 1 << 30,
+         .words = top_k_words, .metavar = "K|all",
+         .help = "blocks retrieved per query head (default 8)"},
+        {.name = "--mode", .kind = LMK_OPT_CHOICE, .dst = &a->mode, .words = mode_words,
+         .metavar = "grouped|union", .help = "softmax mode (default grouped)"},
+        {.name = "--dtype", .kind = LMK_OPT_CHOICE, .dst = &a->dtype, .words = dtype_words,
+         .metavar = "f32|f16", .help = "storage dtype (default f16)"},
+        {.name = "--probes", .kind = LMK_OPT_COUNT, .dst = &a->probes, .min = 1, .max = 1e6,
+         .metavar = "N", .help = "probe queries (default 32)"},
+        {.name = "--ef-search", .kind = LMK_OPT_INT, .dst = &a->ef, .metavar = "N",
+         .help = "HNSW efSearch (<= 0: the index default)"},
+        {.name = "--nprobe", .kind = LMK_OPT_INT, .dst = &a->nprobe, .metavar = "N",
+         .help = "IVF nprobe (<= 0: the index default)"},
+        {.name = "--threads", .alias = 't', .kind = LMK_OPT_INT, .dst = &a->threads, .min = 1,
+         .max = 256, .metavar = "N", .help = "threads (default 1)"},
+        {.name = "--json", .kind = LMK_OPT_FLAG, .dst = &a->json,
+         .help = "print one JSON object instead of text"},
+    };
+    const lmk_opt_spec spec = {
+        .cmd = CMD,
+        .usage = "landmark demo [options]",
+        .about = "Ingest a deterministic synthetic stream (keys, values; planted needle blocks) "
+                 "into a\nsession, then decode probe queries with retrieval and with dense "
+                 "attention.\nOn an existing session DIR the same stream is continued up to "
+                 "--tokens.\n",
+        .opts = opts,
+        .n_opts = (int)(sizeof opts / sizeof opts[0]),
+        .epilog = "Shape of the embedded default: 2 layers, 8 query heads, 2 KV heads, "
+                  "head_dim 64,\nblock_len 64; generator seed 42 (README: \"The synthetic "
+                  "workload\").\n",
+    };
+    int rc = lmk_opt_parse(&spec, argc, argv, NULL, NULL);
+    return rc == 0 ? -1 : rc == 1 ? 0 : 2;
 }
 
 static void progress(const char *what, int64_t done, int64_t total)
@@ -160,367 +208,367 @@ static int cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-int lmk_cmd_demo(int argc, char **argv)
+static const char *dtype_name(int dtype)
 {
-    long long tokens = 65536, probes = 32;
-    const char *dir = NULL, *spec = "Flat";
-    int top_k = 8, threads = 1, json = 0, ef = 0, nprobe = 0;
-    lmk_mode mode = LMK_MODE_GROUPED;
-    lmk_dtype dtype = LMK_DTYPE_F16;
-    static const struct option lo[] = {
-        {"tokens", required_argument, 0, 'n'}, {"dir", required_argument, 0, 'd'},
-        {"index", required_argument, 0, 'i'},  {"top-k", required_argument, 0, 'k'},
-        {"mode", required_argument, 0, 'm'},   {"dtype", required_argument, 0, 'y'},
-        {"probes", required_argument, 0, 'p'}, {"threads", required_argument, 0, 't'},
-        {"json", no_argument, 0, 'j'},         {"ef-search", required_argument, 0, 'e'},
-        {"nprobe", required_argument, 0, 'r'}, {"help", no_argument, 0, 'h'},
-        {0, 0, 0, 0}};
-    int c;
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "t:h", lo, NULL)) != -1) {
-        switch (c) {
-        case 'n':
-            if ((tokens = lmk_opt_count(optarg)) < 1 || tokens > (1LL << 40)) {
-                lmk_cli_error(CMD, "--tokens wants a positive count, got '%s'", optarg);
-                return 2;
-            }
-            break;
-        case 'd': dir = optarg; break;
-        case 'i': spec = optarg; break;
-        case 'k':
-            if (!strcmp(optarg, "all")) {
-                top_k = LMK_TOP_K_ALL;
-            } else {
-                long long k = lmk_opt_count(optarg);
-                if (k < 0 || k > 1 << 30) {
-                    lmk_cli_error(CMD, "--top-k wants a count or 'all', got '%s'", optarg);
-                    return 2;
-                }
-                top_k = (int)k;
-            }
-            break;
-        case 'm':
-            if (!strcmp(optarg, "grouped"))
-                mode = LMK_MODE_GROUPED;
-            else if (!strcmp(optarg, "union"))
-                mode = LMK_MODE_UNION;
-            else {
-                lmk_cli_error(CMD, "--mode is grouped or union, got '%s'", optarg);
-                return 2;
-            }
-            break;
-        case 'y':
-            if (!strcmp(optarg, "f16"))
-                dtype = LMK_DTYPE_F16;
-            else if (!strcmp(optarg, "f32"))
-                dtype = LMK_DTYPE_F32;
-            else {
-                lmk_cli_error(CMD, "--dtype is f32 or f16, got '%s'", optarg);
-                return 2;
-            }
-            break;
-        case 'p':
-            if ((probes = lmk_opt_count(optarg)) < 1 || probes > 1000000) {
-                lmk_cli_error(CMD, "--probes wants a positive count, got '%s'", optarg);
-                return 2;
-            }
-            break;
-        case 't': {
-            long long t = lmk_opt_count(optarg);
-            if (t < 1 || t > 256) {
-                lmk_cli_error(CMD, "--threads wants 1..256, got '%s'", optarg);
-                return 2;
-            }
-            threads = (int)t;
-            break;
-        }
-        case 'e': ef = atoi(optarg); break;
-        case 'r': nprobe = atoi(optarg); break;
-        case 'j': json = 1; break;
-        case 'h': help(stdout); return 0;
-        default: help(stderr); return 2;
-        }
-    }
-    if (optind < argc) {
-        lmk_cli_error(CMD, "unexpected argument '%s'", argv[optind]);
-        return 2;
-    }
+    return dtype == LMK_DTYPE_F16 ? "f16" : "f32";
+}
 
-    lmk_synth_cfg gc = lmk_synth_cfg_default();
-    gc.n_layers = 2;
-    gc.n_heads = 8;
-    gc.n_kv_heads = 2;
-    gc.head_dim = 64;
-    gc.block_len = 64;
-    const int NL = gc.n_layers, NH = gc.n_heads, H = gc.n_kv_heads, D = gc.head_dim;
-    const size_t row = (size_t)H * D, qrow = (size_t)NH * D;
+static const char *mode_name(int mode)
+{
+    return mode == LMK_MODE_UNION ? "union" : "grouped";
+}
 
-    static char tmpdir[4096];
-    int own_dir = 0;
-    if (!dir) {
-        const char *td = getenv("TMPDIR");
-        snprintf(tmpdir, sizeof tmpdir, "%s/landmark-demo-XXXXXX", td && *td ? td : "/tmp");
-        if (!mkdtemp(tmpdir)) {
-            lmk_cli_error(CMD, "cannot create a temporary directory %s: %s", tmpdir,
-                          strerror(errno));
-            return 1;
-        }
-        dir = tmpdir;
-        own_dir = 1;
+/* A fresh directory under $TMPDIR (or /tmp) for the session, removed by demo_free. */
+static int demo_tmpdir(demo *d)
+{
+    const char *td = getenv("TMPDIR");
+    snprintf(d->tmpdir, sizeof d->tmpdir, "%s/landmark-demo-XXXXXX", td && *td ? td : "/tmp");
+    if (!mkdtemp(d->tmpdir)) {
+        lmk_cli_error(CMD, "cannot create a temporary directory %s: %s", d->tmpdir,
+                      strerror(errno));
+        return -1;
     }
+    d->dir = d->tmpdir;
+    d->own_dir = 1;
+    return 0;
+}
 
-    int status = 1;
-    lmk_synth *gen = NULL;
-    lmk_session *s = NULL;
-    lmk_dense **dense = NULL;
-    float *k = NULL, *v = NULL, *q = NULL, *o = NULL, *oref = NULL, *od = NULL;
-    float **kv_all = NULL;
-    double *scratch = NULL;
-    int64_t *blocks = NULL;
-    double *step = NULL, *dstep = NULL;
-    char msg[1024] = "";
-    if (lmk_synth_create(&gc, &gen)) {
+/* The generator and the session (created, or an existing one continued). */
+static int demo_open(demo *d)
+{
+    lmk_synth_cfg *gc = &d->gc;
+    *gc = lmk_synth_cfg_default();
+    gc->n_layers = 2;
+    gc->n_heads = 8;
+    gc->n_kv_heads = 2;
+    gc->head_dim = 64;
+    gc->block_len = 64;
+    d->NL = gc->n_layers, d->NH = gc->n_heads, d->H = gc->n_kv_heads, d->D = gc->head_dim;
+    d->row = (size_t)d->H * d->D, d->qrow = (size_t)d->NH * d->D;
+    if (lmk_synth_create(gc, &d->gen)) {
         lmk_cli_error(CMD, "cannot create the synthetic workload generator");
-        goto out;
+        return -1;
     }
     char fp[128];
-    snprintf(fp, sizeof fp, "landmark-demo-synth-v1 seed=%llu", (unsigned long long)gc.seed);
+    snprintf(fp, sizeof fp, "landmark-demo-synth-v1 seed=%llu", (unsigned long long)gc->seed);
     lmk_session_opts so = lmk_session_opts_default();
-    so.n_layers = NL;
-    so.n_heads = NH;
-    so.n_kv_heads = H;
-    so.head_dim = D;
-    so.block_len = gc.block_len;
-    so.dtype = dtype;
+    so.n_layers = d->NL;
+    so.n_heads = d->NH;
+    so.n_kv_heads = d->H;
+    so.head_dim = d->D;
+    so.block_len = gc->block_len;
+    so.dtype = (lmk_dtype)d->a.dtype;
     so.landmark = LMK_LANDMARK_MEAN;
-    so.index_spec = spec;
+    so.index_spec = d->a.spec;
     so.fingerprint = fp;
     so.create = 1;
-    so.n_threads = threads;
-    so.log = log_cb;
+    so.n_threads = d->a.threads;
     /* an existing session is checked in a child first: a damaged file must not crash us */
-    if (!own_dir && lmk_cli_probe_session(CMD, dir, LMK_PROBE_WALK))
-        goto out;
-    int rc = lmk_session_open(dir, &so, &s, msg, sizeof msg);
-    if (rc == LMK_EMISMATCH) {
-        /* an existing session with other settings: say which, keep it untouched */
-        lmk_cli_error(CMD, "%s: %s", dir, msg);
-        goto out;
-    }
-    if (rc) {
-        lmk_cli_error(CMD, "%s", msg);
-        goto out;
-    }
+    if (lmk_cli_session_open(CMD, d->dir, d->own_dir ? LMK_PROBE_SKIP : LMK_PROBE_WALK, &so,
+                             &d->s))
+        return -1;
     lmk_cli_set_blas_threads(1);
+    return 0;
+}
 
-    /* ingest (or continue) the stream */
-    const int64_t chunk = 4096;
-    k = malloc((size_t)chunk * row * 4);
-    v = malloc((size_t)chunk * row * 4);
+/* Append the stream from where every layer has it up to --tokens, in chunks. */
+static int demo_ingest(demo *d)
+{
+    const int64_t chunk = 4096, tokens = d->a.tokens;
+    int rc = -1;
+    float *k = malloc((size_t)chunk * d->row * 4), *v = malloc((size_t)chunk * d->row * 4);
     if (!k || !v) {
         lmk_cli_error(CMD, "out of memory");
         goto out;
     }
-    int64_t start = tokens;
-    for (int l = 0; l < NL; l++)
-        if (lmk_session_tokens(s, l) < start)
-            start = lmk_session_tokens(s, l);
-    if (start > 0 && !json)
-        fprintf(stderr, "landmark demo: %s holds %lld tokens, continuing to %lld\n", dir,
-                (long long)start, tokens);
-    double t_ing = now_s();
-    for (int64_t t = start; t < tokens; t += chunk) {
-        for (int l = 0; l < NL; l++) {
-            int64_t have = lmk_session_tokens(s, l);
-            if (have >= t + chunk || have >= tokens)
+    d->start = tokens;
+    for (int l = 0; l < d->NL; l++)
+        if (lmk_session_tokens(d->s, l) < d->start)
+            d->start = lmk_session_tokens(d->s, l);
+    if (d->start > 0 && !d->a.json)
+        fprintf(stderr, "landmark demo: %s holds %lld tokens, continuing to %lld\n", d->dir,
+                (long long)d->start, (long long)tokens);
+    double t_ing = lmk_clock_s();
+    for (int64_t t = d->start; t < tokens; t += chunk) {
+        int64_t end = t + chunk < tokens ? t + chunk : tokens;
+        for (int l = 0; l < d->NL; l++) {
+            int64_t have = lmk_session_tokens(d->s, l);
+            if (have >= end)
                 continue;
-            int64_t from = have > t ? have : t;
-            int64_t n = (t + chunk < tokens ? t + chunk : tokens) - from;
-            lmk_synth_kv(gen, l, from, n, k, v);
-            if ((rc = lmk_session_append(s, l, n, k, v))) {
+            int64_t from = have > t ? have : t, n = end - from;
+            lmk_synth_kv(d->gen, l, from, n, k, v);
+            if (lmk_session_append(d->s, l, n, k, v)) {
                 lmk_cli_error(CMD, "appending tokens %lld..%lld at layer %d: %s", (long long)from,
-                              (long long)(from + n), l, lmk_session_errmsg(s));
+                              (long long)(from + n), l, lmk_session_errmsg(d->s));
                 goto out;
             }
         }
-        progress("ingest", (t + chunk < tokens ? t + chunk : tokens) - start, tokens - start);
+        progress("ingest", end - d->start, tokens - d->start);
     }
-    double ingest_s = now_s() - t_ing;
-    if ((rc = lmk_session_sync(s))) {
-        lmk_cli_error(CMD, "sync: %s", lmk_session_errmsg(s));
+    d->ingest_s = lmk_clock_s() - t_ing;
+    if (lmk_session_sync(d->s)) {
+        lmk_cli_error(CMD, "sync: %s", lmk_session_errmsg(d->s));
         goto out;
     }
-    int64_t T = lmk_session_tokens(s, 0);
-    for (int l = 1; l < NL; l++)
-        if (lmk_session_tokens(s, l) != T) {
+    d->T = lmk_session_tokens(d->s, 0);
+    for (int l = 1; l < d->NL; l++)
+        if (lmk_session_tokens(d->s, l) != d->T) {
             lmk_cli_error(CMD, "layers hold different token counts");
             goto out;
         }
-    lmk_session_info info;
-    lmk_session_info_get(s, &info);
+    lmk_session_info_get(d->s, &d->info);
+    rc = 0;
+out:
+    free(k);
+    free(v);
+    return rc;
+}
 
-    /* probes: retrieval, exact over all blocks (same mode), dense in RAM */
-    int cap = top_k == LMK_TOP_K_ALL ? (int)info.blocks + 1 : top_k;
+/* Every stored key and value in RAM, for the reference and the dense baseline, in the
+ * session's dtype (the stored, rounded values). */
+static int demo_load(demo *d)
+{
+    d->kv_all = calloc((size_t)d->NL, sizeof *d->kv_all);
+    d->dense = calloc((size_t)d->NL, sizeof *d->dense);
+    if (!d->kv_all || !d->dense) {
+        lmk_cli_error(CMD, "out of memory");
+        return -1;
+    }
+    const int64_t T = d->T;
+    for (int l = 0; l < d->NL; l++) {
+        d->kv_all[l] = malloc(2 * (size_t)T * d->row * 4);
+        if (!d->kv_all[l]) {
+            lmk_cli_error(CMD, "out of memory for the reference (%lld tokens)", (long long)T);
+            return -1;
+        }
+        float *kk = d->kv_all[l], *vv = kk + (size_t)T * d->row;
+        int rc;
+        if ((rc = lmk_session_read_kv(d->s, l, 0, T, kk, vv)) ||
+            (rc = lmk_dense_create(d->H, d->D, d->NH, (lmk_dtype)d->a.dtype, T, &d->dense[l])) ||
+            (rc = lmk_dense_append(d->dense[l], T, kk, vv))) {
+            lmk_cli_error(CMD, "building the dense baseline: %s",
+                          rc > 0 ? strerror(rc) : lmk_session_errmsg(d->s));
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Count the query heads whose retrieved blocks (NH, cap) include the needle. */
+static void count_hits(demo *d, const int64_t *blocks, int cap, int64_t needle)
+{
+    if (needle < 0)
+        return;
+    for (int h = 0; h < d->NH; h++) {
+        int hit = 0;
+        for (int j = 0; j < cap; j++)
+            hit |= blocks[(size_t)h * cap + j] == needle;
+        d->hits += hit;
+        d->targets++;
+    }
+}
+
+/* Track the largest relative error per head of out against ref, both (NH, D). */
+static void track_error(demo *d, const float *out, const float *ref)
+{
+    const int D = d->D;
+    for (int h = 0; h < d->NH; h++) {
+        double num = 0, den = 0;
+        for (int dd = 0; dd < D; dd++) {
+            double e = (double)out[h * D + dd] - ref[h * D + dd];
+            num += e * e;
+            den += (double)ref[h * D + dd] * ref[h * D + dd];
+        }
+        double rel = den > 0 ? sqrt(num / den) : sqrt(num);
+        if (rel > d->err_max)
+            d->err_max = rel;
+    }
+}
+
+/* Decode every probe with retrieval (timed), and check it against the exact result over
+ * every block in the same mode and the planted needle. */
+static int demo_probes(demo *d)
+{
+    const long long probes = d->a.probes;
+    const int64_t T = d->T, nb = d->info.blocks;
+    int rc = -1;
+    int cap = d->a.top_k == LMK_TOP_K_ALL ? (int)nb + 1 : d->a.top_k;
     if (cap < 1)
         cap = 1;
-    q = malloc(qrow * 4);
-    o = malloc((size_t)probes * NL * qrow * 4);
-    oref = malloc(qrow * 4);
-    od = malloc(qrow * 4);
-    blocks = malloc((size_t)NH * cap * sizeof(int64_t));
-    step = calloc((size_t)probes, sizeof(double));
-    dstep = calloc((size_t)probes, sizeof(double));
-    dense = calloc((size_t)NL, sizeof *dense);
-    if (!q || !o || !oref || !od || !blocks || !step || !dstep || !dense) {
+    float *q = malloc(d->qrow * 4), *oref = malloc(d->qrow * 4);
+    int64_t *blocks = malloc((size_t)d->NH * cap * sizeof(int64_t));
+    double *scratch = malloc(((size_t)T + (size_t)nb + 1 + (size_t)d->D) * sizeof(double));
+    d->o = malloc((size_t)probes * d->NL * d->qrow * 4);
+    d->step = calloc((size_t)probes, sizeof(double));
+    if (!q || !oref || !blocks || !scratch || !d->o || !d->step) {
         lmk_cli_error(CMD, "out of memory");
         goto out;
     }
     lmk_attend_opts ao = lmk_attend_opts_default();
-    ao.top_k = top_k;
-    ao.mode = mode;
-    ao.ef_search = ef;
-    ao.nprobe = nprobe;
-    /* every stored key and value in RAM: for the reference and the dense baseline, in the
-     * session's dtype (the stored, rounded values) */
-    kv_all = calloc((size_t)NL, sizeof *kv_all);
-    scratch = malloc(((size_t)T + (size_t)info.blocks + 1 + (size_t)D) * sizeof(double));
-    if (!kv_all || !scratch) {
-        lmk_cli_error(CMD, "out of memory");
-        goto out;
-    }
-    for (int l = 0; l < NL; l++) {
-        kv_all[l] = malloc(2 * (size_t)T * row * 4);
-        if (!kv_all[l]) {
-            lmk_cli_error(CMD, "out of memory for the reference (%lld tokens)", (long long)T);
-            goto out;
-        }
-        float *kk = kv_all[l], *vv = kk + (size_t)T * row;
-        if ((rc = lmk_session_read_kv(s, l, 0, T, kk, vv)) ||
-            (rc = lmk_dense_create(H, D, NH, dtype, T, &dense[l])) ||
-            (rc = lmk_dense_append(dense[l], T, kk, vv))) {
-            lmk_cli_error(CMD, "building the dense baseline: %s",
-                          rc > 0 ? strerror(rc) : lmk_session_errmsg(s));
-            goto out;
-        }
-    }
-    double err_max = 0;
-    int64_t hits = 0, targets = 0;
+    ao.top_k = d->a.top_k;
+    ao.mode = (lmk_mode)d->a.mode;
+    ao.ef_search = d->a.ef;
+    ao.nprobe = d->a.nprobe;
     for (long long p = 0; p < probes; p++) {
-        for (int l = 0; l < NL; l++) {
-            int64_t needle = lmk_synth_probe(gen, l, (int)p, T, q);
-            float *out = o + ((size_t)p * NL + l) * qrow;
-            lmk_attend_stats st = {0};
-            st.blocks = blocks;
-            st.blocks_cap = cap;
-            double t0 = now_s();
-            if ((rc = lmk_session_attend(s, l, 1, q, &ao, out, &st))) {
-                lmk_cli_error(CMD, "attend: %s", lmk_session_errmsg(s));
+        for (int l = 0; l < d->NL; l++) {
+            int64_t needle = lmk_synth_probe(d->gen, l, (int)p, T, q);
+            float *out = d->o + ((size_t)p * d->NL + l) * d->qrow;
+            lmk_attend_stats st = {.blocks = blocks, .blocks_cap = cap};
+            double t0 = lmk_clock_s();
+            if (lmk_session_attend(d->s, l, 1, q, &ao, out, &st)) {
+                lmk_cli_error(CMD, "attend: %s", lmk_session_errmsg(d->s));
                 goto out;
             }
-            step[p] += now_s() - t0;
-            if (needle >= 0) {
-                for (int h = 0; h < NH; h++) {
-                    int hit = 0;
-                    for (int j = 0; j < cap; j++)
-                        hit |= blocks[(size_t)h * cap + j] == needle;
-                    hits += hit;
-                    targets++;
-                }
-            }
-            reference(kv_all[l], kv_all[l] + (size_t)T * row, T, NH, H, D, gc.block_len, mode,
-                      q, oref, scratch, scratch + T + info.blocks + 1);
-            for (int h = 0; h < NH; h++) {
-                double num = 0, den = 0;
-                for (int d = 0; d < D; d++) {
-                    double e = (double)out[h * D + d] - oref[h * D + d];
-                    num += e * e;
-                    den += (double)oref[h * D + d] * oref[h * D + d];
-                }
-                double rel = den > 0 ? sqrt(num / den) : sqrt(num);
-                if (rel > err_max)
-                    err_max = rel;
-            }
+            d->step[p] += lmk_clock_s() - t0;
+            count_hits(d, blocks, cap, needle);
+            const float *kk = d->kv_all[l], *vv = kk + (size_t)T * d->row;
+            reference(kk, vv, T, d->NH, d->H, d->D, d->gc.block_len, ao.mode, q, oref, scratch,
+                      scratch + T + nb + 1);
+            track_error(d, out, oref);
         }
         progress("probes", p + 1, probes);
     }
+    rc = 0;
+out:
+    free(q);
+    free(oref);
+    free(blocks);
+    free(scratch);
+    return rc;
+}
 
-    lmk_cli_set_blas_threads(threads);
+/* The same probes with dense attention, timed, on --threads BLAS threads. */
+static int demo_time_dense(demo *d)
+{
+    const long long probes = d->a.probes;
+    float *q = malloc(d->qrow * 4), *od = malloc(d->qrow * 4);
+    d->dstep = calloc((size_t)probes, sizeof(double));
+    if (!q || !od || !d->dstep) {
+        free(q);
+        free(od);
+        lmk_cli_error(CMD, "out of memory");
+        return -1;
+    }
+    lmk_cli_set_blas_threads(d->a.threads);
     for (long long p = 0; p < probes; p++) {
-        for (int l = 0; l < NL; l++) {
-            lmk_synth_probe(gen, l, (int)p, T, q);
-            double t0 = now_s();
-            lmk_dense_attend(dense[l], q, od);
-            dstep[p] += now_s() - t0;
+        for (int l = 0; l < d->NL; l++) {
+            lmk_synth_probe(d->gen, l, (int)p, d->T, q);
+            double t0 = lmk_clock_s();
+            lmk_dense_attend(d->dense[l], q, od);
+            d->dstep[p] += lmk_clock_s() - t0;
         }
     }
     lmk_cli_set_blas_threads(1);
-    uint64_t dig = fnv(0xcbf29ce484222325ull, o, (size_t)probes * NL * qrow * 4);
-    qsort(step, (size_t)probes, sizeof *step, cmp_double);
-    qsort(dstep, (size_t)probes, sizeof *dstep, cmp_double);
-    double step_ms = 1e3 * step[probes / 2], dense_ms = 1e3 * dstep[probes / 2];
-    double hit_rate = targets ? (double)hits / (double)targets : NAN;
-    if (json) {
-        printf("{\"tokens\": %lld, \"blocks\": %lld, ", (long long)T, (long long)info.blocks);
-        if (targets)
-            printf("\"needle_hit_rate\": %.6f, ", hit_rate);
-        else
-            printf("\"needle_hit_rate\": null, ");
-        printf("\"attn_rel_err_max\": %.3e, \"step_ms\": %.4f, \"dense_step_ms\": %.4f, "
-               "\"speedup\": %.2f, \"probe_digest\": \"%016llx\", \"index\": \"%s\", "
-               "\"mode\": \"%s\", \"top_k\": %d, \"dtype\": \"%s\", \"threads\": %d, "
-               "\"probes\": %lld, \"ingest_tokens_per_s\": %.0f}\n",
-               err_max, step_ms, dense_ms, step_ms > 0 ? dense_ms / step_ms : 0.0,
-               (unsigned long long)dig, info.index_spec, mode == LMK_MODE_UNION ? "union" : "grouped",
-               top_k, dtype == LMK_DTYPE_F16 ? "f16" : "f32", threads, probes,
-               ingest_s > 0 && tokens > start ? (double)(tokens - start) / ingest_s : 0.0);
-    } else {
-        printf("session          %s%s\n", dir, own_dir ? " (temporary)" : "");
-        printf("tokens           %lld (%lld sealed blocks of %d, %d layers, %d/%d heads, "
-               "head_dim %d, %s)\n",
-               (long long)T, (long long)info.blocks, gc.block_len, NL, NH, H, D,
-               dtype == LMK_DTYPE_F16 ? "f16" : "f32");
-        printf("index            %s, top-k %s, %s softmax\n", info.index_spec,
-               top_k == LMK_TOP_K_ALL ? "all" : (snprintf(msg, sizeof msg, "%d", top_k), msg),
-               mode == LMK_MODE_UNION ? "union" : "grouped");
-        if (targets)
-            printf("needle hit rate  %.4f (%lld of %lld probe x layer x head)\n", hit_rate,
-                   (long long)hits, (long long)targets);
-        else
-            printf("needle hit rate  n/a (the stream holds no needle yet)\n");
-        printf("attn rel err max %.3e (vs the same mode over every block, computed apart)\n", err_max);
-        printf("decode step      %.3f ms with retrieval, %.3f ms dense (median of %lld, "
-               "%d thread%s): %.1fx\n",
-               step_ms, dense_ms, probes, threads, threads > 1 ? "s" : "",
-               step_ms > 0 ? dense_ms / step_ms : 0.0);
-        printf("probe digest     %016llx\n", (unsigned long long)dig);
-    }
-    status = 0;
-out:
-    if (dense)
-        for (int l = 0; l < NL; l++)
-            lmk_dense_free(dense[l]);
-    free(dense);
-    if (kv_all)
-        for (int l = 0; l < NL; l++)
-            free(kv_all[l]);
-    free(kv_all);
-    free(scratch);
-    lmk_session_close(s);
-    lmk_synth_free(gen);
-    free(k);
-    free(v);
     free(q);
-    free(o);
-    free(oref);
     free(od);
-    free(blocks);
-    free(step);
-    free(dstep);
-    if (own_dir) {
-        char cmd[4200];
-        snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-        if (system(cmd) != 0)
-            lmk_cli_error(CMD, "could not remove %s", dir);
+    return 0;
+}
+
+/* What both reports print. */
+typedef struct demo_result {
+    uint64_t digest;
+    double step_ms, dense_ms, speedup, hit_rate, ingest_rate;
+} demo_result;
+
+static demo_result demo_result_get(demo *d)
+{
+    const long long probes = d->a.probes;
+    demo_result r;
+    r.digest = fnv(0xcbf29ce484222325ull, d->o, (size_t)probes * d->NL * d->qrow * 4);
+    qsort(d->step, (size_t)probes, sizeof *d->step, cmp_double);
+    qsort(d->dstep, (size_t)probes, sizeof *d->dstep, cmp_double);
+    r.step_ms = 1e3 * d->step[probes / 2];
+    r.dense_ms = 1e3 * d->dstep[probes / 2];
+    r.speedup = r.step_ms > 0 ? r.dense_ms / r.step_ms : 0.0;
+    r.hit_rate = d->targets ? (double)d->hits / (double)d->targets : NAN;
+    r.ingest_rate = d->ingest_s > 0 && d->a.tokens > d->start
+                        ? (double)(d->a.tokens - d->start) / d->ingest_s
+                        : 0.0;
+    return r;
+}
+
+static void report_json(const demo *d, const demo_result *r)
+{
+    printf("{\"tokens\": %lld, \"blocks\": %lld, ", (long long)d->T, (long long)d->info.blocks);
+    if (d->targets)
+        printf("\"needle_hit_rate\": %.6f, ", r->hit_rate);
+    else
+        printf("\"needle_hit_rate\": null, ");
+    printf("\"attn_rel_err_max\": %.3e, \"step_ms\": %.4f, \"dense_step_ms\": %.4f, "
+           "\"speedup\": %.2f, \"probe_digest\": \"%016llx\", \"index\": ",
+           d->err_max, r->step_ms, r->dense_ms, r->speedup, (unsigned long long)r->digest);
+    lmk_cli_json_str(stdout, d->info.index_spec);
+    printf(", \"mode\": \"%s\", \"top_k\": %d, \"dtype\": \"%s\", \"threads\": %d, "
+           "\"probes\": %lld, \"ingest_tokens_per_s\": %.0f}\n",
+           mode_name(d->a.mode), d->a.top_k, dtype_name(d->a.dtype), d->a.threads, d->a.probes,
+           r->ingest_rate);
+}
+
+static void report_text(const demo *d, const demo_result *r)
+{
+    char k[32] = "all";
+    if (d->a.top_k != LMK_TOP_K_ALL)
+        snprintf(k, sizeof k, "%d", d->a.top_k);
+    printf("session          %s%s\n", d->dir, d->own_dir ? " (temporary)" : "");
+    printf("tokens           %lld (%lld sealed blocks of %d, %d layers, %d/%d heads, "
+           "head_dim %d, %s)\n",
+           (long long)d->T, (long long)d->info.blocks, d->gc.block_len, d->NL, d->NH, d->H,
+           d->D, dtype_name(d->a.dtype));
+    printf("index            %s, top-k %s, %s softmax\n", d->info.index_spec, k,
+           mode_name(d->a.mode));
+    if (d->targets)
+        printf("needle hit rate  %.4f (%lld of %lld probe x layer x head)\n", r->hit_rate,
+               (long long)d->hits, (long long)d->targets);
+    else
+        printf("needle hit rate  n/a (the stream holds no needle yet)\n");
+    printf("attn rel err max %.3e (vs the same mode over every block, computed apart)\n",
+           d->err_max);
+    printf("decode step      %.3f ms with retrieval, %.3f ms dense (median of %lld, "
+           "%d thread%s): %.1fx\n",
+           r->step_ms, r->dense_ms, d->a.probes, d->a.threads, d->a.threads > 1 ? "s" : "",
+           r->speedup);
+    printf("probe digest     %016llx\n", (unsigned long long)r->digest);
+}
+
+static void demo_free(demo *d)
+{
+    if (d->dense)
+        for (int l = 0; l < d->NL; l++)
+            lmk_dense_free(d->dense[l]);
+    free(d->dense);
+    if (d->kv_all)
+        for (int l = 0; l < d->NL; l++)
+            free(d->kv_all[l]);
+    free(d->kv_all);
+    lmk_session_close(d->s);
+    lmk_synth_free(d->gen);
+    free(d->o);
+    free(d->step);
+    free(d->dstep);
+    int rc;
+    if (d->own_dir && (rc = lmk_fs_rmtree(d->dir)) != 0)
+        lmk_cli_error(CMD, "could not remove %s: %s", d->dir, strerror(rc));
+}
+
+int lmk_cmd_demo(int argc, char **argv)
+{
+    demo d = {0};
+    int rc = parse_args(argc, argv, &d.a);
+    if (rc >= 0)
+        return rc;
+    d.dir = d.a.dir;
+    if (!d.dir && demo_tmpdir(&d))
+        return 1;
+    int status = 1;
+    if (!demo_open(&d) && !demo_ingest(&d) && !demo_load(&d) && !demo_probes(&d) &&
+        !demo_time_dense(&d)) {
+        demo_result r = demo_result_get(&d);
+        if (d.a.json)
+            report_json(&d, &r);
+        else
+            report_text(&d, &r);
+        status = 0;
     }
+    demo_free(&d);
     return status;
 }

@@ -20,6 +20,21 @@ void lmk_cli_error(const char *cmd, const char *fmt, ...)
     fputc('\n', stderr);
 }
 
+void lmk_cli_json_str(FILE *f, const char *s)
+{
+    fputc('"', f);
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\')
+            fprintf(f, "\\%c", c);
+        else if (c < 0x20)
+            fprintf(f, "\\u%04x", c);
+        else
+            fputc(c, f);
+    }
+    fputc('"', f);
+}
+
 void lmk_cli_set_blas_threads(int n)
 {
     openblas_set_num_threads(n > 0 ? n : 1);
@@ -53,16 +68,23 @@ static void usage(FILE *f)
         fprintf(f, "  %-11s %s\n", cmds[i].name, cmds[i].help);
 }
 
+/* libgomp reads OMP_WAIT_POLICY once, when it loads; its default (threads spin while
+ * waiting) starves OpenBLAS and FAISS on small machines: FAISS training measured 10-20x
+ * slower here. Unless the user chose a policy, run this same binary again with the passive
+ * one. Every failure is harmless: the command then carries on with the default policy. */
+static void reexec_with_passive_wait(char **argv)
+{
+    /* setenv must have worked, or the new process would re-execute again, forever */
+    if (getenv("OMP_WAIT_POLICY") || setenv("OMP_WAIT_POLICY", "passive", 1) != 0)
+        return;
+    execv("/proc/self/exe", argv); /* returns only on failure (no /proc, say) */
+    /* libgomp already chose its policy: do not let the environment claim another one */
+    unsetenv("OMP_WAIT_POLICY");
+}
+
 int main(int argc, char **argv)
 {
-    /* libgomp reads OMP_WAIT_POLICY once, when it loads; its default (threads spin while
-     * waiting) starves OpenBLAS and FAISS on small machines: FAISS training measured 10-20x
-     * slower here. Unless the user chose a policy, run again with the passive one. */
-    if (!getenv("OMP_WAIT_POLICY")) {
-        setenv("OMP_WAIT_POLICY", "passive", 1);
-        execv("/proc/self/exe", argv);
-        /* not fatal: carry on with the default policy */
-    }
+    reexec_with_passive_wait(argv);
     if (argc < 2) {
         usage(stderr);
         return 2;

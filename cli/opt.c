@@ -1,6 +1,7 @@
 /* The subcommands' option parser (see opt.h). getopt_long covers the syntax but not
  * ranges, suffixes, named words or help generated from the same table, which is what keeps
  * a flag to one line in one place; so the table is interpreted here. */
+#include <ctype.h>
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
@@ -14,7 +15,9 @@
 
 long long lmk_opt_count(const char *s)
 {
-    if (!s || !*s)
+    /* strtod alone would also take blanks, signs, hex, "inf" and "nan" */
+    if (!s || !(isdigit((unsigned char)s[0]) || s[0] == '.') ||
+        (s[0] == '0' && (s[1] == 'x' || s[1] == 'X')))
         return -1;
     char *end = NULL;
     errno = 0;
@@ -92,10 +95,33 @@ static int in_range(const lmk_opt *o, double x)
     return x >= o->min && x <= o->max;
 }
 
+/* Write a number to o's destination, in the type its kind stores. */
+static void put_number(const lmk_opt *o, long long n, double x)
+{
+    switch (o->kind) {
+    case LMK_OPT_COUNT: *(long long *)o->dst = n; break;
+    case LMK_OPT_INT:
+    case LMK_OPT_CHOICE: *(int *)o->dst = (int)n; break;
+    case LMK_OPT_U64: *(unsigned long long *)o->dst = (unsigned long long)n; break;
+    case LMK_OPT_DOUBLE: *(double *)o->dst = x; break;
+    default: break;
+    }
+}
+
+/* A signed count ("-5", "4k"), or -1 with *ok = 0. */
+static long long signed_count(const char *v, int *ok)
+{
+    long long n = lmk_opt_count(v[0] == '-' ? v + 1 : v);
+    *ok = n >= 0;
+    return v[0] == '-' ? -n : n;
+}
+
 /* Store v into o's destination. Returns 0, or -1 with err possibly filled. */
 static int store(const lmk_opt *o, const char *v, char *err, size_t cap)
 {
     const lmk_opt_word *w = find_word(o->words, v);
+    char *end;
+    int ok;
     switch (o->kind) {
     case LMK_OPT_FLAG:
         *(int *)o->dst = 1;
@@ -107,6 +133,8 @@ static int store(const lmk_opt *o, const char *v, char *err, size_t cap)
         }
         *(const char **)o->dst = v;
         return 0;
+    case LMK_OPT_FN:
+        return o->fn(o->dst, v, err, cap) ? -1 : 0;
     case LMK_OPT_CHOICE:
         if (!w) {
             size_t off = (size_t)snprintf(err, cap, "expected");
@@ -115,66 +143,68 @@ static int store(const lmk_opt *o, const char *v, char *err, size_t cap)
                                         x->word);
             return -1;
         }
-        *(int *)o->dst = (int)w->value;
+        break;
+    default:
+        break;
+    }
+    if (w) { /* a named value of a numeric option: taken as it is, no range check */
+        put_number(o, w->value, (double)w->value);
         return 0;
+    }
+    switch (o->kind) {
     case LMK_OPT_COUNT: {
-        long long n = w ? w->value : lmk_opt_count(v);
-        if (!w && (n < 0 || !in_range(o, (double)n)))
+        long long n = lmk_opt_count(v);
+        if (n < 0 || !in_range(o, (double)n))
             return -1;
-        *(long long *)o->dst = n;
+        put_number(o, n, (double)n);
         return 0;
     }
     case LMK_OPT_INT: {
-        long long n;
-        if (w) {
-            n = w->value;
-        } else if (v[0] == '-') {
-            n = lmk_opt_count(v + 1);
-            if (n < 0)
-                return -1;
-            n = -n;
-        } else {
-            n = lmk_opt_count(v);
-            if (n < 0)
-                return -1;
-        }
-        if (!w && (n < INT_MIN || n > INT_MAX || !in_range(o, (double)n)))
+        long long n = signed_count(v, &ok);
+        if (!ok || n < INT_MIN || n > INT_MAX || !in_range(o, (double)n))
             return -1;
-        *(int *)o->dst = (int)n;
+        put_number(o, n, (double)n);
         return 0;
     }
     case LMK_OPT_U64: {
-        char *end;
-        if (w) {
-            *(unsigned long long *)o->dst = (unsigned long long)w->value;
-            return 0;
-        }
-        if (!*v || v[0] == '-')
+        /* decimal, or hex with 0x: never octal, never signed or blank-led */
+        int hex = v[0] == '0' && (v[1] == 'x' || v[1] == 'X');
+        if (hex ? !isxdigit((unsigned char)v[2]) : !isdigit((unsigned char)v[0]))
             return -1;
         errno = 0;
-        unsigned long long n = strtoull(v, &end, 0);
+        unsigned long long n = strtoull(v, &end, hex ? 16 : 10);
         if (*end || errno)
             return -1;
         *(unsigned long long *)o->dst = n;
         return 0;
     }
     case LMK_OPT_DOUBLE: {
-        char *end;
-        if (w) {
-            *(double *)o->dst = (double)w->value;
-            return 0;
-        }
         errno = 0;
         double x = strtod(v, &end);
         if (end == v || *end || errno || !isfinite(x) || !in_range(o, x))
             return -1;
-        *(double *)o->dst = x;
+        put_number(o, 0, x);
         return 0;
     }
-    case LMK_OPT_FN:
-        return o->fn(o->dst, v, err, cap) ? -1 : 0;
+    default:
+        return -1;
     }
-    return -1;
+}
+
+/* What a numeric option accepts, for its error message: "expected a count in 1..256 or
+ * 'all'". */
+static void expected(const lmk_opt *o, char *err, size_t cap)
+{
+    static const char *const what[] = {
+        [LMK_OPT_COUNT] = "a count (k/m/g suffixes)", [LMK_OPT_INT] = "an integer",
+        [LMK_OPT_U64] = "a decimal or 0x-hex integer", [LMK_OPT_DOUBLE] = "a number"};
+    if (o->kind >= sizeof what / sizeof what[0] || !what[o->kind])
+        return;
+    size_t off = (size_t)snprintf(err, cap, "expected %s", what[o->kind]);
+    if (off < cap && !(o->min == 0 && o->max == 0))
+        off += (size_t)snprintf(err + off, cap - off, " in %.15g..%.15g", o->min, o->max);
+    for (const lmk_opt_word *w = o->words; w && w->word && off < cap; w++)
+        off += (size_t)snprintf(err + off, cap - off, " or '%s'", w->word);
 }
 
 static const lmk_opt *find_opt(const lmk_opt_spec *s, const char *name, size_t len, char alias)
@@ -191,10 +221,11 @@ static const lmk_opt *find_opt(const lmk_opt_spec *s, const char *name, size_t l
 void lmk_opt_help(const lmk_opt_spec *s, FILE *f)
 {
     fprintf(f, "usage: %s\n", s->usage);
-    if (s->about)
+    if (s->about && *s->about) {
         fprintf(f, "\n%s", s->about);
-    if (s->about && s->about[strlen(s->about) - 1] != '\n')
-        fputc('\n', f);
+        if (s->about[strlen(s->about) - 1] != '\n')
+            fputc('\n', f);
+    }
     fprintf(f, "\n");
     for (int i = 0; i < s->n_opts; i++) {
         const lmk_opt *o = &s->opts[i];
@@ -261,17 +292,19 @@ int lmk_opt_parse(const lmk_opt_spec *s, int argc, char **argv, const char **pos
             }
         } else if (!v) {
             if (i + 1 >= argc) {
-                lmk_cli_error(s->cmd, "option %s needs a value", a);
+                lmk_cli_error(s->cmd, "option %s needs a value", o->name);
                 return 2;
             }
             v = argv[++i];
         }
         char err[256] = "";
         if (store(o, v ? v : "", err, sizeof err)) {
+            if (!err[0])
+                expected(o, err, sizeof err);
             if (err[0])
-                lmk_cli_error(s->cmd, "invalid value '%s' for %s: %s", v, a, err);
+                lmk_cli_error(s->cmd, "invalid value '%s' for %s: %s", v, o->name, err);
             else
-                lmk_cli_error(s->cmd, "invalid value '%s' for %s", v, a);
+                lmk_cli_error(s->cmd, "invalid value '%s' for %s", v, o->name);
             return 2;
         }
         if (o->given)

@@ -13,6 +13,8 @@
 #include <unistd.h>
 
 #include "commands.h"
+#include "lmk_clock.h"
+#include "lmk_error.h"
 #include "lmk_session.h"
 #include "probe.h"
 
@@ -83,8 +85,8 @@ int lmk_cli_probe_session(const char *cmd, const char *dir, int flags)
     fcntl(fds[0], F_SETFL, O_NONBLOCK);
     char last = 0, c;
     int wst = 0, done = 0;
-    struct timespec t0, now, nap = {0, 10 * 1000 * 1000};
-    clock_gettime(CLOCK_MONOTONIC, &t0);
+    struct timespec nap = {0, 10 * 1000 * 1000};
+    double t0 = lmk_clock_s();
     for (;;) {
         while (read(fds[0], &c, 1) == 1)
             last = c;
@@ -95,9 +97,7 @@ int lmk_cli_probe_session(const char *cmd, const char *dir, int flags)
         }
         if (w < 0 && errno != EINTR)
             break;
-        clock_gettime(CLOCK_MONOTONIC, &now);
-        double el = (double)(now.tv_sec - t0.tv_sec) + 1e-9 * (double)(now.tv_nsec - t0.tv_nsec);
-        if (el > limit)
+        if (lmk_clock_s() - t0 > limit)
             break;
         nanosleep(&nap, NULL);
     }
@@ -127,4 +127,31 @@ int lmk_cli_probe_session(const char *cmd, const char *dir, int flags)
                   "'landmark verify %s' lists what is wrong",
                   dir, what, WIFEXITED(wst) ? WEXITSTATUS(wst) : -1, dir);
     return 1;
+}
+
+static void log_line(void *ud, const char *msg)
+{
+    fprintf(stderr, "landmark %s: %s\n", (const char *)ud, msg);
+}
+
+int lmk_cli_session_open(const char *cmd, const char *dir, int probe_flags,
+                         const lmk_session_opts *o, lmk_session **s)
+{
+    *s = NULL;
+    if (!(probe_flags & LMK_PROBE_SKIP) && lmk_cli_probe_session(cmd, dir, probe_flags))
+        return 1;
+    lmk_session_opts so = *o;
+    if (!so.log) {
+        so.log = log_line;
+        so.log_ud = (void *)cmd;
+    }
+    char msg[1024] = "";
+    int rc = lmk_session_open(dir, &so, s, msg, sizeof msg);
+    if (rc && !msg[0])
+        snprintf(msg, sizeof msg, "%s: %s", dir, lmk_strerror(rc));
+    if (rc == LMK_EMISMATCH) /* an existing session with other settings: say which one */
+        lmk_cli_error(cmd, "%s: %s", dir, msg);
+    else if (rc)
+        lmk_cli_error(cmd, "%s", msg);
+    return rc ? 1 : 0;
 }

@@ -2,7 +2,6 @@
  * verify walks the session in a child process: LMDB has no checksums of its own and can crash
  * on a damaged file, so a crash there becomes a report instead of taking the caller down. */
 #include <errno.h>
-#include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,90 +15,73 @@
 #include "lmk_session.h"
 #include "probe.h"
 
-static void json_str(FILE *f, const char *s)
+/* Parse argv against the table; returns -1 to go on, else the exit status (0 after --help,
+ * 2 on a usage error). */
+static int parse(const lmk_opt_spec *spec, int argc, char **argv, const char **pos)
 {
-    fputc('"', f);
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\')
-            fprintf(f, "\\%c", c);
-        else if (c < 0x20)
-            fprintf(f, "\\u%04x", c);
-        else
-            fputc(c, f);
-    }
-    fputc('"', f);
+    int rc = lmk_opt_parse(spec, argc, argv, pos, NULL);
+    return rc == 0 ? -1 : rc == 1 ? 0 : 2;
 }
 
-static void log_stderr(void *ud, const char *msg)
+/* An option the command cannot run without: one line and the usage status when missing. */
+static int require(const lmk_opt_spec *spec, int given, const char *what)
 {
-    fprintf(stderr, "landmark %s: %s\n", (const char *)ud, msg);
+    if (given)
+        return 0;
+    lmk_cli_error(spec->cmd, "%s is required (usage: %s)", what, spec->usage);
+    return 2;
 }
 
-static int open_existing(const char *cmd, const char *dir, int read_only, lmk_session **s)
+/* Probe and open an existing session (see lmk_cli_session_open). */
+static int open_existing(const char *cmd, const char *dir, int probe_flags, int read_only,
+                         lmk_session **s)
 {
     lmk_session_opts o = lmk_session_opts_default();
     o.read_only = read_only;
-    o.log = log_stderr;
-    o.log_ud = (void *)cmd;
-    char msg[1024] = "";
-    int rc = lmk_session_open(dir, &o, s, msg, sizeof msg);
-    if (rc)
-        lmk_cli_error(cmd, "%s", msg);
-    return rc;
+    return lmk_cli_session_open(cmd, dir, probe_flags, &o, s);
 }
 
-/* Parse "--json" and "--help" plus positional arguments; returns the count or -1 (usage),
- * -2 (help printed). */
-static int simple_args(int argc, char **argv, const char *usage, int *json, char **pos, int max)
+/* The end of a command that made one call on the session: its message, the exit status. */
+static int finish(const char *cmd, lmk_session *s, int rc)
 {
-    int n = 0;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--json") && json)
-            *json = 1;
-        else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            printf("%s", usage);
-            return -2;
-        } else if (argv[i][0] == '-' && argv[i][1]) {
-            fprintf(stderr, "landmark %s: unknown option '%s'\n%s", argv[0], argv[i], usage);
-            return -1;
-        } else if (n < max) {
-            pos[n++] = argv[i];
-        } else {
-            fprintf(stderr, "landmark %s: unexpected argument '%s'\n%s", argv[0], argv[i], usage);
-            return -1;
-        }
-    }
-    return n;
+    if (rc)
+        lmk_cli_error(cmd, "%s", lmk_session_errmsg(s));
+    lmk_session_close(s);
+    return rc ? 1 : 0;
+}
+
+/* The arguments of info and verify: DIR [--json]. Returns -1 to go on, else the exit
+ * status. */
+static int parse_dir_json(const char *cmd, const char *usage, const char *about, int argc,
+                          char **argv, const char **dir, int *json)
+{
+    const lmk_opt opts[] = {
+        {.name = "--json", .kind = LMK_OPT_FLAG, .dst = json,
+         .help = "print one JSON object instead of text"},
+    };
+    const lmk_opt_spec spec = {.cmd = cmd, .usage = usage, .about = about, .opts = opts,
+                               .n_opts = 1, .min_pos = 1, .max_pos = 1};
+    return parse(&spec, argc, argv, dir);
 }
 
 int lmk_cmd_info(int argc, char **argv)
 {
-    static const char usage[] =
-        "usage: landmark info DIR [--json]\n\n"
-        "Show a session's shape, token and block counts, index spec, model fingerprint, disk\n"
-        "use and a digest of its stored data (equal for sessions holding equal data).\n";
     int json = 0;
-    char *pos[1];
-    int n = simple_args(argc, argv, usage, &json, pos, 1);
-    if (n == -2)
-        return 0;
-    if (n != 1) {
-        if (n == 0)
-            fprintf(stderr, "%s", usage);
-        return 2;
-    }
+    const char *dir;
+    int rc = parse_dir_json(
+        "info", "landmark info DIR [--json]",
+        "Show a session's shape, token and block counts, index spec, model fingerprint, disk\n"
+        "use and a digest of its stored data (equal for sessions holding equal data).\n",
+        argc, argv, &dir, &json);
+    if (rc >= 0)
+        return rc;
     lmk_session *s = NULL;
-    if (lmk_cli_probe_session("info", pos[0], LMK_PROBE_WALK) ||
-        open_existing("info", pos[0], 1, &s))
+    if (open_existing("info", dir, LMK_PROBE_WALK, 1, &s))
         return 1;
     lmk_session_info in;
     uint64_t dig = 0;
-    if (lmk_session_info_get(s, &in) || lmk_session_data_digest(s, &dig)) {
-        lmk_cli_error("info", "%s", lmk_session_errmsg(s));
-        lmk_session_close(s);
-        return 1;
-    }
+    if ((rc = lmk_session_info_get(s, &in)) || (rc = lmk_session_data_digest(s, &dig)))
+        return finish("info", s, rc);
     const char *dt = in.dtype == LMK_DTYPE_F16 ? "f16" : "f32";
     const char *lm = in.landmark == LMK_LANDMARK_TOKEN ? "token" : "mean";
     if (json) {
@@ -108,11 +90,11 @@ int lmk_cmd_info(int argc, char **argv)
                "\"dtype\": \"%s\", \"landmark\": \"%s\", \"index\": ",
                in.format_version, (long long)in.tokens, (long long)in.blocks, in.n_layers,
                in.n_heads, in.n_kv_heads, in.head_dim, in.block_len, dt, lm);
-        json_str(stdout, in.index_spec);
+        lmk_cli_json_str(stdout, in.index_spec);
         printf(", \"index_spec\": ");
-        json_str(stdout, in.index_spec);
+        lmk_cli_json_str(stdout, in.index_spec);
         printf(", \"fingerprint\": ");
-        json_str(stdout, in.fingerprint);
+        lmk_cli_json_str(stdout, in.fingerprint);
         printf(", \"disk_bytes\": %llu, \"data_digest\": \"%016llx\"}\n",
                (unsigned long long)in.disk_bytes, (unsigned long long)dig);
     } else {
@@ -124,20 +106,15 @@ int lmk_cmd_info(int argc, char **argv)
                in.n_heads, in.n_kv_heads, in.head_dim, in.block_len, dt, lm, in.index_spec,
                in.fingerprint, (unsigned long long)in.disk_bytes, (unsigned long long)dig);
     }
-    lmk_session_close(s);
-    return 0;
+    return finish("info", s, 0);
 }
 
 /* ---- verify ---- */
 
-typedef struct vout {
-    FILE *f;
-} vout;
-
 static void verify_report(void *ud, const char *msg)
 {
     /* one line per problem on the pipe: "E <text>" */
-    fprintf(((vout *)ud)->f, "E %s\n", msg);
+    fprintf((FILE *)ud, "E %s\n", msg);
 }
 
 static void verify_note(void *ud, const char *msg)
@@ -167,8 +144,7 @@ static int verify_child(const char *dir, FILE *f)
         return 1;
     }
     int64_t checked = 0, errors = 0;
-    vout vo = {f};
-    rc = lmk_session_verify(s, verify_report, &vo, &checked, &errors);
+    rc = lmk_session_verify(s, verify_report, f, &checked, &errors);
     if (rc) {
         fprintf(f, "E %s\n", lmk_session_errmsg(s));
         errors++;
@@ -178,39 +154,70 @@ static int verify_child(const char *dir, FILE *f)
     return errors ? 1 : 0;
 }
 
-int lmk_cmd_verify(int argc, char **argv)
+/* The lines a verifying child sent: errors or notes. */
+typedef struct lines {
+    char **v;
+    size_t n;
+} lines;
+
+static void lines_push(lines *l, const char *s)
 {
-    static const char usage[] =
-        "usage: landmark verify DIR [--json]\n\n"
-        "Walk every stored value and check its checksum, check that each landmark index covers\n"
-        "exactly the stored blocks, and check the metadata. The walk runs in a child process,\n"
-        "so a file that crashes the storage library is reported, not fatal. Exit status 0 only\n"
-        "when everything is intact.\n";
-    int json = 0;
-    char *pos[1];
-    int n = simple_args(argc, argv, usage, &json, pos, 1);
-    if (n == -2)
-        return 0;
-    if (n != 1) {
-        if (n == 0)
-            fprintf(stderr, "%s", usage);
-        return 2;
+    char **grown = realloc(l->v, (l->n + 1) * sizeof *l->v);
+    if (grown) {
+        l->v = grown;
+        l->v[l->n++] = strdup(s);
     }
+}
+
+static void lines_free(lines *l)
+{
+    for (size_t i = 0; i < l->n; i++)
+        free(l->v[i]);
+    free(l->v);
+}
+
+/* ", "-separated JSON strings of l, then extra when non-empty. */
+static void lines_json(const lines *l, const char *extra)
+{
+    for (size_t i = 0; i < l->n; i++) {
+        if (i)
+            printf(", ");
+        lmk_cli_json_str(stdout, l->v[i] ? l->v[i] : "");
+    }
+    if (extra && extra[0]) {
+        if (l->n)
+            printf(", ");
+        lmk_cli_json_str(stdout, extra);
+    }
+}
+
+/* What verify found: the child's lines and its end. */
+typedef struct vresult {
+    lines errs, notes;
+    long long checked, reported; /* reported: errors the child counted, -1 when it did not say */
+    char crash[256];             /* why the child ended without its report, or "" */
+} vresult;
+
+/* Run verify_child(dir) in a child process and collect what it says into r. */
+static int verify_in_child(const char *dir, vresult *r)
+{
     int fds[2];
     if (pipe(fds)) {
         lmk_cli_error("verify", "pipe: %s", strerror(errno));
-        return 1;
+        return -1;
     }
     fflush(NULL);
     pid_t pid = fork();
     if (pid < 0) {
         lmk_cli_error("verify", "fork: %s", strerror(errno));
-        return 1;
+        close(fds[0]);
+        close(fds[1]);
+        return -1;
     }
     if (pid == 0) {
         close(fds[0]);
         FILE *f = fdopen(fds[1], "w");
-        int st = f ? verify_child(pos[0], f) : 1;
+        int st = f ? verify_child(dir, f) : 1;
         if (f)
             fclose(f);
         _exit(st);
@@ -218,174 +225,137 @@ int lmk_cmd_verify(int argc, char **argv)
     close(fds[1]);
     FILE *f = fdopen(fds[0], "r");
     char line[2048];
-    char **errs = NULL, **notes = NULL;
-    size_t ne = 0, nn = 0;
-    long long checked = 0, reported = -1;
+    r->reported = -1;
     while (f && fgets(line, sizeof line, f)) {
         line[strcspn(line, "\n")] = 0;
-        if (line[0] == 'E' || line[0] == 'N') {
-            char ***arr = line[0] == 'E' ? &errs : &notes;
-            size_t *cnt = line[0] == 'E' ? &ne : &nn;
-            char **grown = realloc(*arr, (*cnt + 1) * sizeof **arr);
-            if (grown) {
-                *arr = grown;
-                (*arr)[(*cnt)++] = strdup(line + 2);
-            }
-        } else if (line[0] == 'R') {
-            long long e = 0;
-            if (sscanf(line + 2, "%lld %lld", &checked, &e) == 2)
-                reported = e;
-        }
+        long long e = 0;
+        if (line[0] == 'E' || line[0] == 'N')
+            lines_push(line[0] == 'E' ? &r->errs : &r->notes, line[1] ? line + 2 : "");
+        else if (line[0] == 'R' && sscanf(line + 2, "%lld %lld", &r->checked, &e) == 2)
+            r->reported = e;
     }
     if (f)
         fclose(f);
+    else
+        close(fds[0]);
     int wst = 0;
     waitpid(pid, &wst, 0);
-    char crash[256] = "";
-    if (WIFSIGNALED(wst)) {
-        snprintf(crash, sizeof crash,
+    if (WIFSIGNALED(wst))
+        snprintf(r->crash, sizeof r->crash,
                  "reading the session crashed the storage library (signal %d, %s): the data "
                  "file is damaged",
                  WTERMSIG(wst), strsignal(WTERMSIG(wst)));
-    } else if (reported < 0) {
-        snprintf(crash, sizeof crash, "the verifying process ended early (exit status %d)",
+    else if (r->reported < 0)
+        snprintf(r->crash, sizeof r->crash, "the verifying process ended early (exit status %d)",
                  WIFEXITED(wst) ? WEXITSTATUS(wst) : -1);
-    }
-    int ok = ne == 0 && !crash[0];
+    return 0;
+}
+
+static void verify_print(const vresult *r, int ok, int json)
+{
+    size_t nerr = r->errs.n + (r->crash[0] ? 1 : 0);
     if (json) {
         printf("{\"ok\": %s, \"blocks_checked\": %lld, \"errors\": [", ok ? "true" : "false",
-               checked);
-        for (size_t i = 0; i < ne; i++) {
-            if (i)
-                printf(", ");
-            json_str(stdout, errs[i] ? errs[i] : "");
-        }
-        if (crash[0]) {
-            if (ne)
-                printf(", ");
-            json_str(stdout, crash);
-        }
+               r->checked);
+        lines_json(&r->errs, r->crash);
         printf("], \"notes\": [");
-        for (size_t i = 0; i < nn; i++) {
-            if (i)
-                printf(", ");
-            json_str(stdout, notes[i] ? notes[i] : "");
-        }
+        lines_json(&r->notes, NULL);
         printf("]}\n");
-    } else {
-        for (size_t i = 0; i < nn; i++)
-            printf("note: %s\n", notes[i] ? notes[i] : "");
-        for (size_t i = 0; i < ne; i++)
-            printf("error: %s\n", errs[i] ? errs[i] : "");
-        if (crash[0])
-            printf("error: %s\n", crash);
-        printf("%s: %lld blocks checked, %zu error%s\n", ok ? "ok" : "DAMAGED", checked,
-               ne + (crash[0] ? 1 : 0), ne + (crash[0] ? 1 : 0) == 1 ? "" : "s");
+        return;
     }
-    for (size_t i = 0; i < ne; i++)
-        free(errs[i]);
-    for (size_t i = 0; i < nn; i++)
-        free(notes[i]);
-    free(errs);
-    free(notes);
+    for (size_t i = 0; i < r->notes.n; i++)
+        printf("note: %s\n", r->notes.v[i] ? r->notes.v[i] : "");
+    for (size_t i = 0; i < r->errs.n; i++)
+        printf("error: %s\n", r->errs.v[i] ? r->errs.v[i] : "");
+    if (r->crash[0])
+        printf("error: %s\n", r->crash);
+    printf("%s: %lld blocks checked, %zu error%s\n", ok ? "ok" : "DAMAGED", r->checked, nerr,
+           nerr == 1 ? "" : "s");
+}
+
+int lmk_cmd_verify(int argc, char **argv)
+{
+    int json = 0;
+    const char *dir;
+    int rc = parse_dir_json(
+        "verify", "landmark verify DIR [--json]",
+        "Walk every stored value and check its checksum, check that each landmark index covers\n"
+        "exactly the stored blocks, and check the metadata. The walk runs in a child process,\n"
+        "so a file that crashes the storage library is reported, not fatal. Exit status 0 only\n"
+        "when everything is intact.\n",
+        argc, argv, &dir, &json);
+    if (rc >= 0)
+        return rc;
+    vresult r = {0};
+    if (verify_in_child(dir, &r))
+        return 1;
+    int ok = r.errs.n == 0 && !r.crash[0];
+    verify_print(&r, ok, json);
+    lines_free(&r.errs);
+    lines_free(&r.notes);
     return ok ? 0 : 1;
 }
 
 int lmk_cmd_truncate(int argc, char **argv)
 {
-    static const char usage[] = "usage: landmark truncate DIR --tokens N\n\n"
-                                "Cut every layer of the session back to its first N tokens.\n";
-    const char *dir = NULL;
     long long n = -1;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            printf("%s", usage);
-            return 0;
-        } else if (!strcmp(argv[i], "--tokens") && i + 1 < argc) {
-            n = lmk_opt_count(argv[++i]);
-            if (n < 0) {
-                lmk_cli_error("truncate", "--tokens wants a count, got '%s'", argv[i]);
-                return 2;
-            }
-        } else if (argv[i][0] != '-' && !dir) {
-            dir = argv[i];
-        } else {
-            fprintf(stderr, "landmark truncate: unexpected argument '%s'\n%s", argv[i], usage);
-            return 2;
-        }
-    }
-    if (!dir || n < 0) {
-        fprintf(stderr, "%s", usage);
-        return 2;
-    }
+    int given = 0;
+    const char *dir;
+    const lmk_opt opts[] = {
+        {.name = "--tokens", .kind = LMK_OPT_COUNT, .dst = &n, .given = &given, .metavar = "N",
+         .help = "tokens to keep (k/m suffixes)"},
+    };
+    const lmk_opt_spec spec = {
+        .cmd = "truncate",
+        .usage = "landmark truncate DIR --tokens N",
+        .about = "Cut every layer of the session back to its first N tokens.\n",
+        .opts = opts, .n_opts = 1, .min_pos = 1, .max_pos = 1};
+    int rc = parse(&spec, argc, argv, &dir);
+    if (rc >= 0 || (rc = require(&spec, given, "--tokens N")))
+        return rc;
     lmk_session *s = NULL;
-    if (lmk_cli_probe_session("truncate", dir, LMK_PROBE_WALK) ||
-        open_existing("truncate", dir, 0, &s))
+    if (open_existing("truncate", dir, LMK_PROBE_WALK, 0, &s))
         return 1;
-    int rc = lmk_session_truncate(s, n);
-    if (rc)
-        lmk_cli_error("truncate", "%s", lmk_session_errmsg(s));
-    lmk_session_close(s);
-    return rc ? 1 : 0;
+    return finish("truncate", s, lmk_session_truncate(s, n));
 }
 
 int lmk_cmd_fork(int argc, char **argv)
 {
-    static const char usage[] =
-        "usage: landmark fork SRC DST\n\n"
-        "Write a compact copy of session SRC into the new directory DST (its indices included),\n"
-        "so one ingested document can serve several conversations.\n";
-    char *pos[2];
-    int n = simple_args(argc, argv, usage, NULL, pos, 2);
-    if (n == -2)
-        return 0;
-    if (n != 2) {
-        if (n >= 0)
-            fprintf(stderr, "%s", usage);
-        return 2;
-    }
+    const char *pos[2];
+    const lmk_opt_spec spec = {
+        .cmd = "fork",
+        .usage = "landmark fork SRC DST",
+        .about = "Write a compact copy of session SRC into the new directory DST (its indices "
+                 "included),\nso one ingested document can serve several conversations.\n",
+        .min_pos = 2, .max_pos = 2};
+    int rc = parse(&spec, argc, argv, pos);
+    if (rc >= 0)
+        return rc;
     lmk_session *s = NULL;
-    if (lmk_cli_probe_session("fork", pos[0], LMK_PROBE_WALK) ||
-        open_existing("fork", pos[0], 1, &s))
+    if (open_existing("fork", pos[0], LMK_PROBE_WALK, 1, &s))
         return 1;
-    int rc = lmk_session_fork(s, pos[1]);
-    if (rc)
-        lmk_cli_error("fork", "%s", lmk_session_errmsg(s));
-    lmk_session_close(s);
-    return rc ? 1 : 0;
+    return finish("fork", s, lmk_session_fork(s, pos[1]));
 }
 
 int lmk_cmd_reindex(int argc, char **argv)
 {
-    static const char usage[] =
-        "usage: landmark reindex DIR --index SPEC\n\n"
-        "Rebuild every landmark index of the session with another FAISS factory string, from\n"
-        "the landmarks stored in the session.\n";
-    const char *dir = NULL, *spec = NULL;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            printf("%s", usage);
-            return 0;
-        } else if (!strcmp(argv[i], "--index") && i + 1 < argc) {
-            spec = argv[++i];
-        } else if (argv[i][0] != '-' && !dir) {
-            dir = argv[i];
-        } else {
-            fprintf(stderr, "landmark reindex: unexpected argument '%s'\n%s", argv[i], usage);
-            return 2;
-        }
-    }
-    if (!dir || !spec) {
-        fprintf(stderr, "%s", usage);
-        return 2;
-    }
+    const char *dir, *index = NULL;
+    int given = 0;
+    const lmk_opt opts[] = {
+        {.name = "--index", .kind = LMK_OPT_STR, .dst = &index, .given = &given,
+         .metavar = "SPEC", .help = "FAISS factory string of the new indices"},
+    };
+    const lmk_opt_spec spec = {
+        .cmd = "reindex",
+        .usage = "landmark reindex DIR --index SPEC",
+        .about = "Rebuild every landmark index of the session with another FAISS factory string, "
+                 "from\nthe landmarks stored in the session.\n",
+        .opts = opts, .n_opts = 1, .min_pos = 1, .max_pos = 1};
+    int rc = parse(&spec, argc, argv, &dir);
+    if (rc >= 0 || (rc = require(&spec, given, "--index SPEC")))
+        return rc;
     lmk_session *s = NULL;
-    if (lmk_cli_probe_session("reindex", dir, 0) ||
-        open_existing("reindex", dir, 0, &s))
+    if (open_existing("reindex", dir, 0, 0, &s))
         return 1;
-    int rc = lmk_session_reindex(s, spec);
-    if (rc)
-        lmk_cli_error("reindex", "%s", lmk_session_errmsg(s));
-    lmk_session_close(s);
-    return rc ? 1 : 0;
+    return finish("reindex", s, lmk_session_reindex(s, index));
 }

@@ -12,12 +12,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "lmk_f16.h"
-
 #include "lmk_export.h"
+#include "lmk_le.h"
 
-#define GGUF_MAGIC 0x46554747u /* "GGUF" little-endian */
-#define GGUF_DEFAULT_ALIGNMENT 32
 #define GGUF_MAX_STRING 65535u  /* key and tensor-name limit; values may be longer */
 
 typedef struct {
@@ -46,16 +43,6 @@ struct lmk_gguf {
     char err[256];
 };
 
-/* ---- little-endian loads (the file may be read on any host) ---- */
-
-static uint16_t ld16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
-static uint32_t ld32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) |
-           ((uint32_t)p[3] << 24);
-}
-static uint64_t ld64(const uint8_t *p) { return (uint64_t)ld32(p) | ((uint64_t)ld32(p + 4) << 32); }
-
 typedef struct {
     const uint8_t *p;
     size_t size;
@@ -68,7 +55,7 @@ static int cur_u32(cursor *c, uint32_t *v)
 {
     if (!cur_need(c, 4))
         return -1;
-    *v = ld32(c->p + c->off);
+    *v = lmk_get_u32le(c->p + c->off);
     c->off += 4;
     return 0;
 }
@@ -77,7 +64,7 @@ static int cur_u64(cursor *c, uint64_t *v)
 {
     if (!cur_need(c, 8))
         return -1;
-    *v = ld64(c->p + c->off);
+    *v = lmk_get_u64le(c->p + c->off);
     c->off += 8;
     return 0;
 }
@@ -92,7 +79,7 @@ static int cur_str(cursor *c, size_t *s, uint64_t *len)
     return 0;
 }
 
-static size_t scalar_size(uint32_t t)
+LMK_API size_t lmk_gguf_type_size(uint32_t t)
 {
     switch (t) {
     case LMK_GGUF_U8: case LMK_GGUF_I8: case LMK_GGUF_BOOL: return 1;
@@ -108,61 +95,6 @@ static const char *kv_type_name(uint32_t t)
     static const char *names[] = {"u8", "i8", "u16", "i16", "u32", "i32", "f32", "bool",
                                   "string", "array", "u64", "i64", "f64"};
     return t < sizeof names / sizeof names[0] ? names[t] : "unknown";
-}
-
-/* ---- tensor types: block size and bytes per block (GGML numbering) ---- */
-
-typedef struct {
-    uint32_t type;
-    const char *name;
-    uint32_t blck;
-    uint32_t bytes;
-} type_info;
-
-static const type_info k_types[] = {
-    {0, "F32", 1, 4},        {1, "F16", 1, 2},         {2, "Q4_0", 32, 18},
-    {3, "Q4_1", 32, 20},     {6, "Q5_0", 32, 22},      {7, "Q5_1", 32, 24},
-    {8, "Q8_0", 32, 34},     {9, "Q8_1", 32, 36},      {10, "Q2_K", 256, 84},
-    {11, "Q3_K", 256, 110},  {12, "Q4_K", 256, 144},   {13, "Q5_K", 256, 176},
-    {14, "Q6_K", 256, 210},  {15, "Q8_K", 256, 292},   {16, "IQ2_XXS", 256, 66},
-    {17, "IQ2_XS", 256, 74}, {18, "IQ3_XXS", 256, 98}, {19, "IQ1_S", 256, 50},
-    {20, "IQ4_NL", 32, 18},  {21, "IQ3_S", 256, 110},  {22, "IQ2_S", 256, 82},
-    {23, "IQ4_XS", 256, 136},{24, "I8", 1, 1},         {25, "I16", 1, 2},
-    {26, "I32", 1, 4},       {27, "I64", 1, 8},        {28, "F64", 1, 8},
-    {29, "IQ1_M", 256, 56},  {30, "BF16", 1, 2},       {34, "TQ1_0", 256, 54},
-    {35, "TQ2_0", 256, 66},
-};
-
-static const type_info *find_type(uint32_t t)
-{
-    for (size_t i = 0; i < sizeof k_types / sizeof k_types[0]; i++)
-        if (k_types[i].type == t)
-            return &k_types[i];
-    return NULL;
-}
-
-static int type_convertible(uint32_t t)
-{
-    return t == LMK_GGML_F32 || t == LMK_GGML_F16 || t == LMK_GGML_BF16 || t == LMK_GGML_Q8_0 ||
-           t == LMK_GGML_Q4_0;
-}
-
-LMK_API const char *lmk_ggml_type_name(uint32_t type)
-{
-    static __thread char buf[32];
-    const type_info *ti = find_type(type);
-    if (ti)
-        return ti->name;
-    snprintf(buf, sizeof buf, "type %u", type);
-    return buf;
-}
-
-LMK_API uint64_t lmk_ggml_row_bytes(uint32_t type, int64_t row_len)
-{
-    const type_info *ti = find_type(type);
-    if (!ti || !type_convertible(type) || row_len < 0 || row_len % ti->blck)
-        return 0;
-    return (uint64_t)(row_len / ti->blck) * ti->bytes;
 }
 
 /* ---- open ---- */
@@ -249,7 +181,7 @@ static int parse_kv(lmk_gguf *g, cursor *c, gguf_kv *kv, int64_t idx)
             }
             return LMK_OK;
         }
-        size_t es = scalar_size(kv->elem_type);
+        size_t es = lmk_gguf_type_size(kv->elem_type);
         if (es == 0)
             return fail(g, LMK_EFORMAT, "array '%s' has unsupported element type %u (%s)",
                         kv->namez, kv->elem_type, kv_type_name(kv->elem_type));
@@ -259,7 +191,7 @@ static int parse_kv(lmk_gguf *g, cursor *c, gguf_kv *kv, int64_t idx)
         c->off += (size_t)kv->n * es;
         return LMK_OK;
     }
-    size_t es = scalar_size(kv->type);
+    size_t es = lmk_gguf_type_size(kv->type);
     if (es == 0)
         return fail(g, LMK_EFORMAT, "key '%s' has unknown value type %u", kv->namez, kv->type);
     if (!cur_need(c, es))
@@ -276,11 +208,125 @@ static int cmp_tensor_off(const void *a, const void *b)
     return x->data < y->data ? -1 : x->data > y->data;
 }
 
+/* Tensor table entry i: name, dims, type and (into *raw_off) the data offset. */
+static int parse_tensor(lmk_gguf *g, cursor *c, uint64_t i, uint64_t *raw_off)
+{
+    lmk_gguf_tensor *t = &g->tensors[i];
+    int rc = LMK_OK;
+    size_t name_off;
+    uint64_t name_len;
+    uint32_t nd;
+    if (cur_str(c, &name_off, &name_len) != 0)
+        return fail(g, LMK_EFORMAT, "truncated: name of tensor %llu", (unsigned long long)i);
+    if (name_len == 0 || name_len > GGUF_MAX_STRING ||
+        memchr(g->base + name_off, 0, (size_t)name_len))
+        return fail(g, LMK_EFORMAT, "tensor %llu has an invalid name", (unsigned long long)i);
+    t->name = dup_bytes(g->base + name_off, name_len);
+    if (!t->name)
+        return fail(g, ENOMEM, "out of memory");
+    if (cur_u32(c, &nd) != 0)
+        return fail(g, LMK_EFORMAT, "truncated: tensor '%s'", t->name);
+    if (nd < 1 || nd > LMK_GGUF_MAX_DIMS) {
+        return fail(g, LMK_EFORMAT, "tensor '%s' has %u dimensions (1..%d allowed)", t->name, nd,
+                    LMK_GGUF_MAX_DIMS);
+    }
+    t->n_dims = (int)nd;
+    uint64_t ne = 1;
+    for (int d = 0; d < LMK_GGUF_MAX_DIMS; d++)
+        t->dims[d] = 1;
+    for (uint32_t d = 0; d < nd && rc == LMK_OK; d++) {
+        uint64_t v;
+        if (cur_u64(c, &v) != 0)
+            rc = fail(g, LMK_EFORMAT, "truncated: dims of tensor '%s'", t->name);
+        else if (v == 0 || v > (1ull << 40) || ne > (1ull << 56) / v)
+            rc = fail(g, LMK_EFORMAT, "tensor '%s' has an invalid dimension %llu", t->name,
+                      (unsigned long long)v);
+        else {
+            t->dims[d] = (int64_t)v;
+            ne *= v;
+        }
+    }
+    if (rc)
+        return rc;
+    if (cur_u32(c, &t->type) != 0 || cur_u64(c, raw_off) != 0)
+        return fail(g, LMK_EFORMAT, "truncated: tensor '%s'", t->name);
+    uint32_t blck, block_bytes;
+    if (lmk_ggml_type_size(t->type, &blck, &block_bytes) != LMK_OK)
+        return fail(g, LMK_EFORMAT, "tensor '%s' has unknown type %u", t->name, t->type);
+    if (t->dims[0] % blck) {
+        return fail(g, LMK_EFORMAT,
+                    "tensor '%s': row length %lld is not a multiple of %s's "
+                    "block of %u",
+                    t->name, (long long)t->dims[0], lmk_ggml_type_name(t->type), blck);
+    }
+    t->n_elements = (int64_t)ne;
+    t->row_len = t->dims[0];
+    t->n_rows = (int64_t)ne / t->dims[0];
+    t->n_bytes = ne / blck * block_bytes;
+    t->supported = lmk_ggml_convertible(t->type);
+    for (uint64_t j = 0; j < i; j++)
+        if (!strcmp(g->tensors[j].name, t->name))
+            return fail(g, LMK_EFORMAT, "duplicate tensor name '%s'", t->name);
+    return LMK_OK;
+}
+
+/* The data section after the header: each tensor's data pointer, checked against the file
+ * and the alignment. */
+static int place_tensors(lmk_gguf *g, const cursor *c, uint64_t nt, const uint64_t *raw_off)
+{
+    int rc = LMK_OK;
+    g->n_tensors = (int64_t)nt;
+    g->header_size = c->off;
+    size_t data_off = (c->off + g->alignment - 1) / g->alignment * g->alignment;
+    g->data_off = data_off;
+    if (nt > 0 && data_off > g->size)
+        return fail(g, LMK_EFORMAT, "truncated: the file ends before its tensor data");
+    uint64_t data_size = nt > 0 ? g->size - data_off : 0;
+    for (uint64_t i = 0; i < nt; i++) {
+        lmk_gguf_tensor *t = &g->tensors[i];
+        if (raw_off[i] % g->alignment) {
+            rc = fail(g, LMK_EFORMAT, "tensor '%s' data offset %llu is not aligned to %zu", t->name,
+                      (unsigned long long)raw_off[i], g->alignment);
+            break;
+        }
+        if (raw_off[i] > data_size || t->n_bytes > data_size - raw_off[i]) {
+            rc = fail(g, LMK_EFORMAT,
+                      "truncated: tensor '%s' (%llu bytes at offset %llu) runs past the end "
+                      "of the file (%llu data bytes)",
+                      t->name, (unsigned long long)t->n_bytes, (unsigned long long)raw_off[i],
+                      (unsigned long long)data_size);
+            break;
+        }
+        t->data = g->base + data_off + raw_off[i];
+    }
+    return rc;
+}
+
+/* Overlapping tensors are a sign of damage (a writer never produces them). */
+static int check_overlap(lmk_gguf *g, uint64_t nt)
+{
+    int rc = LMK_OK;
+    if (nt > 1) {
+        const lmk_gguf_tensor **by = malloc((size_t)nt * sizeof *by);
+        if (!by)
+            return fail(g, ENOMEM, "out of memory");
+        for (uint64_t i = 0; i < nt; i++)
+            by[i] = &g->tensors[i];
+        qsort(by, (size_t)nt, sizeof *by, cmp_tensor_off);
+        for (uint64_t i = 1; i < nt && !rc; i++)
+            if (by[i - 1]->data + by[i - 1]->n_bytes > by[i]->data)
+                rc = fail(g, LMK_EFORMAT, "tensors '%s' and '%s' overlap", by[i - 1]->name,
+                          by[i]->name);
+        free(by);
+    }
+    return rc;
+}
+
 static int parse(lmk_gguf *g)
 {
     cursor c = {g->base, g->size, 0};
     uint32_t magic;
-    if (g->size < 4 || cur_u32(&c, &magic) != 0 || magic != GGUF_MAGIC)
+    if (g->size < 4 || cur_u32(&c, &magic) != 0 || magic != LMK_GGUF_MAGIC)
         return fail(g, LMK_EFORMAT, "not a GGUF file (bad magic)");
     if (cur_u32(&c, &g->version) != 0)
         return fail(g, LMK_EFORMAT, "truncated: no version");
@@ -303,7 +349,7 @@ static int parse(lmk_gguf *g)
     g->tensors = calloc((size_t)(nt ? nt : 1), sizeof *g->tensors);
     if (!g->kv || !g->tensors)
         return fail(g, ENOMEM, "out of memory");
-    g->alignment = GGUF_DEFAULT_ALIGNMENT;
+    g->alignment = LMK_GGUF_DEFAULT_ALIGNMENT;
     for (uint64_t i = 0; i < nkv; i++) {
         g->n_kv = (int64_t)i + 1;
         int rc = parse_kv(g, &c, &g->kv[i], (int64_t)i);
@@ -316,7 +362,7 @@ static int parse(lmk_gguf *g)
         if (!strcmp(g->kv[i].namez, "general.alignment")) {
             if (g->kv[i].type != LMK_GGUF_U32)
                 return fail(g, LMK_EFORMAT, "general.alignment is not a u32");
-            uint32_t a = ld32(g->base + g->kv[i].off);
+            uint32_t a = lmk_get_u32le(g->base + g->kv[i].off);
             if (a == 0 || (a & (a - 1)) || a > (1u << 20))
                 return fail(g, LMK_EFORMAT, "general.alignment %u is not a power of two", a);
             g->alignment = a;
@@ -329,125 +375,18 @@ static int parse(lmk_gguf *g)
         return fail(g, ENOMEM, "out of memory");
     int rc = LMK_OK;
     for (uint64_t i = 0; i < nt && rc == LMK_OK; i++) {
-        lmk_gguf_tensor *t = &g->tensors[i];
         g->n_tensors = (int64_t)i + 1;
-        size_t name_off;
-        uint64_t name_len;
-        uint32_t nd;
-        if (cur_str(&c, &name_off, &name_len) != 0) {
-            rc = fail(g, LMK_EFORMAT, "truncated: name of tensor %llu", (unsigned long long)i);
-            break;
-        }
-        if (name_len == 0 || name_len > GGUF_MAX_STRING ||
-            memchr(g->base + name_off, 0, (size_t)name_len)) {
-            rc = fail(g, LMK_EFORMAT, "tensor %llu has an invalid name", (unsigned long long)i);
-            break;
-        }
-        t->name = dup_bytes(g->base + name_off, name_len);
-        if (!t->name) {
-            rc = fail(g, ENOMEM, "out of memory");
-            break;
-        }
-        if (cur_u32(&c, &nd) != 0) {
-            rc = fail(g, LMK_EFORMAT, "truncated: tensor '%s'", t->name);
-            break;
-        }
-        if (nd < 1 || nd > LMK_GGUF_MAX_DIMS) {
-            rc = fail(g, LMK_EFORMAT, "tensor '%s' has %u dimensions (1..%d allowed)", t->name,
-                      nd, LMK_GGUF_MAX_DIMS);
-            break;
-        }
-        t->n_dims = (int)nd;
-        uint64_t ne = 1;
-        for (int d = 0; d < LMK_GGUF_MAX_DIMS; d++)
-            t->dims[d] = 1;
-        for (uint32_t d = 0; d < nd && rc == LMK_OK; d++) {
-            uint64_t v;
-            if (cur_u64(&c, &v) != 0)
-                rc = fail(g, LMK_EFORMAT, "truncated: dims of tensor '%s'", t->name);
-            else if (v == 0 || v > (1ull << 40) || ne > (1ull << 56) / v)
-                rc = fail(g, LMK_EFORMAT, "tensor '%s' has an invalid dimension %llu", t->name,
-                          (unsigned long long)v);
-            else {
-                t->dims[d] = (int64_t)v;
-                ne *= v;
-            }
-        }
-        if (rc)
-            break;
-        if (cur_u32(&c, &t->type) != 0 || cur_u64(&c, &raw_off[i]) != 0) {
-            rc = fail(g, LMK_EFORMAT, "truncated: tensor '%s'", t->name);
-            break;
-        }
-        const type_info *ti = find_type(t->type);
-        if (!ti) {
-            rc = fail(g, LMK_EFORMAT, "tensor '%s' has unknown type %u", t->name, t->type);
-            break;
-        }
-        if (t->dims[0] % ti->blck) {
-            rc = fail(g, LMK_EFORMAT, "tensor '%s': row length %lld is not a multiple of %s's "
-                      "block of %u", t->name, (long long)t->dims[0], ti->name, ti->blck);
-            break;
-        }
-        t->n_elements = (int64_t)ne;
-        t->row_len = t->dims[0];
-        t->n_rows = (int64_t)ne / t->dims[0];
-        t->n_bytes = ne / ti->blck * ti->bytes;
-        t->supported = type_convertible(t->type);
-        for (uint64_t j = 0; j < i; j++)
-            if (!strcmp(g->tensors[j].name, t->name)) {
-                rc = fail(g, LMK_EFORMAT, "duplicate tensor name '%s'", t->name);
-                break;
-            }
+        rc = parse_tensor(g, &c, i, &raw_off[i]);
     }
     if (rc) {
         free(raw_off);
         return rc;
     }
-    g->n_tensors = (int64_t)nt;
-    g->header_size = c.off;
-    size_t data_off = (c.off + g->alignment - 1) / g->alignment * g->alignment;
-    g->data_off = data_off;
-    if (nt > 0 && data_off > g->size) {
-        free(raw_off);
-        return fail(g, LMK_EFORMAT, "truncated: the file ends before its tensor data");
-    }
-    uint64_t data_size = nt > 0 ? g->size - data_off : 0;
-    for (uint64_t i = 0; i < nt; i++) {
-        lmk_gguf_tensor *t = &g->tensors[i];
-        if (raw_off[i] % g->alignment) {
-            rc = fail(g, LMK_EFORMAT, "tensor '%s' data offset %llu is not aligned to %zu",
-                      t->name, (unsigned long long)raw_off[i], g->alignment);
-            break;
-        }
-        if (raw_off[i] > data_size || t->n_bytes > data_size - raw_off[i]) {
-            rc = fail(g, LMK_EFORMAT,
-                      "truncated: tensor '%s' (%llu bytes at offset %llu) runs past the end "
-                      "of the file (%llu data bytes)",
-                      t->name, (unsigned long long)t->n_bytes, (unsigned long long)raw_off[i],
-                      (unsigned long long)data_size);
-            break;
-        }
-        t->data = g->base + data_off + raw_off[i];
-    }
+    rc = place_tensors(g, &c, nt, raw_off);
     free(raw_off);
     if (rc)
         return rc;
-    /* Overlapping tensors are a sign of damage (a writer never produces them). */
-    if (nt > 1) {
-        const lmk_gguf_tensor **by = malloc((size_t)nt * sizeof *by);
-        if (!by)
-            return fail(g, ENOMEM, "out of memory");
-        for (uint64_t i = 0; i < nt; i++)
-            by[i] = &g->tensors[i];
-        qsort(by, (size_t)nt, sizeof *by, cmp_tensor_off);
-        for (uint64_t i = 1; i < nt && !rc; i++)
-            if (by[i - 1]->data + by[i - 1]->n_bytes > by[i]->data)
-                rc = fail(g, LMK_EFORMAT, "tensors '%s' and '%s' overlap", by[i - 1]->name,
-                          by[i]->name);
-        free(by);
-    }
-    return rc;
+    return check_overlap(g, nt);
 }
 
 static int finish_open(lmk_gguf *g, lmk_gguf **out, char *errmsg, size_t cap)
@@ -610,13 +549,13 @@ static int kv_int(lmk_gguf *g, const gguf_kv *kv, uint64_t *mag, int *neg)
     int64_t s;
     switch (kv->type) {
     case LMK_GGUF_U8: *mag = p[0]; return 0;
-    case LMK_GGUF_U16: *mag = ld16(p); return 0;
-    case LMK_GGUF_U32: *mag = ld32(p); return 0;
-    case LMK_GGUF_U64: *mag = ld64(p); return 0;
+    case LMK_GGUF_U16: *mag = lmk_get_u16le(p); return 0;
+    case LMK_GGUF_U32: *mag = lmk_get_u32le(p); return 0;
+    case LMK_GGUF_U64: *mag = lmk_get_u64le(p); return 0;
     case LMK_GGUF_I8: s = (int8_t)p[0]; break;
-    case LMK_GGUF_I16: s = (int16_t)ld16(p); break;
-    case LMK_GGUF_I32: s = (int32_t)ld32(p); break;
-    case LMK_GGUF_I64: s = (int64_t)ld64(p); break;
+    case LMK_GGUF_I16: s = (int16_t)lmk_get_u16le(p); break;
+    case LMK_GGUF_I32: s = (int32_t)lmk_get_u32le(p); break;
+    case LMK_GGUF_I64: s = (int64_t)lmk_get_u64le(p); break;
     default:
         return fail(g, LMK_EFORMAT, "key '%s' is a %s, not an integer", kv->namez,
                     kv_type_name(kv->type));
@@ -626,15 +565,20 @@ static int kv_int(lmk_gguf *g, const gguf_kv *kv, uint64_t *mag, int *neg)
     return 0;
 }
 
-LMK_API int lmk_gguf_get_u32(lmk_gguf *g, const char *key, uint32_t *v)
+/* The integer value of key (magnitude and sign). */
+static int key_int(lmk_gguf *g, const char *key, uint64_t *mag, int *neg)
 {
     int rc;
     const gguf_kv *kv = get_kv(g, key, &rc);
-    if (!kv)
-        return rc;
+    return kv ? kv_int(g, kv, mag, neg) : rc;
+}
+
+LMK_API int lmk_gguf_get_u32(lmk_gguf *g, const char *key, uint32_t *v)
+{
     uint64_t m = 0;
     int neg = 0;
-    if ((rc = kv_int(g, kv, &m, &neg)) != 0)
+    int rc = key_int(g, key, &m, &neg);
+    if (rc)
         return rc;
     if (neg || m > UINT32_MAX)
         return fail(g, LMK_EFORMAT, "key '%s' is out of range for a u32", key);
@@ -644,13 +588,10 @@ LMK_API int lmk_gguf_get_u32(lmk_gguf *g, const char *key, uint32_t *v)
 
 LMK_API int lmk_gguf_get_i64(lmk_gguf *g, const char *key, int64_t *v)
 {
-    int rc;
-    const gguf_kv *kv = get_kv(g, key, &rc);
-    if (!kv)
-        return rc;
     uint64_t m = 0;
     int neg = 0;
-    if ((rc = kv_int(g, kv, &m, &neg)) != 0)
+    int rc = key_int(g, key, &m, &neg);
+    if (rc)
         return rc;
     if ((!neg && m > (uint64_t)INT64_MAX) || (neg && m > (uint64_t)INT64_MAX + 1))
         return fail(g, LMK_EFORMAT, "key '%s' is out of range for an i64", key);
@@ -666,10 +607,10 @@ LMK_API int lmk_gguf_get_f32(lmk_gguf *g, const char *key, float *v)
         return rc;
     const uint8_t *p = g->base + kv->off;
     if (kv->type == LMK_GGUF_F32) {
-        uint32_t b = ld32(p);
+        uint32_t b = lmk_get_u32le(p);
         memcpy(v, &b, 4);
     } else if (kv->type == LMK_GGUF_F64) {
-        uint64_t b = ld64(p);
+        uint64_t b = lmk_get_u64le(p);
         double d;
         memcpy(&d, &b, 8);
         *v = (float)d;
@@ -749,7 +690,7 @@ LMK_API int lmk_gguf_get_arr_str(lmk_gguf *g, const char *key, uint64_t i, const
         return fail(g, LMK_EINVAL, "index %llu out of range for '%s' (%llu elements)",
                     (unsigned long long)i, key, (unsigned long long)kv->n);
     const uint8_t *p = g->base + kv->str_offs[i];
-    *len = ld64(p);
+    *len = lmk_get_u64le(p);
     *s = (const char *)p + 8;
     return LMK_OK;
 }
@@ -771,47 +712,6 @@ LMK_API const lmk_gguf_tensor *lmk_gguf_find_tensor(const lmk_gguf *g, const cha
     return NULL;
 }
 
-LMK_API int lmk_ggml_to_f32(uint32_t type, const void *src, int64_t n, float *dst)
-{
-    const uint8_t *p = src;
-    switch (type) {
-    case LMK_GGML_F32:
-        memcpy(dst, p, (size_t)n * 4); /* the format is little-endian, as is every host here */
-        return LMK_OK;
-    case LMK_GGML_F16:
-        for (int64_t i = 0; i < n; i++)
-            dst[i] = lmk_f16_to_f32(ld16(p + 2 * i));
-        return LMK_OK;
-    case LMK_GGML_BF16:
-        for (int64_t i = 0; i < n; i++)
-            dst[i] = lmk_bf16_to_f32(ld16(p + 2 * i));
-        return LMK_OK;
-    case LMK_GGML_Q8_0: /* blocks of 32: f16 scale d, 32 x int8 q; x = d * q */
-        if (n % 32)
-            return LMK_EINVAL;
-        for (int64_t b = 0; b < n / 32; b++, p += 34) {
-            float d = lmk_f16_to_f32(ld16(p));
-            const int8_t *q = (const int8_t *)(p + 2);
-            for (int j = 0; j < 32; j++)
-                dst[b * 32 + j] = d * (float)q[j];
-        }
-        return LMK_OK;
-    case LMK_GGML_Q4_0: /* blocks of 32: f16 d, 16 bytes; low nibbles 0..15, high 16..31 */
-        if (n % 32)
-            return LMK_EINVAL;
-        for (int64_t b = 0; b < n / 32; b++, p += 18) {
-            float d = lmk_f16_to_f32(ld16(p));
-            for (int j = 0; j < 16; j++) {
-                dst[b * 32 + j] = d * (float)((p[2 + j] & 0x0f) - 8);
-                dst[b * 32 + j + 16] = d * (float)((p[2 + j] >> 4) - 8);
-            }
-        }
-        return LMK_OK;
-    default:
-        return LMK_EUNSUPPORTED;
-    }
-}
-
 LMK_API int lmk_gguf_tensor_rows_f32(const lmk_gguf_tensor *t, int64_t row0, int64_t n_rows,
                                      float *dst)
 {
@@ -821,361 +721,4 @@ LMK_API int lmk_gguf_tensor_rows_f32(const lmk_gguf_tensor *t, int64_t row0, int
         return LMK_EUNSUPPORTED;
     uint64_t rb = lmk_ggml_row_bytes(t->type, t->row_len);
     return lmk_ggml_to_f32(t->type, t->data + (uint64_t)row0 * rb, n_rows * t->row_len, dst);
-}
-
-/* ---- writer ---- */
-
-typedef struct {
-    uint8_t *p;
-    size_t n, cap;
-    int oom;
-} buf_t;
-
-static void buf_put(buf_t *b, const void *src, size_t n)
-{
-    if (b->oom || n == 0)
-        return;
-    if (b->n + n > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->n + n)
-            cap *= 2;
-        uint8_t *p = realloc(b->p, cap);
-        if (!p) {
-            b->oom = 1;
-            return;
-        }
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->n, src, n);
-    b->n += n;
-}
-
-static void put_u32(buf_t *b, uint32_t v)
-{
-    uint8_t x[4] = {(uint8_t)v, (uint8_t)(v >> 8), (uint8_t)(v >> 16), (uint8_t)(v >> 24)};
-    buf_put(b, x, 4);
-}
-
-static void put_u64(buf_t *b, uint64_t v)
-{
-    put_u32(b, (uint32_t)v);
-    put_u32(b, (uint32_t)(v >> 32));
-}
-
-static void put_str(buf_t *b, const char *s)
-{
-    size_t n = strlen(s);
-    put_u64(b, n);
-    buf_put(b, s, n);
-}
-
-typedef struct {
-    char *name;
-    int n_dims;
-    int64_t dims[LMK_GGUF_MAX_DIMS];
-    uint32_t type;
-    uint8_t *data;
-    size_t n_bytes;
-} wtensor;
-
-struct lmk_gguf_writer {
-    buf_t kv;
-    uint64_t n_kv;
-    wtensor *t;
-    size_t n_t, cap_t;
-};
-
-LMK_API int lmk_gguf_writer_new(lmk_gguf_writer **out)
-{
-    *out = calloc(1, sizeof **out);
-    return *out ? LMK_OK : ENOMEM;
-}
-
-LMK_API void lmk_gguf_writer_free(lmk_gguf_writer *w)
-{
-    if (!w)
-        return;
-    free(w->kv.p);
-    for (size_t i = 0; i < w->n_t; i++) {
-        free(w->t[i].name);
-        free(w->t[i].data);
-    }
-    free(w->t);
-    free(w);
-}
-
-static int kv_head(lmk_gguf_writer *w, const char *key, uint32_t type)
-{
-    put_str(&w->kv, key);
-    put_u32(&w->kv, type);
-    w->n_kv++;
-    return w->kv.oom ? ENOMEM : LMK_OK;
-}
-
-LMK_API int lmk_gguf_writer_add_u32(lmk_gguf_writer *w, const char *key, uint32_t v)
-{
-    kv_head(w, key, LMK_GGUF_U32);
-    put_u32(&w->kv, v);
-    return w->kv.oom ? ENOMEM : LMK_OK;
-}
-
-LMK_API int lmk_gguf_writer_add_f32(lmk_gguf_writer *w, const char *key, float v)
-{
-    uint32_t b;
-    memcpy(&b, &v, 4);
-    kv_head(w, key, LMK_GGUF_F32);
-    put_u32(&w->kv, b);
-    return w->kv.oom ? ENOMEM : LMK_OK;
-}
-
-LMK_API int lmk_gguf_writer_add_bool(lmk_gguf_writer *w, const char *key, int v)
-{
-    uint8_t x = v ? 1 : 0;
-    kv_head(w, key, LMK_GGUF_BOOL);
-    buf_put(&w->kv, &x, 1);
-    return w->kv.oom ? ENOMEM : LMK_OK;
-}
-
-LMK_API int lmk_gguf_writer_add_str(lmk_gguf_writer *w, const char *key, const char *v)
-{
-    kv_head(w, key, LMK_GGUF_STRING);
-    put_str(&w->kv, v);
-    return w->kv.oom ? ENOMEM : LMK_OK;
-}
-
-LMK_API int lmk_gguf_writer_add_array(lmk_gguf_writer *w, const char *key,
-                                      lmk_gguf_type elem_type, uint64_t n, const void *data)
-{
-    size_t es = scalar_size(elem_type);
-    if (elem_type != LMK_GGUF_STRING && es == 0)
-        return LMK_EINVAL;
-    kv_head(w, key, LMK_GGUF_ARRAY);
-    put_u32(&w->kv, elem_type);
-    put_u64(&w->kv, n);
-    if (elem_type == LMK_GGUF_STRING) {
-        const char *const *s = data;
-        for (uint64_t i = 0; i < n; i++)
-            put_str(&w->kv, s[i]);
-    } else {
-        const uint8_t *p = data;
-        for (uint64_t i = 0; i < n; i++) { /* host order to little-endian */
-            uint8_t tmp[8];
-            uint64_t v = 0;
-            memcpy(&v, p + i * es, es); /* little-endian host assumed (x86-64, arm64) */
-            for (size_t k = 0; k < es; k++)
-                tmp[k] = (uint8_t)(v >> (8 * k));
-            buf_put(&w->kv, tmp, es);
-        }
-    }
-    return w->kv.oom ? ENOMEM : LMK_OK;
-}
-
-static void quant_q8_0(const float *x, int64_t n, uint8_t *out)
-{
-    for (int64_t b = 0; b < n / 32; b++, out += 34) {
-        float amax = 0;
-        for (int j = 0; j < 32; j++) {
-            float a = x[b * 32 + j] < 0 ? -x[b * 32 + j] : x[b * 32 + j];
-            if (a > amax)
-                amax = a;
-        }
-        float d = amax / 127.0f, id = d != 0 ? 1.0f / d : 0.0f;
-        uint16_t h = lmk_f32_to_f16(d);
-        out[0] = (uint8_t)h;
-        out[1] = (uint8_t)(h >> 8);
-        for (int j = 0; j < 32; j++) {
-            float v = x[b * 32 + j] * id;
-            out[2 + j] = (uint8_t)(int8_t)(v < 0 ? (int)(v - 0.5f) : (int)(v + 0.5f));
-        }
-    }
-}
-
-static void quant_q4_0(const float *x, int64_t n, uint8_t *out)
-{
-    for (int64_t b = 0; b < n / 32; b++, out += 18) {
-        const float *xb = x + b * 32;
-        float amax = 0, max = 0;
-        for (int j = 0; j < 32; j++) {
-            float a = xb[j] < 0 ? -xb[j] : xb[j];
-            if (a > amax) {
-                amax = a;
-                max = xb[j];
-            }
-        }
-        float d = max / -8.0f, id = d != 0 ? 1.0f / d : 0.0f;
-        uint16_t h = lmk_f32_to_f16(d);
-        out[0] = (uint8_t)h;
-        out[1] = (uint8_t)(h >> 8);
-        for (int j = 0; j < 16; j++) {
-            int q0 = (int)(xb[j] * id + 8.5f), q1 = (int)(xb[j + 16] * id + 8.5f);
-            q0 = q0 < 0 ? 0 : q0 > 15 ? 15 : q0;
-            q1 = q1 < 0 ? 0 : q1 > 15 ? 15 : q1;
-            out[2 + j] = (uint8_t)(q0 | (q1 << 4));
-        }
-    }
-}
-
-LMK_API int lmk_gguf_writer_add_tensor(lmk_gguf_writer *w, const char *name, int n_dims,
-                                       const int64_t *dims, uint32_t type, const float *data)
-{
-    if (n_dims < 1 || n_dims > LMK_GGUF_MAX_DIMS)
-        return LMK_EINVAL;
-    int64_t ne = 1;
-    for (int d = 0; d < n_dims; d++) {
-        if (dims[d] < 1)
-            return LMK_EINVAL;
-        ne *= dims[d];
-    }
-    uint64_t rb = lmk_ggml_row_bytes(type, dims[0]);
-    if (rb == 0)
-        return LMK_EINVAL;
-    if (w->n_t == w->cap_t) {
-        size_t cap = w->cap_t ? 2 * w->cap_t : 16;
-        wtensor *t = realloc(w->t, cap * sizeof *t);
-        if (!t)
-            return ENOMEM;
-        w->t = t;
-        w->cap_t = cap;
-    }
-    wtensor *t = &w->t[w->n_t];
-    memset(t, 0, sizeof *t);
-    t->n_bytes = rb * (size_t)(ne / dims[0]);
-    t->data = malloc(t->n_bytes ? t->n_bytes : 1);
-    t->name = strdup(name);
-    if (!t->data || !t->name) {
-        free(t->data);
-        free(t->name);
-        return ENOMEM;
-    }
-    t->n_dims = n_dims;
-    for (int d = 0; d < n_dims; d++)
-        t->dims[d] = dims[d];
-    t->type = type;
-    switch (type) {
-    case LMK_GGML_F32:
-        memcpy(t->data, data, (size_t)ne * 4);
-        break;
-    case LMK_GGML_F16:
-        for (int64_t i = 0; i < ne; i++) {
-            uint16_t h = lmk_f32_to_f16(data[i]);
-            t->data[2 * i] = (uint8_t)h;
-            t->data[2 * i + 1] = (uint8_t)(h >> 8);
-        }
-        break;
-    case LMK_GGML_BF16:
-        for (int64_t i = 0; i < ne; i++) {
-            uint16_t h = lmk_f32_to_bf16(data[i]);
-            t->data[2 * i] = (uint8_t)h;
-            t->data[2 * i + 1] = (uint8_t)(h >> 8);
-        }
-        break;
-    case LMK_GGML_Q8_0:
-        quant_q8_0(data, ne, t->data);
-        break;
-    case LMK_GGML_Q4_0:
-        quant_q4_0(data, ne, t->data);
-        break;
-    }
-    w->n_t++;
-    return LMK_OK;
-}
-
-LMK_API int lmk_gguf_writer_add_raw(lmk_gguf_writer *w, const char *name, int n_dims,
-                                    const int64_t *dims, uint32_t type, const void *bytes,
-                                    size_t n_bytes)
-{
-    const type_info *ti = find_type(type);
-    if (!ti || n_dims < 1 || n_dims > LMK_GGUF_MAX_DIMS || dims[0] % ti->blck)
-        return LMK_EINVAL;
-    uint64_t ne = 1;
-    for (int d = 0; d < n_dims; d++) {
-        if (dims[d] < 1)
-            return LMK_EINVAL;
-        ne *= (uint64_t)dims[d];
-    }
-    if (ne / ti->blck * ti->bytes != n_bytes)
-        return LMK_EINVAL;
-    if (w->n_t == w->cap_t) {
-        size_t cap = w->cap_t ? 2 * w->cap_t : 16;
-        wtensor *t = realloc(w->t, cap * sizeof *t);
-        if (!t)
-            return ENOMEM;
-        w->t = t;
-        w->cap_t = cap;
-    }
-    wtensor *t = &w->t[w->n_t];
-    memset(t, 0, sizeof *t);
-    t->data = malloc(n_bytes);
-    t->name = strdup(name);
-    if (!t->data || !t->name) {
-        free(t->data);
-        free(t->name);
-        return ENOMEM;
-    }
-    memcpy(t->data, bytes, n_bytes);
-    t->n_bytes = n_bytes;
-    t->n_dims = n_dims;
-    for (int d = 0; d < n_dims; d++)
-        t->dims[d] = dims[d];
-    t->type = type;
-    w->n_t++;
-    return LMK_OK;
-}
-
-LMK_API int lmk_gguf_writer_encode(lmk_gguf_writer *w, uint8_t **out, size_t *size)
-{
-    buf_t b = {0};
-    put_u32(&b, GGUF_MAGIC);
-    put_u32(&b, 3);
-    put_u64(&b, w->n_t);
-    put_u64(&b, w->n_kv);
-    buf_put(&b, w->kv.p, w->kv.n);
-    uint64_t off = 0;
-    for (size_t i = 0; i < w->n_t; i++) {
-        put_str(&b, w->t[i].name);
-        put_u32(&b, (uint32_t)w->t[i].n_dims);
-        for (int d = 0; d < w->t[i].n_dims; d++)
-            put_u64(&b, (uint64_t)w->t[i].dims[d]);
-        put_u32(&b, w->t[i].type);
-        put_u64(&b, off);
-        off += (w->t[i].n_bytes + GGUF_DEFAULT_ALIGNMENT - 1) / GGUF_DEFAULT_ALIGNMENT *
-               GGUF_DEFAULT_ALIGNMENT;
-    }
-    static const uint8_t zeros[GGUF_DEFAULT_ALIGNMENT];
-    buf_put(&b, zeros, (GGUF_DEFAULT_ALIGNMENT - b.n % GGUF_DEFAULT_ALIGNMENT) %
-                           GGUF_DEFAULT_ALIGNMENT);
-    for (size_t i = 0; i < w->n_t; i++) {
-        buf_put(&b, w->t[i].data, w->t[i].n_bytes);
-        buf_put(&b, zeros, (GGUF_DEFAULT_ALIGNMENT - b.n % GGUF_DEFAULT_ALIGNMENT) %
-                               GGUF_DEFAULT_ALIGNMENT);
-    }
-    if (b.oom || w->kv.oom) {
-        free(b.p);
-        return ENOMEM;
-    }
-    *out = b.p;
-    *size = b.n;
-    return LMK_OK;
-}
-
-LMK_API int lmk_gguf_writer_write(lmk_gguf_writer *w, const char *path)
-{
-    uint8_t *p;
-    size_t n;
-    int rc = lmk_gguf_writer_encode(w, &p, &n);
-    if (rc)
-        return rc;
-    FILE *f = fopen(path, "wb");
-    if (!f) {
-        rc = errno;
-        free(p);
-        return rc;
-    }
-    if (fwrite(p, 1, n, f) != n)
-        rc = errno ? errno : EIO;
-    if (fclose(f) != 0 && !rc)
-        rc = errno ? errno : EIO;
-    free(p);
-    return rc;
 }

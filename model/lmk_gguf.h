@@ -19,6 +19,7 @@
 #include <stdint.h>
 
 #include "lmk_error.h"
+#include "lmk_ggml.h" /* tensor types and their conversion to f32 */
 
 #ifdef __cplusplus
 extern "C" {
@@ -41,16 +42,8 @@ typedef enum {
     LMK_GGUF_F64 = 12,
 } lmk_gguf_type;
 
-/* Tensor types (GGML numbering) this reader can convert to f32. Any other type is accepted
- * by the parser when the file gives its size (see lmk_gguf_tensor.supported), and refused
- * with LMK_EUNSUPPORTED by the conversion functions. */
-typedef enum {
-    LMK_GGML_F32 = 0,
-    LMK_GGML_F16 = 1,
-    LMK_GGML_Q4_0 = 2,
-    LMK_GGML_Q8_0 = 8,
-    LMK_GGML_BF16 = 30,
-} lmk_ggml_type;
+#define LMK_GGUF_MAGIC 0x46554747u /* "GGUF", read little-endian */
+#define LMK_GGUF_DEFAULT_ALIGNMENT 32 /* of the data section, unless general.alignment */
 
 #define LMK_GGUF_MAX_DIMS 4
 
@@ -100,6 +93,8 @@ const char *lmk_gguf_key_name(const lmk_gguf *g, int64_t i); /* NULL when out of
 /* Type of the value of key i (-1 when out of range); for arrays, *elem_type and *n are set
  * when non-NULL. */
 int lmk_gguf_key_type(const lmk_gguf *g, int64_t i, lmk_gguf_type *elem_type, uint64_t *n);
+/* Size in bytes of a fixed-size value type (0 for STRING, ARRAY and unknown types). */
+size_t lmk_gguf_type_size(uint32_t type);
 
 /* Typed getters. Each returns LMK_OK, LMK_ENOTFOUND (no such key; the message names it) or
  * LMK_EFORMAT (wrong type, or a value out of the target's range). Integer getters accept
@@ -130,46 +125,10 @@ const lmk_gguf_tensor *lmk_gguf_tensor_at(const lmk_gguf *g, int64_t i);
 /* NULL when there is no tensor of that name. */
 const lmk_gguf_tensor *lmk_gguf_find_tensor(const lmk_gguf *g, const char *name);
 
-/* Human-readable name of a tensor type ("F32", "Q8_0", "type 13" for unknown ones). */
-const char *lmk_ggml_type_name(uint32_t type);
-/* Bytes taken by one row of row_len elements of `type` (0 when the type is unsupported or
- * row_len is not a multiple of the type's block size). */
-uint64_t lmk_ggml_row_bytes(uint32_t type, int64_t row_len);
-
 /* Convert rows [row0, row0 + n_rows) of t to f32 into dst (n_rows, row_len).
  * Returns LMK_OK, LMK_EINVAL (range), LMK_EUNSUPPORTED (tensor type). Thread-safe. */
 int lmk_gguf_tensor_rows_f32(const lmk_gguf_tensor *t, int64_t row0, int64_t n_rows,
                              float *dst);
-/* Convert n blocks of raw row data of `type` (row_len elements) to f32. */
-int lmk_ggml_to_f32(uint32_t type, const void *src, int64_t n, float *dst);
-
-/* ---- writer (tests, tools) ----
- * Builds a GGUF v3 file in memory: add metadata and tensors (f32 source data converted to
- * the requested type), then write. Values and tensor data are copied. */
-typedef struct lmk_gguf_writer lmk_gguf_writer;
-
-int lmk_gguf_writer_new(lmk_gguf_writer **out);
-void lmk_gguf_writer_free(lmk_gguf_writer *w);
-int lmk_gguf_writer_add_u32(lmk_gguf_writer *w, const char *key, uint32_t v);
-int lmk_gguf_writer_add_f32(lmk_gguf_writer *w, const char *key, float v);
-int lmk_gguf_writer_add_bool(lmk_gguf_writer *w, const char *key, int v);
-int lmk_gguf_writer_add_str(lmk_gguf_writer *w, const char *key, const char *v);
-/* Arrays: elem_type a fixed-size type (data n packed host-order elements) or
- * LMK_GGUF_STRING (data is const char *const[n], NUL-terminated). */
-int lmk_gguf_writer_add_array(lmk_gguf_writer *w, const char *key, lmk_gguf_type elem_type,
-                              uint64_t n, const void *data);
-/* Tensor of n_dims dims (GGUF order) from f32 data, stored as `type` (F32, F16, BF16,
- * Q8_0, Q4_0). Returns LMK_EINVAL when dims[0] is not a multiple of the type's block. */
-int lmk_gguf_writer_add_tensor(lmk_gguf_writer *w, const char *name, int n_dims,
-                               const int64_t *dims, uint32_t type, const float *data);
-/* Tensor from raw bytes of any GGML type (n_bytes must be the type's size for dims). */
-int lmk_gguf_writer_add_raw(lmk_gguf_writer *w, const char *name, int n_dims,
-                            const int64_t *dims, uint32_t type, const void *bytes,
-                            size_t n_bytes);
-/* Write the file (truncating). Returns LMK_OK or an errno. */
-int lmk_gguf_writer_write(lmk_gguf_writer *w, const char *path);
-/* The encoded file in memory: *buf malloc'ed, freed by the caller. */
-int lmk_gguf_writer_encode(lmk_gguf_writer *w, uint8_t **buf, size_t *size);
 
 #ifdef __cplusplus
 }

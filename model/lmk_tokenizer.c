@@ -3,12 +3,12 @@
 #include "lmk_tokenizer.h"
 
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "lmk_export.h"
+#include "lmk_model_err.h"
 
 enum { TT_NORMAL = 1, TT_UNKNOWN = 2, TT_CONTROL = 3, TT_USER = 4, TT_UNUSED = 5, TT_BYTE = 6 };
 
@@ -86,17 +86,6 @@ static int32_t hmap_get(const hmap *m, const char *s, size_t n)
     return -1;
 }
 
-static int fail(char *err, size_t cap, int rc, const char *fmt, ...)
-{
-    if (err && cap) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, cap, fmt, ap);
-        va_end(ap);
-    }
-    return rc;
-}
-
 static int hexval(int c)
 {
     if (c >= '0' && c <= '9')
@@ -166,29 +155,11 @@ static void gpt2_byte_map(uint32_t *b2u)
     }
 }
 
-LMK_API int lmk_tokenizer_from_gguf(lmk_gguf *g, lmk_tokenizer **out, char *err, size_t cap)
+/* The n tokens' text, scores and types into t (on failure the caller frees t). */
+static int load_vocab(lmk_gguf *g, lmk_tokenizer *t, uint64_t n, char *err, size_t cap)
 {
-    *out = NULL;
-    char model[64];
-    int rc = lmk_gguf_get_strz(g, "tokenizer.ggml.model", model, sizeof model);
-    if (rc)
-        return fail(err, cap, rc, "%s", lmk_gguf_errmsg(g));
-    int is_gpt2 = !strcmp(model, "gpt2");
-    if (strcmp(model, "llama") && !is_gpt2)
-        return fail(err, cap, LMK_EUNSUPPORTED,
-                    "tokenizer '%s' is not supported (llama and gpt2 are)", model);
     lmk_gguf_type et;
-    uint64_t n;
     const void *data;
-    if ((rc = lmk_gguf_get_array(g, "tokenizer.ggml.tokens", &et, &n, &data)) != 0)
-        return fail(err, cap, rc, "%s", lmk_gguf_errmsg(g));
-    if (et != LMK_GGUF_STRING || n == 0 || n > (1u << 24))
-        return fail(err, cap, LMK_EFORMAT, "tokenizer.ggml.tokens: %llu entries of type %d",
-                    (unsigned long long)n, (int)et);
-    lmk_tokenizer *t = calloc(1, sizeof *t);
-    if (!t)
-        return ENOMEM;
-    t->n_vocab = (int)n;
     t->text = calloc(n, sizeof *t->text);
     t->len = calloc(n, sizeof *t->len);
     t->score = calloc(n, sizeof *t->score);
@@ -202,18 +173,16 @@ LMK_API int lmk_tokenizer_from_gguf(lmk_gguf *g, lmk_tokenizer **out, char *err,
     }
     t->arena = malloc(total ? total : 1);
     if (!t->text || !t->len || !t->score || !t->type || !t->arena ||
-        hmap_init(&t->vocab, (size_t)n)) {
-        lmk_tokenizer_free(t);
-        return fail(err, cap, ENOMEM, "out of memory for the vocabulary");
-    }
+        hmap_init(&t->vocab, (size_t)n))
+        return lmk_model__err(err, cap, ENOMEM, "out of memory for the vocabulary");
     size_t off = 0;
     for (uint64_t i = 0; i < n; i++) {
         const char *s;
         uint64_t l;
         lmk_gguf_get_arr_str(g, "tokenizer.ggml.tokens", i, &s, &l);
         if (l > UINT32_MAX - 1) {
-            lmk_tokenizer_free(t);
-            return fail(err, cap, LMK_EFORMAT, "token %llu is too long", (unsigned long long)i);
+            return lmk_model__err(err, cap, LMK_EFORMAT, "token %llu is too long",
+                                  (unsigned long long)i);
         }
         memcpy(t->arena + off, s, (size_t)l);
         t->arena[off + l] = 0;
@@ -227,10 +196,9 @@ LMK_API int lmk_tokenizer_from_gguf(lmk_gguf *g, lmk_tokenizer **out, char *err,
         uint64_t m;
         if (lmk_gguf_get_array(g, "tokenizer.ggml.scores", &et, &m, &data) || m != n ||
             et != LMK_GGUF_F32) {
-            lmk_tokenizer_free(t);
-            return fail(err, cap, LMK_EFORMAT,
-                        "tokenizer.ggml.scores must be %llu f32 values",
-                        (unsigned long long)n);
+            return lmk_model__err(err, cap, LMK_EFORMAT,
+                                  "tokenizer.ggml.scores must be %llu f32 values",
+                                  (unsigned long long)n);
         }
         memcpy(t->score, data, (size_t)n * 4);
     }
@@ -238,16 +206,81 @@ LMK_API int lmk_tokenizer_from_gguf(lmk_gguf *g, lmk_tokenizer **out, char *err,
         uint64_t m;
         if (lmk_gguf_get_array(g, "tokenizer.ggml.token_type", &et, &m, &data) || m != n ||
             (et != LMK_GGUF_I32 && et != LMK_GGUF_U32)) {
-            lmk_tokenizer_free(t);
-            return fail(err, cap, LMK_EFORMAT,
-                        "tokenizer.ggml.token_type must be %llu i32 values",
-                        (unsigned long long)n);
+            return lmk_model__err(err, cap, LMK_EFORMAT,
+                                  "tokenizer.ggml.token_type must be %llu i32 values",
+                                  (unsigned long long)n);
         }
         for (uint64_t i = 0; i < n; i++) {
             int32_t v;
             memcpy(&v, (const uint8_t *)data + 4 * i, 4);
             t->type[i] = (uint8_t)(v >= 1 && v <= 6 ? v : TT_NORMAL);
         }
+    }
+    return LMK_OK;
+}
+
+/* A gpt2 tokenizer's merge table into t (on failure the caller frees t). */
+static int load_merges(lmk_gguf *g, lmk_tokenizer *t, char *err, size_t cap)
+{
+    lmk_gguf_type et;
+    const void *data;
+    int rc;
+    uint64_t m;
+    if ((rc = lmk_gguf_get_array(g, "tokenizer.ggml.merges", &et, &m, &data)) != 0 ||
+        et != LMK_GGUF_STRING) {
+        return lmk_model__err(err, cap, rc ? rc : LMK_EFORMAT,
+                              "gpt2 tokenizer needs tokenizer.ggml.merges (array of strings)");
+    }
+    size_t mtotal = 1;
+    for (uint64_t i = 0; i < m; i++) {
+        const char *s;
+        uint64_t l;
+        lmk_gguf_get_arr_str(g, "tokenizer.ggml.merges", i, &s, &l);
+        mtotal += (size_t)l;
+    }
+    t->merge_arena = malloc(mtotal);
+    if (!t->merge_arena || hmap_init(&t->merges, (size_t)m))
+        return lmk_model__err(err, cap, ENOMEM, "out of memory for the merges");
+    size_t mo = 0;
+    for (uint64_t i = 0; i < m; i++) {
+        const char *s;
+        uint64_t l;
+        lmk_gguf_get_arr_str(g, "tokenizer.ggml.merges", i, &s, &l);
+        memcpy(t->merge_arena + mo, s, (size_t)l);
+        if (l < UINT32_MAX && i < INT32_MAX)
+            hmap_put(&t->merges, t->merge_arena + mo, (uint32_t)l, (int32_t)i);
+        mo += (size_t)l;
+    }
+    return LMK_OK;
+}
+
+LMK_API int lmk_tokenizer_from_gguf(lmk_gguf *g, lmk_tokenizer **out, char *err, size_t cap)
+{
+    *out = NULL;
+    char model[64];
+    int rc = lmk_gguf_get_strz(g, "tokenizer.ggml.model", model, sizeof model);
+    if (rc)
+        return lmk_model__err(err, cap, rc, "%s", lmk_gguf_errmsg(g));
+    int is_gpt2 = !strcmp(model, "gpt2");
+    if (strcmp(model, "llama") && !is_gpt2)
+        return lmk_model__err(err, cap, LMK_EUNSUPPORTED,
+                              "tokenizer '%s' is not supported (llama and gpt2 are)", model);
+    lmk_gguf_type et;
+    uint64_t n;
+    const void *data;
+    if ((rc = lmk_gguf_get_array(g, "tokenizer.ggml.tokens", &et, &n, &data)) != 0)
+        return lmk_model__err(err, cap, rc, "%s", lmk_gguf_errmsg(g));
+    if (et != LMK_GGUF_STRING || n == 0 || n > (1u << 24))
+        return lmk_model__err(err, cap, LMK_EFORMAT,
+                              "tokenizer.ggml.tokens: %llu entries of type %d",
+                              (unsigned long long)n, (int)et);
+    lmk_tokenizer *t = calloc(1, sizeof *t);
+    if (!t)
+        return ENOMEM;
+    t->n_vocab = (int)n;
+    if ((rc = load_vocab(g, t, n, err, cap)) != 0) {
+        lmk_tokenizer_free(t);
+        return rc;
     }
     uint32_t u;
     t->bos = lmk_gguf_get_u32(g, "tokenizer.ggml.bos_token_id", &u) == 0 && u < n ? (int)u : -1;
@@ -278,42 +311,17 @@ LMK_API int lmk_tokenizer_from_gguf(lmk_gguf *g, lmk_tokenizer **out, char *err,
     if (is_gpt2) {
         t->kind = LMK_TOK_GPT2;
         gpt2_byte_map(t->b2u);
-        uint64_t m;
-        if ((rc = lmk_gguf_get_array(g, "tokenizer.ggml.merges", &et, &m, &data)) != 0 ||
-            et != LMK_GGUF_STRING) {
+        if ((rc = load_merges(g, t, err, cap)) != 0) {
             lmk_tokenizer_free(t);
-            return fail(err, cap, rc ? rc : LMK_EFORMAT,
-                        "gpt2 tokenizer needs tokenizer.ggml.merges (array of strings)");
-        }
-        size_t mtotal = 1;
-        for (uint64_t i = 0; i < m; i++) {
-            const char *s;
-            uint64_t l;
-            lmk_gguf_get_arr_str(g, "tokenizer.ggml.merges", i, &s, &l);
-            mtotal += (size_t)l;
-        }
-        t->merge_arena = malloc(mtotal);
-        if (!t->merge_arena || hmap_init(&t->merges, (size_t)m)) {
-            lmk_tokenizer_free(t);
-            return fail(err, cap, ENOMEM, "out of memory for the merges");
-        }
-        size_t mo = 0;
-        for (uint64_t i = 0; i < m; i++) {
-            const char *s;
-            uint64_t l;
-            lmk_gguf_get_arr_str(g, "tokenizer.ggml.merges", i, &s, &l);
-            memcpy(t->merge_arena + mo, s, (size_t)l);
-            if (l < UINT32_MAX && i < INT32_MAX)
-                hmap_put(&t->merges, t->merge_arena + mo, (uint32_t)l, (int32_t)i);
-            mo += (size_t)l;
+            return rc;
         }
     } else if (n_pieces == 0) {
         t->kind = LMK_TOK_BYTE;
         for (int b = 0; b < 256; b++)
             if (t->byte_id[b] < 0) {
                 lmk_tokenizer_free(t);
-                return fail(err, cap, LMK_EFORMAT,
-                            "byte-level vocabulary lacks the token <0x%02X>", b);
+                return lmk_model__err(err, cap, LMK_EFORMAT,
+                                      "byte-level vocabulary lacks the token <0x%02X>", b);
             }
     } else {
         t->kind = LMK_TOK_SPM;

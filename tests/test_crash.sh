@@ -9,7 +9,9 @@
 #    digest and Flat probe digest of an uninterrupted run;
 # 2. the same for kills during `landmark truncate` and `landmark reindex`;
 # 3. damaged data files (zeroed B-tree pages, truncated, empty, foreign bytes, lock files
-#    only): no command dies by a signal; verify reports the damage.
+#    only): no command dies by a signal; verify reports the damage;
+# 4. the command line: usage errors exit 2, failures 1, each with one line on stderr; the
+#    demo removes its temporary directory.
 #
 # Environment: LMK_CRASH_ITERS (kill iterations, default 3), LMK_CRASH_TOKENS (default 20k),
 # LMK_SEED (seed of the kill delays, printed), LMK_TEST_TMP (temporary space).
@@ -242,6 +244,46 @@ touch "$C.src/landmark.lock" "$C.src/lock.mdb"
 run_all "lock files only" damaged
 rm -rf "$C" "$C.src" "$C-fork" "$S"
 echo "damaged data files: $cases command runs, $signals ended by a signal or a timeout; verify reported $reported damaged copies"
+
+# ---- 4. the command line: exit statuses, one-line errors, no temporary directory left ----
+# status WANT ARGS...: landmark ARGS exits WANT; a failure (1, 2) prints one line on stderr
+status() {
+  local want=$1 out st
+  shift
+  out=$("$L" "$@" 2>&1 >/dev/null)
+  st=$?
+  if [ $st -ne "$want" ]; then
+    fail "'landmark $*' exited $st, want $want: $(head -c 300 <<<"$out")"
+  elif [ "$want" -ne 0 ] && [ "$(wc -l <<<"$out")" -ne 1 ]; then
+    fail "'landmark $*' printed $(wc -l <<<"$out") lines on stderr, want one: $(head -c 300 <<<"$out")"
+  fi
+}
+for c in demo info verify truncate fork reindex; do
+  status 0 "$c" --help
+  status 2 "$c" --no-such-option
+done
+status 2 demo --tokens x
+status 2 demo --tokens 0
+status 2 demo --top-k -1
+status 2 demo --mode sideways
+status 2 demo --json=1
+status 2 demo --threads
+status 2 info
+status 2 info a b
+status 2 truncate "$ROOT/none"
+status 2 truncate "$ROOT/none" --tokens x
+status 2 reindex "$ROOT/none"
+status 2 fork "$ROOT/none"
+status 1 info "$ROOT/none"
+status 1 truncate "$ROOT/none" --tokens 1
+status 1 fork "$ROOT/none" "$ROOT/none2"
+status 1 reindex "$ROOT/none" --index Flat
+mkdir -p "$ROOT/tmpdir"
+TMPDIR=$ROOT/tmpdir "$L" demo --tokens 1k --probes 1 --json >/dev/null 2>"$ROOT/tmpdir.err" ||
+  fail "demo in a temporary directory: $(head -c 300 "$ROOT/tmpdir.err")"
+left=$(ls -A "$ROOT/tmpdir")
+[ -z "$left" ] || fail "demo left its temporary directory behind: $left"
+echo "command line: exit statuses and one-line errors as documented"
 
 rm -rf "$ROOT"
 echo "test_crash: $((SECONDS - t_start)) s"

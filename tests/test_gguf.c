@@ -7,6 +7,7 @@
 
 #include "lmk_f16.h"
 #include "lmk_gguf.h"
+#include "lmk_gguf_write.h"
 #include "lmk_test.h"
 #include "lmk_tokenizer.h"
 

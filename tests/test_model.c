@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lmk_gguf_write.h"
 #include "lmk_model.h"
 #include "lmk_test.h"
 

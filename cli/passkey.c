@@ -1,0 +1,138 @@
+/* landmark passkey: the pass-key retrieval test (model/lmk_tasks.h does the work). */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "commands.h"
+#include "model_cmd.h"
+
+typedef struct {
+    double list[LMK_PASSKEY_MAX_DEPTHS];
+    int n;
+} depth_list;
+
+static int parse_depths(void *ctx, const char *v, char *err, size_t cap)
+{
+    depth_list *d = ctx;
+    d->n = lmk_opt_double_list(v, 0, 1, d->list, LMK_PASSKEY_MAX_DEPTHS);
+    if (d->n < 1)
+        snprintf(err, cap, "comma-separated values in [0, 1]");
+    return d->n < 1;
+}
+
+static void trial_line(void *ud, const lmk_passkey_trial *t)
+{
+    (void)ud;
+    fprintf(stderr, "trial %lld: depth %.2f key %d answer '%s' %s (prefill %.1f s, "
+            "%.0f tokens/s)\n", (long long)t->index + 1, t->depth, t->key, t->answer,
+            t->ok ? "ok" : "WRONG", t->prefill_s, (double)t->prefill_tokens / t->prefill_s);
+}
+
+static void report(const lmk_passkey_result *r, const lmk_passkey_opts *p, int json)
+{
+    const lmk_task_opts *t = &r->settings;
+    if (json) {
+        printf("{\"tokens\": %lld, \"trials\": %lld, \"accuracy\": %.4f, "
+               "\"prefill_tokens_per_s\": %.1f, \"decode_tokens_per_s\": %.2f, "
+               "\"correct\": %d, \"top_k\": %d, \"n_recent\": %d, \"mode\": \"%s\", "
+               "\"pos\": \"%s\", \"prefill_retrieve\": \"%s\", \"depths\": [",
+               (long long)p->tokens, (long long)p->trials, r->accuracy,
+               r->prefill_tokens_per_s, r->decode_tokens_per_s, r->correct, t->top_k,
+               t->n_recent, lmk_cli_mode_name(t->mode), lmk_cli_pos_name(t->pos),
+               t->prefill_chunkwise ? "chunk" : "token");
+        for (int i = 0; i < r->n_bins; i++)
+            printf("%s{\"depth\": %.3f, \"trials\": %d, \"correct\": %d}", i ? ", " : "",
+                   r->bins[i].depth, r->bins[i].trials, r->bins[i].correct);
+        printf("]}\n");
+        return;
+    }
+    printf("pass key at %lld tokens, %lld trials: accuracy %.3f (%d correct)\n",
+           (long long)p->tokens, (long long)p->trials, r->accuracy, r->correct);
+    for (int i = 0; i < r->n_bins; i++)
+        if (r->bins[i].trials)
+            printf("  depth %s%.2f: %d/%d\n", p->n_depths ? "" : "~", r->bins[i].depth,
+                   r->bins[i].correct, r->bins[i].trials);
+    printf("prefill %.1f tokens/s, decode %.2f tokens/s (top_k %d, %d recent, %s, %s "
+           "positions, %s prefill retrieval, %d threads)\n", r->prefill_tokens_per_s,
+           r->decode_tokens_per_s, t->top_k, t->n_recent, lmk_cli_mode_name(t->mode),
+           lmk_cli_pos_name(t->pos), t->prefill_chunkwise ? "chunk" : "token", t->n_threads);
+}
+
+int lmk_cmd_passkey(int argc, char **argv)
+{
+    lmk_model_cli c;
+    lmk_model_cli_init(&c, "passkey");
+    lmk_passkey_opts p = lmk_passkey_opts_default();
+    long long tokens = 0, trials = p.trials;
+    const char *haystack = NULL;
+    depth_list depths = {{0}, 0};
+    int json = 0;
+    const lmk_opt opts[] = {
+        {"--tokens", 0, LMK_OPT_COUNT, &tokens, 1, 9e18, NULL, NULL, NULL, "N",
+         "prompt length in regular tokens (k/m suffixes: 1m = 1048576)"},
+        {"--trials", 0, LMK_OPT_COUNT, &trials, 1, 9e18, NULL, NULL, NULL, "T",
+         "trials (default 10); depths cycle through --depth, else uniform"},
+        {"--depth", 0, LMK_OPT_FN, &depths, 0, 0, NULL, parse_depths, NULL, "D,...",
+         "needle depths in [0, 1]"},
+        {"--haystack", 0, LMK_OPT_STR, &haystack, 0, 0, NULL, NULL, NULL, "FILE",
+         "text to hide the key in (e.g. ../shared/data/kjv.txt)"},
+        {"--seed", 0, LMK_OPT_U64, &p.seed, 0, 0, NULL, NULL, NULL, "S",
+         "seed for keys, offsets and depths (default 42)"},
+        {"--workdir", 0, LMK_OPT_STR, &c.t.workdir, 0, 0, NULL, NULL, NULL, "DIR",
+         "where temporary sessions go (default $TMPDIR or /tmp)"},
+        {"--json", 0, LMK_OPT_FLAG, &json, 0, 0, NULL, NULL, NULL, NULL,
+         "one JSON object: tokens, trials, accuracy, prefill_tokens_per_s,\n"
+         "decode_tokens_per_s, and per-depth details"},
+        LMK_MODEL_CLI_OPTS(&c),
+    };
+    const lmk_opt_spec spec = {
+        "passkey",
+        "landmark passkey --model M.gguf --tokens N [--trials T] [--depth D[,D...]]\n"
+        "                        [--haystack FILE] [--json]",
+        "Hide 'The pass key is NNNNN. Remember it. NNNNN is the pass key. ' at a depth of an\n"
+        "N-token haystack (FILE from a random offset, or a repeated filler sentence), ask\n"
+        "' What is the pass key? The pass key is' and check the greedy answer's first five\n"
+        "non-space characters. Reports accuracy per depth and prefill and decode speed.\n",
+        opts, (int)(sizeof opts / sizeof opts[0]), NULL, 0, 0};
+    int prc = lmk_opt_parse(&spec, argc, argv, NULL, NULL);
+    if (prc)
+        return prc == 1 ? 0 : 2;
+    if (!c.model || tokens < 1) {
+        lmk_cli_error("passkey", "--model and --tokens N are required (see --help)");
+        return 2;
+    }
+    c.quiet = json;
+    lmk_model_cli_finish(&c);
+    p.tokens = tokens;
+    p.trials = trials;
+    p.depths = depths.n ? depths.list : NULL;
+    p.n_depths = depths.n;
+    p.on_trial = json ? NULL : trial_line;
+    char err[1024];
+    lmk_model *m = NULL;
+    if (lmk_task_model_open(c.model, &c.t, &m, err, sizeof err)) {
+        lmk_cli_error("passkey", "%s", err);
+        return 1;
+    }
+    char *hay = NULL;
+    int rc = 1;
+    if (haystack) {
+        if (!(hay = lmk_cli_read_file("passkey", haystack, &p.haystack_len)))
+            goto out;
+        if (p.haystack_len < 1024) {
+            lmk_cli_error("passkey", "%s: haystack too short", haystack);
+            goto out;
+        }
+        p.haystack = hay;
+    }
+    lmk_passkey_result res;
+    if (lmk_passkey_eval(m, &c.t, &p, &res, err, sizeof err)) {
+        lmk_cli_error("passkey", "%s", err);
+        goto out;
+    }
+    report(&res, &p, json);
+    rc = 0;
+out:
+    free(hay);
+    lmk_model_close(m);
+    return rc;
+}

@@ -1,0 +1,105 @@
+/* landmark perplexity: retrieval attention against full attention (model/lmk_tasks.h does
+ * the work). */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "commands.h"
+#include "model_cmd.h"
+
+static void report(const lmk_perplexity_result *r, long long dense_max, int json)
+{
+    const lmk_task_opts *t = &r->settings;
+    if (json) {
+        printf("{\"tokens\": %lld, \"scored\": %lld, \"perplexity\": %.6g, "
+               "\"tokens_per_s\": %.1f, \"top_k\": %d, \"n_recent\": %d, ",
+               (long long)r->tokens, (long long)r->scored, r->perplexity, r->tokens_per_s,
+               t->top_k, t->n_recent);
+        if (r->has_full)
+            printf("\"perplexity_full\": %.6g, \"full_tokens_per_s\": %.1f}\n",
+                   r->perplexity_full, r->full_tokens_per_s);
+        else
+            printf("\"perplexity_full\": null}\n");
+        return;
+    }
+    printf("perplexity over %lld tokens (%lld scored):\n", (long long)r->tokens,
+           (long long)r->scored);
+    printf("  retrieval (top_k %d, %d recent, %s, %s positions): %.4f  (%.0f tokens/s)\n",
+           t->top_k, t->n_recent, lmk_cli_mode_name(t->mode), lmk_cli_pos_name(t->pos),
+           r->perplexity, r->tokens_per_s);
+    if (r->has_full)
+        printf("  full attention:                                %.4f  (%.0f tokens/s)\n",
+               r->perplexity_full, r->full_tokens_per_s);
+    else
+        printf("  full attention: skipped (%lld tokens > --dense-max %lld)\n",
+               (long long)r->tokens, dense_max);
+}
+
+int lmk_cmd_perplexity(int argc, char **argv)
+{
+    lmk_model_cli c;
+    lmk_model_cli_init(&c, "perplexity");
+    const char *file = NULL;
+    long long tokens = 0, dense_max = 16384;
+    int json = 0;
+    const lmk_opt opts[] = {
+        {"--file", 0, LMK_OPT_STR, &file, 0, 0, NULL, NULL, NULL, "F", "the text to score"},
+        {"--tokens", 0, LMK_OPT_COUNT, &tokens, 1, 9e18, NULL, NULL, NULL, "N",
+         "score at most the first N tokens"},
+        {"--dense-max", 0, LMK_OPT_COUNT, &dense_max, 0, 0, NULL, NULL, NULL, "N",
+         "longest input also run with full attention (0: never)"},
+        {"--workdir", 0, LMK_OPT_STR, &c.t.workdir, 0, 0, NULL, NULL, NULL, "DIR",
+         "where the temporary session goes"},
+        {"--json", 0, LMK_OPT_FLAG, &json, 0, 0, NULL, NULL, NULL, NULL, "one JSON object"},
+        LMK_MODEL_CLI_OPTS(&c),
+    };
+    const lmk_opt_spec spec = {
+        "perplexity", "landmark perplexity --model M.gguf --file F [--tokens N] [--json]",
+        "Perplexity of the file's regular tokens (landmarks are not scored) with retrieval\n"
+        "attention, and with full attention for comparison when the file fits\n"
+        "--dense-max tokens (default 16384).\n",
+        opts, (int)(sizeof opts / sizeof opts[0]), NULL, 0, 0};
+    int prc = lmk_opt_parse(&spec, argc, argv, NULL, NULL);
+    if (prc)
+        return prc == 1 ? 0 : 2;
+    if (!c.model || !file) {
+        lmk_cli_error("perplexity", "--model and --file are required (see --help)");
+        return 2;
+    }
+    c.quiet = json;
+    lmk_model_cli_finish(&c);
+    char err[1024];
+    lmk_model *m = NULL;
+    if (lmk_task_model_open(c.model, &c.t, &m, err, sizeof err)) {
+        lmk_cli_error("perplexity", "%s", err);
+        return 1;
+    }
+    int rc = 1;
+    size_t len;
+    int32_t *ids = NULL;
+    int64_t n = 0;
+    char *text = lmk_cli_read_file("perplexity", file, &len);
+    if (!text)
+        goto out;
+    if (lmk_task_tokenize(m, text, len, 1, &ids, &n, err, sizeof err)) {
+        lmk_cli_error("perplexity", "%s", err);
+        goto out;
+    }
+    if (tokens > 0 && n > tokens)
+        n = tokens;
+    if (n < 2) {
+        lmk_cli_error("perplexity", "%s: fewer than 2 tokens", file);
+        goto out;
+    }
+    lmk_perplexity_result res;
+    if (lmk_perplexity_eval(m, &c.t, ids, n, dense_max, &res, err, sizeof err)) {
+        lmk_cli_error("perplexity", "%s", err);
+        goto out;
+    }
+    report(&res, dense_max, json);
+    rc = 0;
+out:
+    free(text);
+    free(ids);
+    lmk_model_close(m);
+    return rc;
+}

@@ -1,0 +1,418 @@
+/* A persistent session run with a model: the run state kept beside the session
+ * (model-run.txt, model-run.logits), prefill that resumes a pending document, generation. */
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "lmk_clock.h"
+#include "lmk_export.h"
+#include "lmk_task_impl.h"
+
+
+/* ---- the run state beside the session ---- */
+
+typedef struct {
+    char model[PATH_MAX];
+    char pending[PATH_MAX]; /* a document whose prefill has not completed */
+    long long pending_base; /* regular tokens in the session before it */
+    int pos, mode, top_k, recent, sink, local, next_from, mem_freq, lm_token, block_len;
+    long long fixed_distance;
+    int have;
+} run_state;
+
+struct lmk_run {
+    char dir[PATH_MAX - 64]; /* room for the names of the files beside the session */
+    char model_path[PATH_MAX];
+    lmk_task_opts o;    /* resolved */
+    lmk_model *m;
+    lmk_session *s;
+    lmk_ctx *c;
+    run_state st;
+    int existed;        /* the session was there before this run */
+    float *logits;      /* (n_vocab): the prediction after the last token */
+    int have_logits;
+};
+
+static int state_read(const char *dir, run_state *st)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/model-run.txt", dir);
+    memset(st, 0, sizeof *st);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    char line[PATH_MAX + 64];
+    while (fgets(line, sizeof line, f)) {
+        char *eq = strchr(line, '=');
+        if (!eq || line[0] == '#')
+            continue;
+        *eq = 0;
+        char *v = eq + 1;
+        v[strcspn(v, "\n")] = 0;
+        long long n = strtoll(v, NULL, 10);
+        if (!strcmp(line, "model"))
+            snprintf(st->model, sizeof st->model, "%s", v);
+        else if (!strcmp(line, "pending_file"))
+            snprintf(st->pending, sizeof st->pending, "%s", v);
+        else if (!strcmp(line, "pending_base"))
+            st->pending_base = n;
+#define F(k, field) else if (!strcmp(line, k)) st->field = (int)n;
+        F("pos", pos) F("mode", mode) F("top_k", top_k) F("recent", recent) F("sink", sink)
+        F("local", local) F("next_from", next_from) F("mem_freq", mem_freq)
+        F("landmark_token", lm_token) F("block_len", block_len)
+#undef F
+        else if (!strcmp(line, "fixed_distance")) st->fixed_distance = n;
+    }
+    fclose(f);
+    st->have = 1;
+    return 0;
+}
+
+/* pending: a document being prefilled (NULL when none) and the session's regular token
+ * count before it, so an interrupted prefill can resume where the session stops. */
+static int state_write(const lmk_run *r, const float *logits, const char *pending,
+                       int64_t pending_base)
+{
+    char path[PATH_MAX], tmp[PATH_MAX], abs[PATH_MAX];
+    const lmk_task_opts *o = &r->o;
+    if (!realpath(r->model_path, abs))
+        snprintf(abs, sizeof abs, "%s", r->model_path);
+    const lmk_model_info *mi = lmk_model_get_info(r->m);
+    snprintf(tmp, sizeof tmp, "%s/model-run.txt.tmp", r->dir);
+    snprintf(path, sizeof path, "%s/model-run.txt", r->dir);
+    FILE *f = fopen(tmp, "w");
+    if (!f)
+        return errno;
+    fprintf(f, "# landmark run: the model and settings this session is run with\n"
+               "model=%s\ndigest=%s\npos=%d\nmode=%d\ntop_k=%d\nrecent=%d\nsink=%d\nlocal=%d\n"
+               "fixed_distance=%lld\nnext_from=%d\nmem_freq=%d\nlandmark_token=%d\n"
+               "block_len=%d\n",
+            abs, mi->digest, o->pos, o->mode, o->top_k, o->n_recent, o->n_sink, o->n_local,
+            (long long)o->fixed_distance, o->next_from, mi->mem_freq, mi->landmark_token,
+            o->block_len);
+    if (pending)
+        fprintf(f, "pending_file=%s\npending_base=%lld\n", pending, (long long)pending_base);
+    int rc = fclose(f) ? errno : 0;
+    if (!rc && rename(tmp, path))
+        rc = errno;
+    if (rc || !logits)
+        return rc;
+    /* the prediction after the last token: (u64 tokens, u32 n_vocab, f32 logits) */
+    snprintf(tmp, sizeof tmp, "%s/model-run.logits.tmp", r->dir);
+    snprintf(path, sizeof path, "%s/model-run.logits", r->dir);
+    f = fopen(tmp, "wb");
+    if (!f)
+        return errno;
+    uint64_t t = (uint64_t)lmk_ctx_n_past(r->c);
+    uint32_t nv = (uint32_t)mi->n_vocab;
+    int ok = fwrite(&t, 8, 1, f) == 1 && fwrite(&nv, 4, 1, f) == 1 &&
+             fwrite(logits, 4, nv, f) == nv;
+    rc = fclose(f) || !ok ? (errno ? errno : EIO) : 0;
+    if (!rc && rename(tmp, path))
+        rc = errno;
+    return rc;
+}
+
+static int logits_read(const char *dir, int64_t tokens, int nv, float *logits)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/model-run.logits", dir);
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return -1;
+    uint64_t t;
+    uint32_t n;
+    int ok = fread(&t, 8, 1, f) == 1 && fread(&n, 4, 1, f) == 1 && n == (uint32_t)nv &&
+             t == (uint64_t)tokens && fread(logits, 4, n, f) == n;
+    fclose(f);
+    return ok ? 0 : -1;
+}
+
+static int session_exists(const char *dir)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/data.mdb", dir);
+    return access(path, F_OK) == 0;
+}
+
+LMK_API int lmk_run_probe(const char *dir, int *exists, char *model, size_t cap)
+{
+    run_state st;
+    *exists = session_exists(dir);
+    state_read(dir, &st);
+    if (model && cap)
+        snprintf(model, cap, "%s", *exists && st.have ? st.model : "");
+    return LMK_OK;
+}
+
+/* ---- open ---- */
+
+/* Settings remembered with the session fill what the caller left AUTO. */
+static void settings_from_state(lmk_task_opts *o, const run_state *st)
+{
+    if (o->mem_freq < 0 && st->mem_freq >= 0)
+        o->mem_freq = st->mem_freq;
+#define KEEP(field, value)              \
+    if (o->field == LMK_TASK_AUTO)     \
+        o->field = (value);
+    KEEP(pos, st->pos)
+    KEEP(mode, st->mode)
+    KEEP(top_k, st->top_k)
+    KEEP(n_recent, st->recent)
+    KEEP(n_sink, st->sink)
+    KEEP(n_local, st->local)
+    KEEP(fixed_distance, st->fixed_distance)
+    KEEP(next_from, st->next_from)
+#undef KEEP
+    if (st->block_len > 0)
+        o->block_len = st->block_len;
+}
+
+static void session_log(void *ud, const char *msg)
+{
+    lmk_task__log(ud, "%s", msg);
+}
+
+/* Open (or create) the session of r->dir; a clear error when the session was written by
+ * another model or with another key frame. */
+static int session_open(lmk_run *r, char *err, size_t cap)
+{
+    lmk_session_opts so;
+    char fp[256];
+    int create = !r->existed;
+    lmk_model_session_opts(r->m, (lmk_pos_kind)r->o.pos, r->o.block_len, &so, fp);
+    so.create = create;
+    so.n_threads = r->o.n_threads;
+    so.durability = r->o.durability;
+    so.log = session_log;
+    so.log_ud = &r->o;
+    if (create) {
+        so.index_spec = r->o.index_spec;
+        so.dtype = r->o.dtype;
+    } else {
+        so.block_len = 0;
+        so.landmark = LMK_LANDMARK_AUTO;
+    }
+    int rc = lmk_session_open(r->dir, &so, &r->s, err, cap);
+    if (rc != LMK_EMISMATCH)
+        return rc;
+    lmk_session_opts ro = lmk_session_opts_default();
+    ro.read_only = 1;
+    lmk_session *ses = NULL;
+    lmk_session_info in;
+    if (lmk_session_open(r->dir, &ro, &ses, NULL, 0) == 0 && lmk_session_info_get(ses, &in) == 0)
+        lmk_model__err(err, cap, rc,
+                       "session %s was not written by this model with these settings "
+                       "(session: '%s'; now: '%s')",
+                       r->dir, in.fingerprint, fp);
+    lmk_session_close(ses);
+    return rc;
+}
+
+LMK_API int lmk_run_open(const char *dir, const char *model_path, const lmk_task_opts *o,
+                         lmk_run **out, char *err, size_t cap)
+{
+    *out = NULL;
+    lmk_run *r = calloc(1, sizeof *r);
+    if (!r)
+        return lmk_model__err(err, cap, ENOMEM, "out of memory");
+    r->o = *o;
+    if (strlen(dir) >= sizeof r->dir) {
+        free(r);
+        return lmk_model__err(err, cap, ENAMETOOLONG, "%s: %s", dir, strerror(ENAMETOOLONG));
+    }
+    snprintf(r->dir, sizeof r->dir, "%s", dir);
+    r->existed = session_exists(dir);
+    state_read(dir, &r->st);
+    if (r->existed && r->st.have)
+        settings_from_state(&r->o, &r->st);
+    snprintf(r->model_path, sizeof r->model_path, "%s", model_path ? model_path : r->st.model);
+    int rc = lmk_task_model_open(r->model_path, &r->o, &r->m, err, cap);
+    if (rc)
+        goto fail;
+    lmk_task_resolve(r->m, &r->o);
+    const lmk_model_info *mi = lmk_model_get_info(r->m);
+    if (!(r->logits = malloc((size_t)mi->n_vocab * sizeof(float)))) {
+        rc = lmk_model__err(err, cap, ENOMEM, "out of memory");
+        goto fail;
+    }
+    if ((rc = session_open(r, err, cap)) != 0)
+        goto fail;
+    if ((rc = lmk_task__ctx_open(&r->o, r->m, r->s, &r->c, err, cap)) != 0)
+        goto fail;
+    int64_t start = lmk_ctx_n_past(r->c);
+    r->have_logits = start > 0 && logits_read(dir, start, mi->n_vocab, r->logits) == 0;
+    *out = r;
+    return LMK_OK;
+fail:
+    lmk_run_close(r);
+    return rc;
+}
+
+LMK_API void lmk_run_close(lmk_run *r)
+{
+    if (!r)
+        return;
+    lmk_ctx_free(r->c);
+    /* durability none: sync once here */
+    if (r->s && r->o.durability == LMK_DURABLE_NONE && lmk_session_sync(r->s))
+        lmk_task__log(&r->o, "syncing the session: %s", lmk_session_errmsg(r->s));
+    lmk_session_close(r->s);
+    lmk_model_close(r->m);
+    free(r->logits);
+    free(r);
+}
+
+LMK_API const lmk_task_opts *lmk_run_settings(const lmk_run *r) { return &r->o; }
+LMK_API lmk_model *lmk_run_model(const lmk_run *r) { return r->m; }
+LMK_API int64_t lmk_run_n_tokens(const lmk_run *r) { return lmk_ctx_n_regular(r->c); }
+
+/* ---- prefill ---- */
+
+/* Prepend the BOS token to *ids (n). */
+static int prepend_bos(int32_t **ids, int64_t *n, int bos)
+{
+    int32_t *b = malloc((size_t)(*n + 1) * sizeof *b);
+    if (!b)
+        return ENOMEM;
+    b[0] = bos;
+    memcpy(b + 1, *ids, (size_t)*n * sizeof *b);
+    free(*ids);
+    *ids = b;
+    (*n)++;
+    return LMK_OK;
+}
+
+/* Tokenize the document (continuing a pending one) and the prompt; *skip: document tokens
+ * already in the session, *doc_base: its regular tokens before the document. */
+static int prefill_tokens(lmk_run *r, const char *doc_id, const char *doc, size_t doc_len,
+                          const char *prompt, size_t prompt_len, int32_t **d, int64_t *nd,
+                          int32_t **q, int64_t *nq, int64_t *doc_base, char *err, size_t cap)
+{
+    int rc;
+    *doc_base = lmk_ctx_n_regular(r->c);
+    if (doc) {
+        /* the same document after an interrupted prefill: continue where the session stops */
+        if (r->existed && r->st.pending[0] && !strcmp(r->st.pending, doc_id) &&
+            r->st.pending_base <= *doc_base)
+            *doc_base = r->st.pending_base;
+        if ((rc = lmk_task_tokenize(r->m, doc, doc_len, *doc_base == 0, d, nd, err, cap)))
+            return rc;
+    }
+    int fresh = doc ? *doc_base == 0 : lmk_ctx_n_past(r->c) == 0;
+    if (prompt &&
+        (rc = lmk_task_tokenize(r->m, prompt, prompt_len, fresh && !*nd, q, nq, err, cap)))
+        return rc;
+    if (fresh && lmk_task_want_bos(r->m) && (*nd || *nq)) /* the document starts with BOS */
+        if ((rc = prepend_bos(*nd ? d : q, *nd ? nd : nq, lmk_model_get_info(r->m)->bos)))
+            return lmk_model__err(err, cap, rc, "out of memory");
+    return LMK_OK;
+}
+
+LMK_API int lmk_run_prefill(lmk_run *r, const char *doc_id, const char *doc, size_t doc_len,
+                            const char *prompt, size_t prompt_len, lmk_run_prefill_stats *st,
+                            char *err, size_t cap)
+{
+    int32_t *d = NULL, *q = NULL;
+    int64_t nd = 0, nq = 0, skip = 0, doc_base = 0;
+    memset(st, 0, sizeof *st);
+    int rc = prefill_tokens(r, doc_id, doc, doc_len, prompt, prompt_len, &d, &nd, &q, &nq,
+                            &doc_base, err, cap);
+    if (rc)
+        goto out;
+    if (doc) {
+        skip = lmk_ctx_n_regular(r->c) - doc_base;
+        if (skip > nd) {
+            rc = lmk_model__err(err, cap, LMK_EINVAL,
+                                "the session holds more of %s than the file has "
+                                "(%lld > %lld tokens): was the file changed?",
+                                doc_id, (long long)skip, (long long)nd);
+            goto out;
+        }
+        if (skip > 0)
+            lmk_task__log(&r->o, "resuming %s after the %lld tokens already in the session",
+                          doc_id, (long long)skip);
+        st->resumed = skip;
+        if ((rc = state_write(r, NULL, doc_id, doc_base)) != 0) {
+            rc = lmk_model__err(err, cap, rc, "cannot write %s/model-run.txt: %s", r->dir,
+                                strerror(rc));
+            goto out;
+        }
+    }
+    double t0 = lmk_clock_s();
+    int64_t p0 = lmk_ctx_n_past(r->c);
+    if (nd - skip > 0) {
+        lmk_attend_opts a = lmk_task__attend(&r->o, r->o.prefill_chunkwise);
+        lmk_ctx_set_attend(r->c, &a);
+        rc = lmk_task__feed(&r->o, r->c, d + skip, nd - skip, r->logits, "prefill", err, cap);
+        if (rc)
+            goto out; /* the pending record lets a rerun resume */
+        r->have_logits = 1;
+    }
+    if (nq) {
+        /* the question decides the answer: per-token retrieval unless it is long */
+        lmk_attend_opts a = lmk_task__attend(&r->o, r->o.prefill_chunkwise && nq > 512);
+        lmk_ctx_set_attend(r->c, &a);
+        rc = lmk_task__feed(&r->o, r->c, q, nq, r->logits, nq > 4096 ? "prompt" : NULL, err,
+                            cap);
+        if (rc) {
+            state_write(r, NULL, NULL, 0);
+            goto out;
+        }
+        r->have_logits = 1;
+    }
+    st->seconds = lmk_clock_s() - t0;
+    st->tokens = nd - skip + nq;
+    st->positions = lmk_ctx_n_past(r->c) - p0;
+out:
+    free(d);
+    free(q);
+    return rc;
+}
+
+/* ---- generation ---- */
+
+LMK_API int lmk_run_generate(lmk_run *r, int64_t n, double temp, uint64_t seed,
+                             lmk_task_token_fn on_token, void *ud, int64_t *generated,
+                             double *seconds, char *err, size_t cap)
+{
+    const lmk_model_info *mi = lmk_model_get_info(r->m);
+    *generated = 0;
+    *seconds = 0;
+    if (n > 0 && !r->have_logits)
+        return lmk_model__err(err, cap, LMK_ESTATE,
+                              "nothing to continue from: give --prompt (the "
+                              "session has no saved prediction)");
+    lmk_attend_opts a = lmk_task__attend(&r->o, 0);
+    lmk_ctx_set_attend(r->c, &a);
+    uint64_t rng = seed;
+    double t0 = lmk_clock_s();
+    int rc = LMK_OK;
+    for (; *generated < n && !lmk_task__interrupted(&r->o); (*generated)++) {
+        int tok = lmk_task_sample(r->logits, mi->n_vocab, temp, mi->landmark_token, &rng);
+        if (tok < 0 || tok == mi->eos)
+            break;
+        char piece[256];
+        int pl = lmk_tokenizer_piece(lmk_model_tokenizer(r->m), tok, piece, sizeof piece);
+        if (pl > 0 && on_token)
+            on_token(ud, piece, (size_t)(pl < (int)sizeof piece ? pl : (int)sizeof piece));
+        int32_t t = tok;
+        if ((rc = lmk_ctx_feed(r->c, &t, 1, r->logits, 1)) != 0) {
+            lmk_model__err(err, cap, rc, "%s", lmk_ctx_errmsg(r->c));
+            break;
+        }
+    }
+    *seconds = lmk_clock_s() - t0;
+    return rc;
+}
+
+LMK_API int lmk_run_save(lmk_run *r, char *err, size_t cap)
+{
+    int rc = state_write(r, r->logits, NULL, 0);
+    return rc ? lmk_model__err(err, cap, rc, "could not save the session's run state: %s",
+                               strerror(rc))
+              : LMK_OK;
+}

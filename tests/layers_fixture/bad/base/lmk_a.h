@@ -1,0 +1,2 @@
+/* fixture: a base header */
+#include "nowhere.h"

@@ -1,0 +1,3 @@
+/* fixture: an engine header */
+#include "lmk_store.h"
+#include "../base/lmk_a.h"

@@ -1,0 +1,2 @@
+/* fixture: a storage header */
+#include "lmk_a.h"

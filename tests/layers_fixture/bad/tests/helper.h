@@ -1,0 +1,1 @@
+/* fixture: a test helper, in no layer */
