@@ -368,3 +368,31 @@ LMK_API int lmk_store_sync(lmk_store *s)
     return LMK_OK;
 }
 
+
+LMK_API size_t lmk_store_batch_mark(const lmk_store *s)
+{
+    return s && s->batch_open ? s->arena_len : 0;
+}
+
+LMK_API int lmk_store_batch_rollback(lmk_store *s, size_t mark)
+{
+    if (!s)
+        return LMK_EINVAL;
+    int rc = writable(s, "batch_rollback");
+    if (rc)
+        return rc;
+    /* mark must fall on an operation boundary at or before the end */
+    size_t off = 0, n = 0;
+    while (off < mark && off < s->arena_len) {
+        const op_hdr *h = (const op_hdr *)(const void *)(s->arena + off);
+        off += (sizeof(op_hdr) + h->klen + h->vlen + 7) & ~(size_t)7;
+        n++;
+    }
+    if (off != mark) {
+        set_msg(s, "batch_rollback: %zu is not a mark of the pending batch", mark);
+        return LMK_EINVAL;
+    }
+    s->arena_len = mark;
+    s->n_ops = n;
+    return LMK_OK;
+}
