@@ -117,7 +117,10 @@ LMK_API int lmk_session_attend(lmk_session *s, int layer, int64_t nq, const floa
     if (!s)
         return LMK_EINVAL;
     lmk_attend_opts o = opts ? *opts : lmk_attend_opts_default();
-    int rc = check_call(s, layer, nq, q, out, &o);
+    int rc = lmk_sess_check_usable(s);
+    if (rc)
+        return rc;
+    rc = check_call(s, layer, nq, q, out, &o);
     if (rc)
         return rc;
     double t0 = lmk_clock_s();

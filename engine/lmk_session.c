@@ -97,7 +97,8 @@ static int alloc_state(lmk_session *s)
     s->layers = calloc((size_t)s->n_layers, sizeof *s->layers);
     s->work = calloc((size_t)s->n_threads, sizeof *s->work);
     s->need_off = calloc((size_t)s->n_kv_heads + 1, sizeof *s->need_off);
-    if (!s->idx || !s->idx_dirty || !s->layers || !s->work || !s->need_off)
+    s->txl = calloc((size_t)s->n_layers, sizeof *s->txl);
+    if (!s->idx || !s->idx_dirty || !s->layers || !s->work || !s->need_off || !s->txl)
         return ENOMEM;
     size_t tail = (size_t)s->n_kv_heads * s->L * s->head_dim;
     for (int l = 0; l < s->n_layers; l++) {
@@ -567,6 +568,8 @@ LMK_API void lmk_session_close(lmk_session *s)
 {
     if (!s)
         return;
+    if (s->txn != LMK_TXN_NONE && lmk_sess_txn_abort(s) && s->log)
+        s->log(s->log_ud, s->err);
     if (save_indices(s) && s->log)
         s->log(s->log_ud, s->err);
     if (s->idx)
@@ -596,6 +599,12 @@ LMK_API void lmk_session_close(lmk_session *s)
             buf_free(&s->work[t]);
     free(s->work);
     free(s->need_off);
+    if (s->txl)
+        for (int l = 0; l < s->n_layers; l++) {
+            buf_free(&s->txl[l].tail0);
+            buf_free(&s->txl[l].blocks);
+        }
+    free(s->txl);
     free(s);
 }
 
@@ -745,12 +754,15 @@ LMK_API int lmk_session_data_digest(lmk_session *s, uint64_t *digest)
 {
     if (!s || !digest)
         return LMK_EINVAL;
+    int rc = lmk_sess_no_txn(s, "data digest");
+    if (rc)
+        return rc;
     digest_ctx d = {0xcbf29ce484222325ull};
     int32_t shape[7] = {s->n_layers, s->n_heads, s->n_kv_heads, s->head_dim, s->L,
                         (int32_t)s->dtype, (int32_t)s->landmark};
     fnv(&d.h, shape, sizeof shape);
     /* counts and records from one snapshot */
-    int rc = lmk_store_read_begin(s->st);
+    rc = lmk_store_read_begin(s->st);
     if (rc)
         return lmk_sess_store_fail(s, rc, "starting a read");
     for (int l = 0; l < s->n_layers && rc == LMK_OK; l++) {
@@ -776,7 +788,10 @@ LMK_API int lmk_session_sync(lmk_session *s)
         return LMK_EINVAL;
     if (s->read_only)
         return LMK_OK;
-    int rc = lmk_store_sync(s->st);
+    int rc = lmk_sess_no_txn(s, "sync");
+    if (rc)
+        return rc;
+    rc = lmk_store_sync(s->st);
     if (rc)
         return lmk_sess_store_fail(s, rc, "syncing the store");
     return save_indices(s);

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "../engine/lmk_internal.h"
+#include "lmk_index.h"
 #include "lmk_session.h"
 #include "lmk_test.h"
 
@@ -78,7 +79,7 @@ static int ingest(lmk_session *s, int64_t from, int64_t to, int64_t chunk)
     return rc;
 }
 
-static __attribute__((unused)) uint64_t digest(lmk_session *s)
+static uint64_t digest(lmk_session *s)
 {
     uint64_t d = 0;
     if (lmk_session_data_digest(s, &d))
@@ -259,10 +260,333 @@ static int no_stack_arrays_from_disk(void)
     return 0;
 }
 
+/* ---- session transactions ---- */
+
+/* Outputs of fixed queries at every layer, several option sets, into out
+ * (PROBES, NL, 2 positions... ) — bitwise comparable. */
+enum { PROBES = 3 };
+#define PROBE_FLOATS ((size_t)PROBES * NL * 2 * QROW)
+
+static int probe(lmk_session *s, float *out)
+{
+    uint64_t seed = 99;
+    float q[2 * QROW];
+    for (int p = 0; p < PROBES; p++)
+        for (int l = 0; l < NL; l++) {
+            lmk_attend_opts o = lmk_attend_opts_default();
+            o.top_k = p == 0 ? 2 : p == 1 ? LMK_TOP_K_ALL : 1;
+            o.n_sink = p == 2 ? 3 : 0;
+            o.n_local = p == 2 ? 6 : 0;
+            o.mode = p == 1 ? LMK_MODE_UNION : LMK_MODE_GROUPED;
+            for (size_t i = 0; i < 2 * QROW; i++)
+                q[i] = 3.0f * lmk_test_uniform(&seed);
+            int rc = lmk_session_attend(s, l, 2, q, &o, out + ((size_t)p * NL + l) * 2 * QROW,
+                                        NULL);
+            if (rc) {
+                fprintf(stderr, "attend: %s\n", lmk_session_errmsg(s));
+                return rc;
+            }
+        }
+    return LMK_OK;
+}
+
+/* Appends [from, to) at every layer with chunk sizes cycling through 1, 3, 5 (crossing
+ * block boundaries at different offsets per layer). */
+static int ingest_mixed(lmk_session *s, int64_t from, int64_t to)
+{
+    float k[5 * ROW], v[5 * ROW];
+    static const int sizes[3] = {1, 3, 5};
+    for (int l = 0; l < NL; l++) {
+        int c = l;
+        for (int64_t t = from; t < to;) {
+            int64_t n = sizes[c++ % 3];
+            if (t + n > to)
+                n = to - t;
+            gen(l, t, n, k, v);
+            int rc = lmk_session_append(s, l, n, k, v);
+            if (rc) {
+                fprintf(stderr, "append: %s\n", lmk_session_errmsg(s));
+                return rc;
+            }
+            t += n;
+        }
+    }
+    return LMK_OK;
+}
+
+static int64_t verify_errors(lmk_session *s)
+{
+    int64_t checked = 0, errors = -1;
+    int nrep = 0;
+    if (lmk_session_verify(s, count_report, &nrep, &checked, &errors))
+        fprintf(stderr, "verify: %s\n", lmk_session_errmsg(s));
+    for (int l = 0; l < NL; l++)
+        for (int h = 0; h < KV; h++)
+            if (lmk_index_ntotal(lmk_session_index(s, l, h)) !=
+                lmk_sealed(lmk_session_tokens(s, l), BL))
+                errors++;
+    return errors;
+}
+
+/* Abort leaves data and attention bit-identical to never having appended; commit equals
+ * plain appends bitwise; attention inside sees the uncommitted tokens exactly as after the
+ * commit. */
+static int txn_abort_commit(void)
+{
+    char a[4096], b[4096];
+    lmk_test_dir(a, sizeof a, "txn-a");
+    lmk_test_dir(b, sizeof b, "txn-b");
+    lmk_session *s = NULL, *r = NULL;
+    REQUIRE_OK(open_rw(a, LMK_DURABLE_NONE, &s));
+    REQUIRE_OK(open_rw(b, LMK_DURABLE_NONE, &r));
+    REQUIRE_OK(ingest(s, 0, 22, 11));
+    REQUIRE_OK(ingest(r, 0, 22, 11));
+    float *p0 = malloc(PROBE_FLOATS * 4), *p1 = malloc(PROBE_FLOATS * 4),
+          *p2 = malloc(PROBE_FLOATS * 4);
+    REQUIRE_OK(probe(s, p0));
+    uint64_t d0 = digest(s);
+
+    /* aborted */
+    REQUIRE_OK(lmk_session_begin(s));
+    CHECK(lmk_session_in_txn(s));
+    CHECK_RC(lmk_session_begin(s), LMK_ESTATE);
+    REQUIRE_OK(ingest_mixed(s, 22, 61));
+    CHECK(lmk_session_tokens(s, 0) == 61);
+    REQUIRE_OK(probe(s, p1)); /* inside: sees the uncommitted tokens */
+    CHECK_RC(lmk_session_truncate(s, 10), LMK_ESTATE);
+    CHECK_RC(lmk_session_sync(s), LMK_ESTATE);
+    uint64_t dd = 0;
+    CHECK_RC(lmk_session_data_digest(s, &dd), LMK_ESTATE);
+    REQUIRE_OK(lmk_session_abort(s));
+    CHECK(!lmk_session_in_txn(s));
+    CHECK_RC(lmk_session_abort(s), LMK_ESTATE);
+    CHECK(lmk_session_tokens(s, 0) == 22 && lmk_session_tokens(s, NL - 1) == 22);
+    CHECK(digest(s) == d0);
+    REQUIRE_OK(probe(s, p2));
+    CHECK(memcmp(p0, p2, PROBE_FLOATS * 4) == 0);
+    CHECK(verify_errors(s) == 0);
+
+    /* committed == plain appends, inside == after commit */
+    REQUIRE_OK(lmk_session_begin(s));
+    REQUIRE_OK(ingest_mixed(s, 22, 61));
+    REQUIRE_OK(probe(s, p1));
+    REQUIRE_OK(lmk_session_commit(s));
+    CHECK_RC(lmk_session_commit(s), LMK_ESTATE);
+    REQUIRE_OK(probe(s, p2));
+    CHECK(memcmp(p1, p2, PROBE_FLOATS * 4) == 0);
+    REQUIRE_OK(ingest_mixed(r, 22, 61));
+    REQUIRE_OK(probe(r, p0));
+    CHECK(memcmp(p0, p2, PROBE_FLOATS * 4) == 0);
+    CHECK(digest(s) == digest(r));
+    CHECK(verify_errors(s) == 0);
+
+    /* answer without changing: append, attend, abort; then go on as if nothing happened */
+    d0 = digest(s);
+    REQUIRE_OK(lmk_session_begin(s));
+    REQUIRE_OK(ingest(s, 61, 70, 9));
+    REQUIRE_OK(probe(s, p1));
+    REQUIRE_OK(lmk_session_abort(s));
+    CHECK(digest(s) == d0);
+    REQUIRE_OK(ingest_mixed(s, 61, 80));
+    REQUIRE_OK(ingest_mixed(r, 61, 80));
+    CHECK(digest(s) == digest(r));
+    REQUIRE_OK(probe(s, p1));
+    REQUIRE_OK(probe(r, p2));
+    CHECK(memcmp(p1, p2, PROBE_FLOATS * 4) == 0);
+
+    /* the size limit refuses an append and leaves the transaction as it was */
+    REQUIRE_OK(lmk_session_begin(s));
+    REQUIRE_OK(ingest(s, 80, 81, 1));
+    size_t big = LMK_SESSION_TXN_MAX_BYTES / (ROW * 2 * 2) + 8;
+    float *bk = calloc(big * ROW, 4), *bv = calloc(big * ROW, 4);
+    CHECK_RC(lmk_session_append(s, 0, (int64_t)big, bk, bv), LMK_EINVAL);
+    free(bk);
+    free(bv);
+    CHECK(lmk_session_tokens(s, 0) == 81);
+    REQUIRE_OK(lmk_session_commit(s));
+    REQUIRE_OK(ingest(r, 80, 81, 1));
+    CHECK(digest(s) == digest(r));
+
+    /* closing with a transaction open aborts it */
+    d0 = digest(s);
+    REQUIRE_OK(lmk_session_begin(s));
+    REQUIRE_OK(ingest(s, 81, 90, 3));
+    lmk_session_close(s);
+    REQUIRE_OK(open_rw(a, LMK_DURABLE_NONE, &s));
+    CHECK(lmk_session_tokens(s, 0) == 81 && lmk_session_tokens(s, NL - 1) == 81);
+    CHECK(digest(s) == d0);
+    CHECK(verify_errors(s) == 0);
+
+    free(p0);
+    free(p1);
+    free(p2);
+    lmk_session_close(s);
+    lmk_session_close(r);
+    lmk_test_rmdir(a);
+    lmk_test_rmdir(b);
+    return 0;
+}
+
+/* A writer killed (SIGKILL) at random moments while it appends one token per layer in a
+ * transaction per token: the session is always at a commit, the same length at every layer,
+ * and verifies clean. */
+static int killed_inside_txn(void)
+{
+    char dir[4096];
+    lmk_test_dir(dir, sizeof dir, "txn-kill");
+    lmk_session *s = NULL;
+    REQUIRE_OK(open_rw(dir, LMK_DURABLE_NONE, &s));
+    REQUIRE_OK(ingest(s, 0, 13, 13));
+    lmk_session_close(s);
+    uint64_t seed = 4242;
+    int64_t last = 13;
+    for (int it = 0; it < 6; it++) {
+        int pfd[2];
+        REQUIRE(pipe(pfd) == 0);
+        fflush(NULL);
+        pid_t pid = fork();
+        REQUIRE(pid >= 0);
+        if (pid == 0) {
+            close(pfd[0]);
+            if (open_rw(dir, LMK_DURABLE_NONE, &s))
+                _exit(2);
+            float k[ROW], v[ROW];
+            int64_t t = lmk_session_tokens(s, 0);
+            /* the first transaction holds after its appends until killed */
+            int hold = it == 0;
+            for (;; t++) {
+                if (lmk_session_begin(s))
+                    _exit(3);
+                for (int l = 0; l < NL; l++) {
+                    gen(l, t, 1, k, v);
+                    if (lmk_session_append(s, l, 1, k, v))
+                        _exit(4);
+                    if (hold && l == 1) {
+                        char c = 1;
+                        if (write(pfd[1], &c, 1) != 1)
+                            _exit(5);
+                        for (;;)
+                            pause();
+                    }
+                }
+                if (lmk_session_commit(s))
+                    _exit(6);
+                if (t == lmk_session_tokens(s, 0) - 1 && t % 8 == 0) {
+                    char c = 1;
+                    (void)!write(pfd[1], &c, 1);
+                }
+            }
+        }
+        close(pfd[1]);
+        char c;
+        REQUIRE(read(pfd[0], &c, 1) == 1);
+        usleep((useconds_t)(lmk_test_rand(&seed) % 30000));
+        kill(pid, SIGKILL);
+        int st = 0;
+        waitpid(pid, &st, 0);
+        close(pfd[0]);
+        CHECK(WIFSIGNALED(st));
+        REQUIRE_OK(open_rw(dir, LMK_DURABLE_NONE, &s));
+        int64_t n0 = lmk_session_tokens(s, 0);
+        for (int l = 1; l < NL; l++)
+            CHECK(lmk_session_tokens(s, l) == n0);
+        if (it == 0)
+            CHECK(n0 == last);
+        CHECK(n0 >= last);
+        last = n0;
+        CHECK(verify_errors(s) == 0);
+        lmk_session_close(s);
+    }
+    printf("killed inside transactions: session at %lld tokens at every layer\n",
+           (long long)last);
+    lmk_test_rmdir(dir);
+    return 0;
+}
+
+/* ---- undo paths never ignore a failed index truncation ---- */
+
+static int failed_index_cut(void)
+{
+    char a[4096], b[4096];
+    lmk_test_dir(a, sizeof a, "txn-cut-a");
+    lmk_test_dir(b, sizeof b, "txn-cut-b");
+    lmk_session *s = NULL, *r = NULL;
+    REQUIRE_OK(open_rw(a, LMK_DURABLE_NONE, &s));
+    REQUIRE_OK(open_rw(b, LMK_DURABLE_NONE, &r));
+    REQUIRE_OK(ingest(s, 0, 10, 10));
+    REQUIRE_OK(ingest(r, 0, 10, 10));
+    float k[8 * ROW], v[8 * ROW];
+
+    /* an append whose second head's index addition fails, and the undo of the first
+     * head's addition fails in FAISS: the index is rebuilt, ids stay equal to blocks */
+    gen(0, 10, 8, k, v);
+    lmk_fault_index_add = 2;
+    lmk_fault_index_truncate = 1;
+    CHECK_RC(lmk_session_append(s, 0, 8, k, v), LMK_EINDEX);
+    lmk_fault_index_add = lmk_fault_index_truncate = 0;
+    CHECK(lmk_session_tokens(s, 0) == 10);
+    CHECK(verify_errors(s) == 0);
+    REQUIRE_OK(ingest(s, 10, 30, 5));
+    REQUIRE_OK(ingest(r, 10, 30, 5));
+    CHECK(digest(s) == digest(r));
+    CHECK(verify_errors(s) == 0);
+    float *p1 = malloc(PROBE_FLOATS * 4), *p2 = malloc(PROBE_FLOATS * 4);
+    REQUIRE_OK(probe(s, p1));
+    REQUIRE_OK(probe(r, p2));
+    CHECK(memcmp(p1, p2, PROBE_FLOATS * 4) == 0);
+
+    /* truncation: the first index cut fails in FAISS; every layer still ends at 18 */
+    lmk_fault_index_truncate = 1;
+    REQUIRE_OK(lmk_session_truncate(s, 18));
+    lmk_fault_index_truncate = 0;
+    for (int l = 0; l < NL; l++)
+        CHECK(lmk_session_tokens(s, l) == 18);
+    CHECK(verify_errors(s) == 0);
+
+    /* the rebuild fails too: the handle refuses everything, the store is whole */
+    gen(0, 18, 8, k, v);
+    lmk_fault_index_add = 2;
+    lmk_fault_index_truncate = 1;
+    lmk_fault_index_rebuild = 1;
+    CHECK_RC(lmk_session_append(s, 0, 8, k, v), LMK_ESTATE);
+    lmk_fault_index_add = lmk_fault_index_truncate = lmk_fault_index_rebuild = 0;
+    CHECK_RC(lmk_session_append(s, 0, 8, k, v), LMK_ESTATE);
+    CHECK_RC(lmk_session_attend(s, 0, 1, p1, NULL, p2, NULL), LMK_ESTATE);
+    CHECK_RC(lmk_session_begin(s), LMK_ESTATE);
+    CHECK(strstr(lmk_session_errmsg(s), "reopen") != NULL);
+    lmk_session_close(s);
+    REQUIRE_OK(open_rw(a, LMK_DURABLE_NONE, &s));
+    for (int l = 0; l < NL; l++)
+        CHECK(lmk_session_tokens(s, l) == 18);
+    CHECK(verify_errors(s) == 0);
+
+    /* a truncation whose cut and rebuild fail: every layer is cut in the store */
+    lmk_fault_index_truncate = 1;
+    lmk_fault_index_rebuild = 1;
+    CHECK_RC(lmk_session_truncate(s, 9), LMK_ESTATE);
+    lmk_fault_index_truncate = lmk_fault_index_rebuild = 0;
+    lmk_session_close(s);
+    REQUIRE_OK(open_rw(a, LMK_DURABLE_NONE, &s));
+    for (int l = 0; l < NL; l++)
+        CHECK(lmk_session_tokens(s, l) == 9);
+    CHECK(verify_errors(s) == 0);
+
+    free(p1);
+    free(p2);
+    lmk_session_close(s);
+    lmk_session_close(r);
+    lmk_test_rmdir(a);
+    lmk_test_rmdir(b);
+    return 0;
+}
+
 int main(void)
 {
     lmk_test_seed("test_txn", 0);
-    readers_beside_writer();
+    readers_beside_writer(); /* forks: first */
+    killed_inside_txn();     /* forks */
     no_stack_arrays_from_disk();
+    txn_abort_commit();
+    failed_index_cut();
     return lmk_test_finish("test_txn", 0);
 }
