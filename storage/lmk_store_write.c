@@ -5,6 +5,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "lmk_store_priv.h"
 
@@ -303,6 +305,23 @@ static int grow_map(lmk_store *s)
     return LMK_OK;
 }
 
+/* LMDB counts pages allocated and freed again inside one commit ("loose" pages: a leaf
+ * emptied by the commit's own deletes, a record put and deleted in the same batch) in the
+ * meta page's last page number but never writes them, so the file can end before that page.
+ * The open-time check (lmk_store_check.c) would read such a file as truncated: extend it
+ * over them (sparse; fsynced under LMK_SYNC_FULL). */
+static void cover_last_page(lmk_store *s)
+{
+    MDB_envinfo ei;
+    int fd = -1;
+    struct stat st;
+    if (mdb_env_info(s->env, &ei) || mdb_env_get_fd(s->env, &fd) || fstat(fd, &st))
+        return;
+    off_t need = (off_t)(ei.me_last_pgno + 1) * (off_t)s->psize;
+    if (st.st_size < need && ftruncate(fd, need) == 0 && s->sync == LMK_SYNC_FULL)
+        (void)fdatasync(fd);
+}
+
 LMK_API int lmk_store_batch_commit(lmk_store *s)
 {
     if (!s)
@@ -331,6 +350,7 @@ LMK_API int lmk_store_batch_commit(lmk_store *s)
         }
         return xlate(mrc);
     }
+    cover_last_page(s);
     s->batch_open = 0;
     s->arena_len = 0;
     s->n_ops = 0;
