@@ -609,6 +609,59 @@ static int format_pinned(void)
     return 0;
 }
 
+/* A transaction just under LMK_SESSION_TXN_MAX_BYTES commits (LMDB's dirty-page limit is
+ * far above it) and equals plain appends. Opt-in (LMK_TXN_BIG=1): ~130 MiB written twice. */
+static int big_txn(void)
+{
+    enum { BNL = 4, BKV = 8, BD = 128, BBL = 64, CH = 512 };
+    const size_t row = (size_t)BKV * BD;
+    char a[4096], b[4096];
+    lmk_test_dir(a, sizeof a, "txn-big-a");
+    lmk_test_dir(b, sizeof b, "txn-big-b");
+    lmk_session *s[2] = {NULL, NULL};
+    for (int i = 0; i < 2; i++) {
+        lmk_session_opts o = lmk_session_opts_default();
+        o.n_layers = BNL;
+        o.n_heads = BKV;
+        o.n_kv_heads = BKV;
+        o.head_dim = BD;
+        o.block_len = BBL;
+        o.create = 1;
+        o.durability = LMK_DURABLE_NONE;
+        REQUIRE_OK(lmk_session_open(i ? b : a, &o, &s[i], NULL, 0));
+    }
+    float *k = malloc(CH * row * 4), *v = malloc(CH * row * 4);
+    uint64_t seed = 5;
+    REQUIRE_OK(lmk_session_begin(s[0]));
+    int64_t t = 0;
+    int rc = LMK_OK;
+    for (; rc == LMK_OK; t += CH) {
+        for (size_t i = 0; i < CH * row; i++) {
+            k[i] = lmk_test_uniform(&seed);
+            v[i] = lmk_test_uniform(&seed);
+        }
+        for (int l = 0; l < BNL && rc == LMK_OK; l++) {
+            rc = lmk_session_append(s[0], l, CH, k, v); /* the reference mirrors successes */
+            if (rc == LMK_OK)
+                REQUIRE_OK(lmk_session_append(s[1], l, CH, k, v));
+        }
+    }
+    CHECK_RC(rc, LMK_EINVAL);
+    printf("big transaction: %lld tokens at layer 0 before the limit\n",
+           (long long)lmk_session_tokens(s[0], 0));
+    REQUIRE_OK(lmk_session_commit(s[0]));
+    for (int l = 0; l < BNL; l++)
+        CHECK(lmk_session_tokens(s[0], l) == lmk_session_tokens(s[1], l));
+    CHECK(digest(s[0]) == digest(s[1]));
+    free(k);
+    free(v);
+    lmk_session_close(s[0]);
+    lmk_session_close(s[1]);
+    lmk_test_rmdir(a);
+    lmk_test_rmdir(b);
+    return 0;
+}
+
 int main(void)
 {
     lmk_test_seed("test_txn", 0);
@@ -618,5 +671,7 @@ int main(void)
     txn_abort_commit();
     failed_index_cut();
     format_pinned();
+    if (getenv("LMK_TXN_BIG"))
+        big_txn();
     return lmk_test_finish("test_txn", 0);
 }
