@@ -953,7 +953,8 @@ static int encode_gpt2(const lmk_tokenizer *t, const char *text, size_t len, bpe
 
 typedef struct {
     size_t off, len;
-    int32_t tok; /* -1: text */
+    int32_t tok;   /* -1: text */
+    int special;   /* text where control tokens are recognized */
 } frag;
 
 typedef struct {
@@ -961,7 +962,7 @@ typedef struct {
     size_t n, cap;
 } frags;
 
-static int frag_push(frags *v, size_t off, size_t len, int32_t tok)
+static int frag_push(frags *v, size_t off, size_t len, int32_t tok, int special)
 {
     if (v->n == v->cap) {
         size_t cap = v->cap ? 2 * v->cap : 16;
@@ -971,35 +972,39 @@ static int frag_push(frags *v, size_t off, size_t len, int32_t tok)
         v->f = p;
         v->cap = cap;
     }
-    v->f[v->n++] = (frag){off, len, tok};
+    v->f[v->n++] = (frag){off, len, tok, special};
     return 0;
 }
 
 static int is_space(char c) { return isspace((unsigned char)c) != 0; }
 
 /* Split the text fragments of *v at every occurrence of each special token in turn,
- * longest token first. */
-static int partition(const lmk_tokenizer *t, const char *text, frags *v, int parse_special)
+ * longest token first (user-defined tokens everywhere, control and unknown ones in the
+ * fragments marked special). */
+static int partition(const lmk_tokenizer *t, const char *text, frags *v)
 {
     frags nv = {0};
+    int any_special = 0;
+    for (size_t i = 0; i < v->n; i++)
+        any_special |= v->f[i].special;
     for (int k = 0; k < t->n_special; k++) {
         int32_t id = t->special[k];
-        uint8_t ty = t->type[id];
-        if (!parse_special && ty != TT_USER)
+        int user = t->type[id] == TT_USER;
+        if (!any_special && !user)
             continue;
         const char *tt = t->text[id];
         size_t tl = t->len[id];
         int any = 0;
         for (size_t i = 0; i < v->n && !any; i++)
-            any = v->f[i].tok < 0 && v->f[i].len >= tl &&
+            any = v->f[i].tok < 0 && (user || v->f[i].special) && v->f[i].len >= tl &&
                   memmem(text + v->f[i].off, v->f[i].len, tt, tl) != NULL;
         if (!any)
             continue;
         nv.n = 0;
         for (size_t i = 0; i < v->n; i++) {
             frag f = v->f[i];
-            if (f.tok >= 0) {
-                if (frag_push(&nv, f.off, f.len, f.tok))
+            if (f.tok >= 0 || !(user || f.special)) {
+                if (frag_push(&nv, f.off, f.len, f.tok, f.special))
                     goto oom;
                 continue;
             }
@@ -1007,7 +1012,7 @@ static int partition(const lmk_tokenizer *t, const char *text, frags *v, int par
             for (;;) {
                 const char *m = len >= tl ? memmem(text + off, len, tt, tl) : NULL;
                 if (!m) {
-                    if (len > 0 && frag_push(&nv, off, len, -1))
+                    if (len > 0 && frag_push(&nv, off, len, -1, f.special))
                         goto oom;
                     break;
                 }
@@ -1016,9 +1021,9 @@ static int partition(const lmk_tokenizer *t, const char *text, frags *v, int par
                 if (t->strip[id] & ST_LSTRIP)
                     while (ll > 0 && is_space(text[off + ll - 1]))
                         ll--;
-                if (ll > 0 && frag_push(&nv, off, ll, -1))
+                if (ll > 0 && frag_push(&nv, off, ll, -1, f.special))
                     goto oom;
-                if (frag_push(&nv, mo, tl, id))
+                if (frag_push(&nv, mo, tl, id, 0))
                     goto oom;
                 size_t ro = mo + tl, rl = off + len - ro;
                 if (t->strip[id] & ST_RSTRIP)
@@ -1043,57 +1048,103 @@ oom:
     return ENOMEM;
 }
 
-LMK_API int lmk_tokenizer_tokenize(const lmk_tokenizer *t, const char *text, size_t len,
-                                   unsigned flags, int32_t *ids, size_t cap, size_t *n_out)
+/* Tokenize text[0..len) split into the fragments v (partitioned here; freed). */
+static int tokenize_frags(const lmk_tokenizer *t, const char *text, frags *v,
+                          unsigned flags, sink *o)
 {
-    sink o = {ids, cap, 0};
-    *n_out = 0;
     int add = (flags & LMK_TOK_ADD_SPECIAL) != 0;
     int rc = LMK_OK;
-    if (t->kind == LMK_TOK_BYTE) {
-        /* the shared byte-level model: raw bytes, specials never parsed */
-        if (add && t->add_bos)
-            put(&o, t->bos);
-        for (size_t i = 0; i < len; i++)
-            put(&o, t->byte_id[(uint8_t)text[i]]);
-        if (add && t->add_eos)
-            put(&o, t->eos);
-        *n_out = o.n;
-        return o.n > cap ? LMK_EINVAL : LMK_OK;
-    }
-    frags v = {0};
-    if (len > 0 && (frag_push(&v, 0, len, -1) ||
-                    partition(t, text, &v, (flags & LMK_TOK_PARSE_SPECIAL) != 0))) {
-        free(v.f);
+    if (v->n && partition(t, text, v)) {
+        free(v->f);
         return ENOMEM;
     }
+    /* text fragments that touch (segments of one text) are one text again */
+    size_t m = 0;
+    for (size_t i = 0; i < v->n; i++) {
+        if (m > 0 && v->f[i].tok < 0 && v->f[m - 1].tok < 0 &&
+            v->f[m - 1].off + v->f[m - 1].len == v->f[i].off)
+            v->f[m - 1].len += v->f[i].len;
+        else
+            v->f[m++] = v->f[i];
+    }
+    v->n = m;
     if (add && t->add_bos)
-        put(&o, t->bos);
+        put(o, t->bos);
     int prev_special = !(flags & LMK_TOK_CONTINUE);
     bpe_work W;
     memset(&W, 0, sizeof W);
     W.b.t = t;
-    for (size_t i = 0; i < v.n && rc == LMK_OK; i++) {
-        frag f = v.f[i];
+    for (size_t i = 0; i < v->n && rc == LMK_OK; i++) {
+        frag f = v->f[i];
         if (f.tok >= 0) {
-            put(&o, f.tok);
+            put(o, f.tok);
             prev_special = 1;
             continue;
         }
-        if (t->kind == LMK_TOK_SPM)
-            rc = encode_spm(t, text + f.off, f.len, t->add_space_prefix && prev_special, &o);
+        if (t->kind == LMK_TOK_BYTE)
+            for (size_t k = 0; k < f.len; k++)
+                put(o, t->byte_id[(uint8_t)text[f.off + k]]);
+        else if (t->kind == LMK_TOK_SPM)
+            rc = encode_spm(t, text + f.off, f.len, t->add_space_prefix && prev_special, o);
         else
-            rc = encode_gpt2(t, text + f.off, f.len, &W, &o);
+            rc = encode_gpt2(t, text + f.off, f.len, &W, o);
         prev_special = 0;
     }
     if (add && t->add_eos)
-        put(&o, t->eos);
-    free(v.f);
+        put(o, t->eos);
+    free(v->f);
     free(W.cp);
     free(W.w);
     free(W.s);
     free(W.b.q.h);
     free(W.b.scratch);
+    return rc;
+}
+
+LMK_API int lmk_tokenizer_tokenize(const lmk_tokenizer *t, const char *text, size_t len,
+                                   unsigned flags, int32_t *ids, size_t cap, size_t *n_out)
+{
+    sink o = {ids, cap, 0};
+    *n_out = 0;
+    frags v = {0};
+    /* the shared byte-level model takes raw bytes: no special token is parsed */
+    int special = (flags & LMK_TOK_PARSE_SPECIAL) && t->kind != LMK_TOK_BYTE;
+    if (len > 0 && frag_push(&v, 0, len, -1, special))
+        return ENOMEM;
+    int rc = tokenize_frags(t, text, &v, flags, &o);
+    if (rc)
+        return rc;
+    *n_out = o.n;
+    return o.n > cap ? LMK_EINVAL : LMK_OK;
+}
+
+LMK_API int lmk_tokenizer_tokenize_segments(const lmk_tokenizer *t, const lmk_tok_segment *seg,
+                                            size_t n_seg, unsigned flags, int32_t *ids,
+                                            size_t cap, size_t *n_out)
+{
+    sink o = {ids, cap, 0};
+    *n_out = 0;
+    size_t total = 0;
+    for (size_t i = 0; i < n_seg; i++)
+        total += seg[i].len;
+    char *text = malloc(total ? total : 1);
+    frags v = {0};
+    if (!text)
+        return ENOMEM;
+    size_t off = 0;
+    for (size_t i = 0; i < n_seg; i++) {
+        if (seg[i].len == 0)
+            continue;
+        memcpy(text + off, seg[i].text, seg[i].len);
+        if (frag_push(&v, off, seg[i].len, -1, seg[i].special && t->kind != LMK_TOK_BYTE)) {
+            free(v.f);
+            free(text);
+            return ENOMEM;
+        }
+        off += seg[i].len;
+    }
+    int rc = tokenize_frags(t, text, &v, flags, &o);
+    free(text);
     if (rc)
         return rc;
     *n_out = o.n;

@@ -84,6 +84,22 @@ int lmk_tokenizer_encode(const lmk_tokenizer *t, const char *text, size_t len, i
 int lmk_tokenizer_tokenize(const lmk_tokenizer *t, const char *text, size_t len,
                            unsigned flags, int32_t *ids, size_t cap, size_t *n_out);
 
+/* A piece of text, and whether control tokens written in it are recognized. */
+typedef struct lmk_tok_segment {
+    const char *text;
+    size_t len;
+    int special;
+} lmk_tok_segment;
+
+/* Tokenize the concatenation of seg[0..n_seg) as one text, with control tokens recognized
+ * only inside the segments marked special (a chat template's own text, never the user's):
+ * text fragments that meet across segments are tokenized together, as llama.cpp does with
+ * the whole rendered chat. flags: LMK_TOK_ADD_SPECIAL, LMK_TOK_CONTINUE (PARSE_SPECIAL is
+ * per segment). Bound and returns as lmk_tokenizer_tokenize, len being the total length. */
+int lmk_tokenizer_tokenize_segments(const lmk_tokenizer *t, const lmk_tok_segment *seg,
+                                    size_t n_seg, unsigned flags, int32_t *ids, size_t cap,
+                                    size_t *n_out);
+
 /* Whether tokenize adds BOS / EOS under LMK_TOK_ADD_SPECIAL (tokenizer.ggml.add_bos_token,
  * add_eos_token; defaults as llama.cpp's: BOS for `llama` and llama3-style vocabularies). */
 int lmk_tokenizer_add_bos(const lmk_tokenizer *t);
