@@ -5,8 +5,9 @@
  * parse_special = false); the ids must also decode back to the text (SentencePiece: less
  * the space prefix; byte-level BPE: where the text is valid UTF-8).
  *
- * Vocabularies of the supported tokenizer types must match on every line; others found
- * there are reported as information. Without the reference (offline fetch): exit 77 with
+ * Vocabularies of the supported tokenizer types must match on every line, and round-trip
+ * random UTF-8 (fixed seed) and the first 256 KiB of the KJV text (../shared/data/kjv.txt;
+ * skipped when absent); other vocabularies found there are reported as information. Without the reference (offline fetch): exit 77 with
  * the reason, or a failure under CI=true. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -154,6 +155,95 @@ done:
     return bad;
 }
 
+static uint64_t rng_next(uint64_t *s)
+{
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+static size_t put_utf8(uint32_t cp, char *o)
+{
+    if (cp < 0x80) {
+        o[0] = (char)cp;
+        return 1;
+    }
+    if (cp < 0x800) {
+        o[0] = (char)(0xc0 | (cp >> 6));
+        o[1] = (char)(0x80 | (cp & 0x3f));
+        return 2;
+    }
+    if (cp < 0x10000) {
+        o[0] = (char)(0xe0 | (cp >> 12));
+        o[1] = (char)(0x80 | ((cp >> 6) & 0x3f));
+        o[2] = (char)(0x80 | (cp & 0x3f));
+        return 3;
+    }
+    o[0] = (char)(0xf0 | (cp >> 18));
+    o[1] = (char)(0x80 | ((cp >> 12) & 0x3f));
+    o[2] = (char)(0x80 | ((cp >> 6) & 0x3f));
+    o[3] = (char)(0x80 | (cp & 0x3f));
+    return 4;
+}
+
+/* decode(tokenize(text)) == text for one vocabulary; returns the failures. */
+static int round_trips(const char *dir, const char *name, const char *kjv, size_t kjv_len)
+{
+    char path[4200], err[512];
+    snprintf(path, sizeof path, "%s/models/ggml-vocab-%s.gguf", dir, name);
+    lmk_gguf *g = NULL;
+    lmk_tokenizer *t = NULL;
+    if (lmk_gguf_open(path, &g, err, sizeof err) ||
+        lmk_tokenizer_from_gguf(g, &t, err, sizeof err)) {
+        lmk_gguf_close(g);
+        return 1;
+    }
+    int bad = 0;
+    uint64_t seed = 77;
+    char *buf = malloc(1 << 14);
+    for (int i = 0; i <= 100 && buf; i++) {
+        const char *text = buf;
+        size_t len = 0;
+        if (i == 100) {
+            if (!kjv)
+                break;
+            text = kjv;
+            len = kjv_len;
+        } else {
+            size_t want = 1 + rng_next(&seed) % 1000;
+            while (len + 4 <= want) {
+                uint64_t r = rng_next(&seed);
+                static const uint32_t base[] = {0x20, 0x20, 0x30, 0xa0, 0x400, 0x3040, 0x4e00,
+                                                0x1f300};
+                static const uint32_t span[] = {95, 95, 10, 0x180, 0x100, 0x60, 0x500, 0x200};
+                int k = (int)(r % 8);
+                uint32_t cp = base[k] + (uint32_t)((r >> 8) % span[k]);
+                if ((r >> 40) % 7 == 0)
+                    cp = " \n\t'"[(r >> 44) % 4];
+                len += put_utf8(cp, buf + len);
+            }
+        }
+        size_t cap = lmk_tokenizer_max_tokens(len), n = 0;
+        int32_t *ids = malloc(cap * sizeof *ids);
+        char *back = malloc(len + 16);
+        int rc = ids && back ? lmk_tokenizer_tokenize(t, text, len, 0, ids, cap, &n) : ENOMEM;
+        long long dl = rc ? -1 : lmk_tokenizer_decode(t, ids, n, 0, back, len + 16);
+        if (dl != (long long)len || memcmp(back, text, len)) {
+            if (!bad)
+                fprintf(stderr, "%s: round trip of %s (%zu bytes) gives %lld bytes\n", name,
+                        i == 100 ? "KJV" : "random UTF-8", len, dl);
+            bad++;
+        }
+        free(ids);
+        free(back);
+    }
+    free(buf);
+    lmk_tokenizer_free(t);
+    lmk_gguf_close(g);
+    return bad;
+}
+
 int main(int argc, char **argv)
 {
     const char *ref = getenv("LMK_LLAMA_REF");
@@ -178,11 +268,27 @@ int main(int argc, char **argv)
         printf("%s: %d / %d lines match\n", argv[1], total - bad, total);
         return bad != 0;
     }
+    const char *shared = getenv("LMK_SHARED");
+    char kp[4096];
+    snprintf(kp, sizeof kp, "%s/data/kjv.txt", shared ? shared : "../shared");
+    size_t kl = 0;
+    char *kjv = slurp(kp, &kl);
+    if (!kjv)
+        printf("KJV round trips skipped: %s not found\n", kp);
+    if (kl > (256u << 10)) {
+        kl = 256u << 10;
+        while (kl > 0 && ((unsigned char)kjv[kl] & 0xc0) == 0x80)
+            kl--; /* end on a character boundary */
+    }
     for (int i = 0; must[i]; i++) {
         int total, bad = run_vocab(dir, must[i], &total, 1);
-        printf("%-14s %4d / %4d lines match\n", must[i], bad < 0 ? 0 : total - bad, total);
-        CHECK(bad == 0 && total > 0);
+        int rt = round_trips(dir, must[i], kjv, kl);
+        printf("%-14s %4d / %4d lines match; round trips: %s\n", must[i],
+               bad < 0 ? 0 : total - bad, total, rt ? "FAIL" : kjv ? "random UTF-8 and KJV ok"
+                                                             : "random UTF-8 ok");
+        CHECK(bad == 0 && total > 0 && rt == 0);
     }
+    free(kjv);
     for (int i = 0; info[i]; i++) {
         int total, bad = run_vocab(dir, info[i], &total, 0);
         if (bad >= 0)
