@@ -1,7 +1,7 @@
 /* libFuzzer target for the tokenizers on crafted vocabularies: the input describes a
  * vocabulary and a text, the vocabulary is written as a GGUF file (the writer), opened, and
  * the text tokenized into a buffer of exactly lmk_tokenizer_max_tokens(len) entries (ASan
- * catches any write past the bound), then decoded piece by piece.
+ * catches any write past the bound), whole and as chat-like segments, then decoded.
  *
  * Input: byte 0 selects the kind (bit 0: gpt2, else llama), the pre-tokenizer (bits 1-2:
  * llama-bpe, qwen2, gpt-2, none), byte tokens for llama (bit 3), a phi-3 name (bit 4), the
@@ -116,6 +116,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             if (dec)
                 lmk_tokenizer_decode(t, ids, got, (int)(mode & 1), dec, 64);
             free(dec);
+        }
+        /* the same text as three segments, control tokens recognized in the middle one */
+        if (ids && len > 0) {
+            size_t a = (uint8_t)text[0] % (len + 1), b = a + (len - a) / 2;
+            lmk_tok_segment seg[3] = {{text, a, 0}, {text + a, b - a, 1}, {text + b, len - b, 0}};
+            if (lmk_tokenizer_tokenize_segments(t, seg, 3, flags & 1, ids, cap, &got) == 0 &&
+                got > cap)
+                abort();
         }
         /* the legacy entry point with its implicit bound */
         if (ids)
