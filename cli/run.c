@@ -216,7 +216,7 @@ int lmk_cmd_run(int argc, char **argv)
         {"--chat", 0, LMK_OPT_FLAG, &co.on, 0, 0, NULL, NULL, NULL, NULL,
          "a conversation in the model's chat format: the document opens\n"
          "the user's first message, each --prompt is a question, answers\n"
-         "stop at the model's end of turn"},
+         "stop at the model's end of turn (a session begun so stays one)"},
         {"--template", 0, LMK_OPT_STR, &co.template_name, 0, 0, NULL, NULL, NULL, "NAME",
          "chat format instead of the one matched from the model's template:\n"
          "llama3, chatml, mistral-v1, mistral-v3, mistral-v3-tekken,\n"
@@ -265,6 +265,9 @@ int lmk_cmd_run(int argc, char **argv)
     }
     if (!g_generate)
         generate = prompt ? 64 : 0;
+    lmk_chat_state prior;
+    if (exists && !co.on && lmk_chat_state_read(session, &prior) == 0 && prior.format >= 0)
+        co.on = 1; /* a conversation goes on as one */
     char err[1024];
     lmk_run *r = NULL;
     if (lmk_run_open(session, c.model, &c.t, &r, err, sizeof err)) {

@@ -91,7 +91,7 @@ expect 1 "no chat template" -- "$LMK" run --model "$F32" --session "$TMP/c0" --c
 "$LMK" run --model "$F32" --session "$TMP/c1" --template chatml --system "Answer briefly." \
     --file "$TMP/doc.txt" --prompt "$Q" --generate 8 -t 2 >"$TMP/ch1.out" 2>"$TMP/ch1.err" ||
     fail "run --chat: $(cat "$TMP/ch1.err")"
-"$LMK" run --session "$TMP/c1" --chat --prompt "And then?" --generate 8 -t 2 \
+"$LMK" run --session "$TMP/c1" --prompt "And then?" --generate 8 -t 2 \
     >"$TMP/ch2.out" 2>"$TMP/ch2.err" || fail "run --chat (second question): $(cat "$TMP/ch2.err")"
 grep -q "turns 2" "$TMP/c1/model-chat.txt" || fail "chat state: $(cat "$TMP/c1/model-chat.txt")"
 expect 1 "started with --chat" -- "$LMK" run --session "$TMP/s2" --chat --template chatml \
