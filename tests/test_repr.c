@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lmk_index.h"
 #include "lmk_oracle.h"
 #include "lmk_session.h"
 #include "lmk_test.h"
@@ -198,6 +199,16 @@ static int check_source(int src, int with_q)
     REQUIRE_OK(lmk_session_verify(s, NULL, NULL, &checked, &errors));
     CHECK(errors == 0);
     REQUIRE_OK(lmk_session_truncate(s, 2 * L + 1));
+    REQUIRE_OK(lmk_session_verify(s, NULL, NULL, &checked, &errors));
+    CHECK(errors == 0);
+    /* a transaction's abort takes back every entry of the blocks it sealed */
+    REQUIRE_OK(lmk_session_begin(s));
+    REQUIRE_OK(lmk_session_append_q(s, 0, 3 * L, k + (size_t)(2 * L + 1) * NKV * D,
+                                    v + (size_t)(2 * L + 1) * NKV * D,
+                                    with_q ? q + (size_t)(2 * L + 1) * NH * D : NULL));
+    CHECK(lmk_index_ntotal(lmk_session_index(s, 0, 0)) == 5 * (int64_t)n_ent);
+    REQUIRE_OK(lmk_session_abort(s));
+    CHECK(lmk_index_ntotal(lmk_session_index(s, 0, 0)) == 2 * (int64_t)n_ent);
     REQUIRE_OK(lmk_session_verify(s, NULL, NULL, &checked, &errors));
     CHECK(errors == 0);
     lmk_session_close(s);
