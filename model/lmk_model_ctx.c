@@ -167,7 +167,7 @@ LMK_API int lmk_ctx_open(lmk_model *m, const lmk_ctx_opts *opts, lmk_ctx **out, 
     c->tile = calloc((size_t)c->n_thr, sizeof *c->tile);
     c->sc = calloc((size_t)c->n_thr, sizeof *c->sc);
     c->sc_cap = calloc((size_t)c->n_thr, sizeof *c->sc_cap);
-    c->act = malloc((size_t)GEMM_MIN_ROWS * (m->act_row_bytes ? m->act_row_bytes : 1));
+    c->act = malloc((size_t)c->o.chunk * (m->act_row_bytes ? m->act_row_bytes : 1));
     int64_t maxcols = E > H->n_ff ? E : H->n_ff;
     if (nq > maxcols)
         maxcols = nq;
