@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "lmk_error.h"
+#include "lmk_fs.h"
 
 static int lmk_test_failures;
 
@@ -75,18 +76,14 @@ static inline const char *lmk_test_dir(char *buf, size_t cap, const char *name)
         root = "/tmp";
     mkdir(root, 0755);
     snprintf(buf, cap, "%s/%s-%d", root, name, (int)getpid());
-    char cmd[4200];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", buf);
-    if (system(cmd) != 0)
+    if (lmk_fs_rmtree(buf) != 0)
         fprintf(stderr, "warning: could not clear %s\n", buf);
     return buf;
 }
 
 static inline void lmk_test_rmdir(const char *path)
 {
-    char cmd[4200];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", path);
-    if (system(cmd) != 0)
+    if (lmk_fs_rmtree(path) != 0)
         fprintf(stderr, "warning: could not remove %s\n", path);
 }
 

@@ -180,5 +180,5 @@ int main(void)
     test_child_timeout(dir);
     if (!lmk_test_failures)
         lmk_test_rmdir(dir);
-    return lmk_test_finish("test_bench", 0);
+    return lmk_test_finish("test_bench_run", 0);
 }
