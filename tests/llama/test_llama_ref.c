@@ -60,6 +60,7 @@ int main(void)
 #define N_POS 300
 #define PREFILL 250
 #define N_LAYERS 2
+static int g_layers = N_LAYERS; /* --make-big: more */
 
 /* ---- the reference, through dlopen ---- */
 
@@ -231,7 +232,7 @@ static int write_f32_model(const char *path, const arch_cfg *a, uint64_t seed)
 #define KEY(k) (snprintf(key, sizeof key, "%s.%s", a->arch, k), key)
     REQUIRE_OK(lmk_gguf_writer_add_str(w, "general.architecture", a->arch));
     REQUIRE_OK(lmk_gguf_writer_add_str(w, "general.name", "random"));
-    REQUIRE_OK(lmk_gguf_writer_add_u32(w, KEY("block_count"), N_LAYERS));
+    REQUIRE_OK(lmk_gguf_writer_add_u32(w, KEY("block_count"), (uint32_t)g_layers));
     REQUIRE_OK(lmk_gguf_writer_add_u32(w, KEY("context_length"), 2048));
     REQUIRE_OK(lmk_gguf_writer_add_u32(w, KEY("embedding_length"), (uint32_t)a->n_embd));
     REQUIRE_OK(lmk_gguf_writer_add_u32(w, KEY("feed_forward_length"), (uint32_t)a->n_ff));
@@ -279,7 +280,7 @@ static int write_f32_model(const char *path, const arch_cfg *a, uint64_t seed)
         REQUIRE_OK(add_rand(w, "output.weight", E, N_VOCAB, 0.3f, 0, &rs));
     if (a->rope_freqs) /* llama 3.1's low-frequency stretch: factors 1 .. 8 */
         REQUIRE_OK(add_rand(w, "rope_freqs.weight", hd / 2, 1, 3.5f, 4.5f, &rs));
-    for (int l = 0; l < N_LAYERS; l++) {
+    for (int l = 0; l < g_layers; l++) {
         char nm[64];
 #define T(s) (snprintf(nm, sizeof nm, "blk.%d.%s", l, s), nm)
         REQUIRE_OK(add_rand(w, T("attn_norm.weight"), E, 1, 0.2f, 1.0f, &rs));
@@ -635,7 +636,7 @@ out:
 int main(int argc, char **argv)
 {
     int full = 0, table = 0;
-    const char *only_arch = NULL;
+    const char *only_arch = NULL, *big_dir = NULL;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--full"))
             full = 1;
@@ -643,8 +644,11 @@ int main(int argc, char **argv)
             table = 1;
         else if (!strcmp(argv[i], "--arch") && i + 1 < argc)
             only_arch = argv[++i];
+        else if (!strcmp(argv[i], "--make-big") && i + 1 < argc)
+            big_dir = argv[++i];
         else {
-            fprintf(stderr, "usage: test_llama_ref [--full] [--table] [--arch NAME]\n");
+            fprintf(stderr, "usage: test_llama_ref [--full] [--table] [--arch NAME] "
+                            "[--make-big DIR]\n");
             return 2;
         }
     }
@@ -652,6 +656,26 @@ int main(int argc, char **argv)
     if (rc)
         return rc;
     uint64_t seed = lmk_test_seed("test_llama_ref", 20261130);
+    if (big_dir) { /* files for measuring memory and speed (model/README.md) */
+        arch_cfg big = {"llama", 2048, 5632, 16, 4, 128, 10000.0f, 0, 0, 0, 0, 0};
+        g_layers = 6;
+        char f32[1200], out[1200];
+        snprintf(f32, sizeof f32, "%s/big-f32.gguf", big_dir);
+        if (write_f32_model(f32, &big, seed))
+            return 1;
+        int ft[] = {LLAMA_FTYPE_MOSTLY_Q8_0, LLAMA_FTYPE_MOSTLY_Q4_K_M};
+        const char *nm[] = {"q8_0", "q4_k_m"};
+        for (int i = 0; i < 2; i++) {
+            llama_model_quantize_params qp = L.quant_defaults();
+            qp.ftype = (enum llama_ftype)ft[i];
+            qp.nthread = 2;
+            snprintf(out, sizeof out, "%s/big-%s.gguf", big_dir, nm[i]);
+            if (L.quantize(f32, out, &qp) != 0)
+                return 1;
+        }
+        printf("wrote %s/big-{f32,q8_0,q4_k_m}.gguf\n", big_dir);
+        return 0;
+    }
     char tmp[1024];
     lmk_test_dir(tmp, sizeof tmp, "llama-ref");
     if (mkdir(tmp, 0755) && errno != EEXIST) {
