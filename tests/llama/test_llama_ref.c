@@ -554,17 +554,7 @@ static void check_one(const char *tmp, const arch_cfg *a, const qtype *q, const 
         goto out;
     }
     cmp_result r = compare(got, ref, V, q->bound);
-    if (getenv("LMK_REF_DUMP")) {
-        char dp[1400];
-        snprintf(dp, sizeof dp, "%s/%s-%s.lmk", getenv("LMK_REF_DUMP"), a->arch, q->name);
-        FILE *f = fopen(dp, "wb");
-        fwrite(got, sizeof(float), (size_t)N_POS * V, f);
-        fclose(f);
-        snprintf(dp, sizeof dp, "%s/%s-%s.ref", getenv("LMK_REF_DUMP"), a->arch, q->name);
-        f = fopen(dp, "wb");
-        fwrite(ref, sizeof(float), (size_t)N_POS * V, f);
-        fclose(f);
-    }
+    /* LMK_REF_DEBUG=1: how far each engine is from llama.cpp's F32 logits, and where */
     if (getenv("LMK_REF_DEBUG")) {
         static float *ref32;
         if (q->ftype < 0) {
