@@ -34,6 +34,10 @@ struct lmk_run {
     int existed;        /* the session was there before this run */
     float *logits;      /* (n_vocab): the prediction after the last token */
     int have_logits;
+    /* lmk_run_begin: the point lmk_run_abort returns to */
+    int in_txn, mark_have_logits;
+    int64_t mark;       /* positions in the session */
+    float *mark_logits; /* (n_vocab) */
 };
 
 static int state_read(const char *dir, run_state *st)
@@ -263,6 +267,7 @@ LMK_API void lmk_run_close(lmk_run *r)
     lmk_session_close(r->s);
     lmk_model_close(r->m);
     free(r->logits);
+    free(r->mark_logits);
     free(r);
 }
 
@@ -415,4 +420,39 @@ LMK_API int lmk_run_save(lmk_run *r, char *err, size_t cap)
     return rc ? lmk_model__err(err, cap, rc, "could not save the session's run state: %s",
                                strerror(rc))
               : LMK_OK;
+}
+
+/* ---- answering without changing the session ---- */
+
+LMK_API int lmk_run_begin(lmk_run *r, char *err, size_t cap)
+{
+    const lmk_model_info *mi = lmk_model_get_info(r->m);
+    if (r->in_txn)
+        return lmk_model__err(err, cap, LMK_ESTATE, "a transaction is open already");
+    if (!r->mark_logits && !(r->mark_logits = malloc((size_t)mi->n_vocab * sizeof(float))))
+        return lmk_model__err(err, cap, ENOMEM, "out of memory");
+    memcpy(r->mark_logits, r->logits, (size_t)mi->n_vocab * sizeof(float));
+    r->mark_have_logits = r->have_logits;
+    r->mark = lmk_ctx_n_past(r->c);
+    r->in_txn = 1;
+    return LMK_OK;
+}
+
+LMK_API int lmk_run_abort(lmk_run *r, char *err, size_t cap)
+{
+    const lmk_model_info *mi = lmk_model_get_info(r->m);
+    if (!r->in_txn)
+        return lmk_model__err(err, cap, LMK_ESTATE, "no transaction is open");
+    r->in_txn = 0;
+    /* the context caches the session's length: a new one over the cut session */
+    lmk_ctx_free(r->c);
+    r->c = NULL;
+    int rc = lmk_session_truncate(r->s, r->mark);
+    if (rc)
+        return lmk_model__err(err, cap, rc, "undoing the answer: %s", lmk_session_errmsg(r->s));
+    if ((rc = lmk_task__ctx_open(&r->o, r->m, r->s, &r->c, err, cap)) != 0)
+        return rc;
+    memcpy(r->logits, r->mark_logits, (size_t)mi->n_vocab * sizeof(float));
+    r->have_logits = r->mark_have_logits;
+    return LMK_OK;
 }

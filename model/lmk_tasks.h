@@ -159,6 +159,15 @@ int lmk_run_generate(lmk_run *r, int64_t n, double temp, uint64_t seed,
  * for a later run. Returns LMK_OK or an errno. */
 int lmk_run_save(lmk_run *r, char *err, size_t cap);
 
+/* Mark the session's current point: what lmk_run_prefill and lmk_run_generate add after
+ * it is undone by lmk_run_abort (the tokens, and the prediction goes back to the marked
+ * one), so a question can be answered without changing the session. Do not call
+ * lmk_run_save in between. Returns LMK_OK, LMK_ESTATE (one is open), ENOMEM. */
+int lmk_run_begin(lmk_run *r, char *err, size_t cap);
+/* Return to the point of lmk_run_begin. Returns LMK_OK, LMK_ESTATE (none open), or the
+ * session's error (the handle should then be closed). */
+int lmk_run_abort(lmk_run *r, char *err, size_t cap);
+
 /* ---- pass-key retrieval ----
  * Hide "The pass key is NNNNN. Remember it. NNNNN is the pass key. " at a depth of a
  * tokens-long haystack, ask " What is the pass key? The pass key is" and compare the first
