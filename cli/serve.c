@@ -547,7 +547,7 @@ static char *gen_prompt(const lmk_serve_gen *g, size_t *len)
 static enum MHD_Result handle_gen(struct MHD_Connection *c, const char *body, size_t len,
                                   int chat)
 {
-    char err[1024], param[64];
+    char err[1024], param[64] = "";
     gen_job *j = calloc(1, sizeof *j);
     if (!j)
         return send_error(c, 500, NULL, "out of memory");
@@ -818,7 +818,7 @@ static void *doc_thread(void *arg)
 
 static enum MHD_Result handle_create(struct MHD_Connection *c, const char *body, size_t len)
 {
-    char err[1024], param[64];
+    char err[1024], param[64] = "";
     doc_job *d = calloc(1, sizeof *d);
     if (!d)
         return send_error(c, 500, NULL, "out of memory");
@@ -902,7 +902,7 @@ static enum MHD_Result handle_create(struct MHD_Connection *c, const char *body,
 static enum MHD_Result handle_append(struct MHD_Connection *c, const char *id,
                                      const char *body, size_t len)
 {
-    char err[1024], param[64];
+    char err[1024], param[64] = "";
     lmk_serve_sess_req q;
     int status = lmk_serve_parse_sess(body, len, LMK_SERVE_SESS_APPEND, &q, err, sizeof err,
                                       param, sizeof param);
@@ -963,7 +963,7 @@ static int copy_file(const char *src, const char *dst)
 static enum MHD_Result handle_fork(struct MHD_Connection *c, const char *id, const char *body,
                                    size_t len)
 {
-    char err[1024], param[64];
+    char err[1024], param[64] = "";
     lmk_serve_sess_req q;
     int status = lmk_serve_parse_sess(body, len, LMK_SERVE_SESS_FORK, &q, err, sizeof err,
                                       param, sizeof param);

@@ -342,6 +342,18 @@ static const char *error_type(int status)
     }
 }
 
+/* A JSON string of s, invalid UTF-8 replaced (NULL when out of memory). */
+static json_t *json_text(const char *s)
+{
+    size_t n = strlen(s);
+    char *clean = malloc(3 * n + 1);
+    if (!clean)
+        return NULL;
+    json_t *j = json_stringn(clean, lmk_serve_utf8_clean(s, n, clean));
+    free(clean);
+    return j;
+}
+
 char *lmk_serve_error_json(int status, const char *message, const char *param)
 {
     size_t ml = strlen(message);
@@ -349,9 +361,9 @@ char *lmk_serve_error_json(int status, const char *message, const char *param)
     if (!clean)
         return NULL;
     clean[lmk_serve_utf8_clean(message, ml, clean)] = 0;
+    json_t *p = param && *param ? json_text(param) : json_null();
     json_t *e = json_pack("{s:{s:s, s:s, s:o, s:o}}", "error", "message", clean, "type",
-                          error_type(status), "param",
-                          param && *param ? json_string(param) : json_null(), "code",
+                          error_type(status), "param", p ? p : json_null(), "code",
                           json_null());
     free(clean);
     if (!e)
