@@ -410,7 +410,9 @@ static void on_token(void *ud, const char *piece, size_t n)
     check_stop(&j->w);
 }
 
-/* Generate, then keep the session (save) or return it to where it was (abort), close. */
+static void job_close_run(gen_job *j);
+
+/* Generate, then keep the session or return it to where it was, close. */
 static void job_finish_run(gen_job *j)
 {
     int64_t gen = 0;
@@ -425,6 +427,14 @@ static void job_finish_run(gen_job *j)
         snprintf(j->err, sizeof j->err, "%s", err);
     }
     pthread_mutex_unlock(&j->mu);
+    job_close_run(j);
+}
+
+/* Keep the session (save) or return it to where it was (abort); close, release. */
+static void job_close_run(gen_job *j)
+{
+    char err[512];
+    int rc;
     if (!j->temp) {
         if (!j->g.persist)
             rc = lmk_run_abort(j->r, err, sizeof err);
@@ -631,8 +641,7 @@ static enum MHD_Result handle_gen(struct MHD_Connection *c, const char *body, si
                 MHD_destroy_response(resp);
             else
                 j->refs--;
-            j->failed = 500;
-            job_finish_run(j); /* closes and releases */
+            job_close_run(j);
             job_unref(j);
             return send_error(c, 500, NULL, "could not start the stream");
         }
@@ -1248,6 +1257,16 @@ int lmk_cmd_serve(int argc, char **argv)
         return 1;
     }
     lmk_model_close(m);
+    /* temporary sessions of requests a kill interrupted */
+    DIR *dd = opendir(sessions);
+    for (struct dirent *e; dd && (e = readdir(dd));) {
+        char p[PATH_MAX];
+        if (!strncmp(e->d_name, ".tmp-", 5) &&
+            snprintf(p, sizeof p, "%s/%s", sessions, e->d_name) < (int)sizeof p)
+            lmk_fs_rmtree(p);
+    }
+    if (dd)
+        closedir(dd);
     const char *base = strrchr(c.model, '/');
     snprintf(S.model_name, sizeof S.model_name, "%s", base ? base + 1 : c.model);
     size_t nl = strlen(S.model_name);
