@@ -591,6 +591,11 @@ static enum MHD_Result handle_gen(struct MHD_Connection *c, const char *body, si
         job_unref(j);
         return send_error(c, status, NULL, "%s", m);
     }
+    if (!j->temp && !session_exists(sid)) { /* deleted while this request waited */
+        release(j->w.rec, 1);
+        job_unref(j);
+        return send_error(c, 404, "session", "no session '%s'", sid);
+    }
     size_t plen = 0;
     char *prompt = gen_prompt(&j->g, &plen);
     int rc = prompt ? open_run(j->dir, &j->w, j->temp, &j->r, err, sizeof err) : ENOMEM;
@@ -841,9 +846,10 @@ static enum MHD_Result handle_create(struct MHD_Connection *c, const char *body,
     if (!d->q.id[0])
         new_id(d->q.id, sizeof d->q.id, "s");
     if (session_exists(d->q.id)) {
+        enum MHD_Result r409 = send_error(c, 409, "id", "session '%s' exists", d->q.id);
         lmk_serve_sess_free(&d->q);
         free(d);
-        return send_error(c, 409, "id", "session '%s' exists", d->q.id);
+        return r409;
     }
     if (S.max_sessions > 0 && count_sessions() >= S.max_sessions) {
         lmk_serve_sess_free(&d->q);
@@ -857,6 +863,13 @@ static enum MHD_Result handle_create(struct MHD_Connection *c, const char *body,
         free(d);
         const char *m = acq_message(acq, &status);
         return send_error(c, status, NULL, "%s", m);
+    }
+    if (session_exists(d->q.id)) { /* made while this request waited */
+        release(d->w.rec, 1);
+        enum MHD_Result r409 = send_error(c, 409, "id", "session '%s' exists", d->q.id);
+        lmk_serve_sess_free(&d->q);
+        free(d);
+        return r409;
     }
     session_path(d->dir, sizeof d->dir, d->q.id);
     int rc = open_run(d->dir, &d->w, 0, &d->r, err, sizeof err);
@@ -923,6 +936,11 @@ static enum MHD_Result handle_append(struct MHD_Connection *c, const char *id,
         lmk_serve_sess_free(&q);
         const char *m = acq_message(acq, &status);
         return send_error(c, status, NULL, "%s", m);
+    }
+    if (!session_exists(id)) { /* deleted while this request waited */
+        release(w.rec, 1);
+        lmk_serve_sess_free(&q);
+        return send_error(c, 404, "session", "no session '%s'", id);
     }
     char dir[PATH_MAX];
     session_path(dir, sizeof dir, id);
