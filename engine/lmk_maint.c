@@ -1,5 +1,7 @@
 /* Maintenance: truncate, fork, reindex, verify. */
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -103,21 +105,100 @@ LMK_API int lmk_session_truncate(lmk_session *s, int64_t n)
     return rc;
 }
 
+/* Removes what a fork writes into `dir` (the store and index files), then `dir`. */
+static void fork_cleanup(const lmk_session *s, const char *dir)
+{
+    char path[PATH_MAX + 64];
+    static const char *const names[] = {"data.mdb", "lock.mdb", "landmark.lock"};
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
+        snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+        unlink(path);
+    }
+    for (int i = 0; i < s->n_layers * s->n_kv_heads; i++) {
+        snprintf(path, sizeof path, "%s/index-L%d-H%d.lmki", dir, i / s->n_kv_heads,
+                 i % s->n_kv_heads);
+        unlink(path);
+        strcat(path, ".tmp");
+        unlink(path);
+    }
+    rmdir(dir);
+}
+
+/* The copy is made in a fresh "<dst>.fork-XXXXXX" beside dst and renamed to dst only when
+ * complete, so a fork killed midway leaves dst as it was (absent or empty) and a retry
+ * works; the leftover temporary directory blocks nothing. */
 LMK_API int lmk_session_fork(lmk_session *s, const char *dst)
 {
     if (!s || !dst)
         return s ? lmk_sess_fail(s, LMK_EINVAL, "fork: NULL destination") : LMK_EINVAL;
-    int rc = lmk_store_copy(s->st, dst);
-    if (rc)
-        return lmk_sess_fail(s, rc, "copying the store to %s: %s", dst, lmk_store_errmsg(s->st));
+    size_t dl = strlen(dst);
+    while (dl > 1 && dst[dl - 1] == '/')
+        dl--;
+    if (dl == 0 || dl > PATH_MAX - 128)
+        return lmk_sess_fail(s, LMK_EINVAL, "fork: invalid destination");
+    struct stat st;
+    int was_empty = 0; /* an empty dst is removed now, re-created by the rename (or on failure) */
+    if (stat(dst, &st) == 0) {
+        if (S_ISDIR(st.st_mode) && rmdir(dst) == 0)
+            was_empty = 1;
+        if (!was_empty)
+            return lmk_sess_fail(s, LMK_EINVAL, "fork: destination %s exists and is not an "
+                                                "empty directory", dst);
+    }
+    char tmp[PATH_MAX];
+    snprintf(tmp, sizeof tmp, "%.*s.fork-XXXXXX", (int)dl, dst);
+    int rc;
+    if (!mkdtemp(tmp)) {
+        rc = errno;
+        lmk_sess_fail(s, rc, "fork: creating a directory beside %s: %s", dst, strerror(rc));
+        if (was_empty)
+            mkdir(dst, 0755);
+        return rc;
+    }
+    rc = lmk_store_copy(s->st, tmp);
+    if (rc) {
+        lmk_sess_fail(s, rc, "copying the store to %s: %s", dst, lmk_store_errmsg(s->st));
+        goto fail;
+    }
     const int H = s->n_kv_heads;
     for (int i = 0; i < s->n_layers * H; i++) {
         char path[PATH_MAX + 64];
-        snprintf(path, sizeof path, "%s/index-L%d-H%d.lmki", dst, i / H, i % H);
-        if ((rc = lmk_index_save(s->idx[i], path)))
-            return lmk_sess_fail(s, rc, "writing %s: %s", path, lmk_index_errmsg(s->idx[i]));
+        snprintf(path, sizeof path, "%s/index-L%d-H%d.lmki", tmp, i / H, i % H);
+        if ((rc = lmk_index_save(s->idx[i], path))) {
+            lmk_sess_fail(s, rc, "writing an index of %s: %s", dst, lmk_index_errmsg(s->idx[i]));
+            goto fail;
+        }
     }
+    chmod(tmp, 0755); /* mkdtemp's 0700 */
+    if (rename(tmp, dst) != 0) {
+        rc = errno;
+        lmk_sess_fail(s, rc, "fork: renaming %s to %s: %s", tmp, dst, strerror(rc));
+        goto fail;
+    }
+    /* the rename is durable once the parent directory is */
+    char parent[PATH_MAX];
+    snprintf(parent, sizeof parent, "%.*s", (int)dl, dst);
+    char *slash = strrchr(parent, '/');
+    if (!slash)
+        snprintf(parent, sizeof parent, ".");
+    else if (slash == parent)
+        parent[1] = 0;
+    else
+        *slash = 0;
+    int pfd = open(parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (pfd >= 0) {
+        if (fsync(pfd) != 0 && errno != EINVAL)
+            rc = errno;
+        close(pfd);
+    }
+    if (rc)
+        return lmk_sess_fail(s, rc, "fork: fsync of %s: %s", parent, strerror(rc));
     return LMK_OK;
+fail:
+    fork_cleanup(s, tmp);
+    if (was_empty)
+        mkdir(dst, 0755);
+    return rc;
 }
 
 LMK_API int lmk_session_reindex(lmk_session *s, const char *spec)

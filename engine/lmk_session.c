@@ -495,6 +495,21 @@ LMK_API int lmk_session_open(const char *dir, const lmk_session_opts *opts, lmk_
             goto fail;
     }
     apply_config(s, &c);
+    {
+        /* A recorded spec this build refuses (written by an older one, say) must not make
+         * the session unopenable: search exactly until `reindex` records another. */
+        lmk_index_opts io = lmk_index_opts_default();
+        io.spec = s->spec;
+        io.dim = s->head_dim;
+        lmk_index *probe = NULL;
+        int prc = lmk_index_create(&io, &probe, msg, sizeof msg);
+        lmk_index_free(probe);
+        if (prc == LMK_EUNSUPPORTED) {
+            logf_(s, "recorded index spec \"%s\" is not usable (%s): searching exactly "
+                     "(\"Flat\") until reindex", s->spec, msg);
+            snprintf(s->spec, sizeof s->spec, "Flat");
+        }
+    }
     if ((rc = alloc_state(s))) {
         rc = lmk_sess_fail(s, rc, "out of memory");
         goto fail;

@@ -39,6 +39,7 @@ struct lmk_index {
     int exact_only;           /* "Flat": searched by our own brute force, FAISS unused */
     int needs_train;          /* a fresh FAISS index of this spec is untrained */
     int64_t train_min;        /* vectors before FAISS holds them; 0 = from the first */
+    int64_t retry_at;         /* after a FAISS failure: vectors before FAISS is tried again */
     int can_remove;           /* remove_ids(range) works for this spec */
     const char *ef_name;      /* ParameterSpace name for ef_search, NULL if none */
     int has_nprobe;
@@ -158,6 +159,10 @@ int lmk_index_spec_check(const char *spec, int dim, int64_t train_min, char *msg
 /* Fills idx->spec, fspec, dim, fdim, l2 and metric from a checked spec: "+l2" removed
  * from fspec, LSH codes refused. The caller frees idx on failure. */
 int lmk_index_spec_apply(lmk_index *idx, const char *spec, int dim, char *msg, size_t cap);
+
+/* 1 when fspec (the spec without "+l2") is one of the supported forms listed in
+ * lmk_index_spec.c for FAISS vectors of fdim; else 0 with the reason in why. */
+int lmk_index_spec_supported(const char *fspec, int fdim, char *why, size_t cap);
 
 /* PQ codes without polysemous training: see lmk_index_spec.c. */
 int lmk_index_spec_pq_without_np(const char *spec, char *out, size_t cap);
