@@ -224,8 +224,8 @@ static int make_faiss(lmk_index *idx, const char *spec, char *msg, size_t cap)
         frc = faiss_index_factory(&idx->fi, idx->fdim, idx->fspec, idx->metric);
     if (frc) {
         snprintf(msg, cap, "FAISS refuses index spec \"%s\": %s", spec,
-                 faiss_get_last_error());
-        return (frc == -4 && strstr(faiss_get_last_error(), "bad_alloc")) ? ENOMEM
+                 faiss_msg());
+        return (frc == -4 && strstr(faiss_msg(), "bad_alloc")) ? ENOMEM
                                                                           : LMK_EUNSUPPORTED;
     }
     if (faiss_Index_metric_type(idx->fi) != idx->metric) {
@@ -252,7 +252,7 @@ static int probe_params(lmk_index *idx, char *msg, size_t cap)
 {
     int frc = faiss_ParameterSpace_new(&idx->ps);
     if (frc) {
-        snprintf(msg, cap, "FAISS ParameterSpace: %s", faiss_get_last_error());
+        snprintf(msg, cap, "FAISS ParameterSpace: %s", faiss_msg());
         return LMK_EINDEX;
     }
     if (faiss_ParameterSpace_set_index_parameter(idx->ps, idx->fi, "efSearch", 16) == 0)

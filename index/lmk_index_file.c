@@ -523,7 +523,7 @@ static int load_faiss_payload(lmk_index *idx, const struct hdr *h, const char *p
     fclose(mf);
     if (frc) {
         snprintf(msg, cap, "FAISS cannot read the index in %s: %s", path,
-                 faiss_get_last_error());
+                 faiss_msg());
         return LMK_EINDEX;
     }
     if (faiss_Index_d(fi) != idx->fdim || faiss_Index_ntotal(fi) != h->ntotal ||

@@ -95,13 +95,18 @@ static inline void copy_msg(char *dst, size_t cap, const char *msg)
     }
 }
 
+/* FAISS's last message; "" when it has none (faiss_get_last_error() may return NULL). */
+static inline const char *faiss_msg(void)
+{
+    const char *m = faiss_get_last_error();
+    return m ? m : "";
+}
+
 /* Translate a FAISS C API failure; the message is copied at once (it is thread-local and
  * overwritten by the next FAISS call). std::bad_alloc becomes ENOMEM. */
 static inline int faiss_fail(lmk_index *idx, int frc, const char *what)
 {
-    const char *m = faiss_get_last_error();
-    if (!m)
-        m = "";
+    const char *m = faiss_msg();
     set_err(idx, "FAISS %s failed (%d): %s", what, frc, m);
     if (frc == -4 && strstr(m, "bad_alloc"))
         return ENOMEM;
