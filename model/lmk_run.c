@@ -34,9 +34,8 @@ struct lmk_run {
     int existed;        /* the session was there before this run */
     float *logits;      /* (n_vocab): the prediction after the last token */
     int have_logits;
-    /* lmk_run_begin: the point lmk_run_abort returns to */
+    /* lmk_run_begin: a session transaction, and the prediction lmk_run_abort restores */
     int in_txn, mark_have_logits;
-    int64_t mark;       /* positions in the session */
     float *mark_logits; /* (n_vocab) */
 };
 
@@ -261,6 +260,8 @@ LMK_API void lmk_run_close(lmk_run *r)
     if (!r)
         return;
     lmk_ctx_free(r->c);
+    if (r->s && r->in_txn) /* an answer not kept */
+        lmk_session_abort(r->s);
     /* durability none: sync once here */
     if (r->s && r->o.durability == LMK_DURABLE_NONE && lmk_session_sync(r->s))
         lmk_task__log(&r->o, "syncing the session: %s", lmk_session_errmsg(r->s));
@@ -431,9 +432,11 @@ LMK_API int lmk_run_begin(lmk_run *r, char *err, size_t cap)
         return lmk_model__err(err, cap, LMK_ESTATE, "a transaction is open already");
     if (!r->mark_logits && !(r->mark_logits = malloc((size_t)mi->n_vocab * sizeof(float))))
         return lmk_model__err(err, cap, ENOMEM, "out of memory");
+    int rc = lmk_session_begin(r->s);
+    if (rc)
+        return lmk_model__err(err, cap, rc, "%s", lmk_session_errmsg(r->s));
     memcpy(r->mark_logits, r->logits, (size_t)mi->n_vocab * sizeof(float));
     r->mark_have_logits = r->have_logits;
-    r->mark = lmk_ctx_n_past(r->c);
     r->in_txn = 1;
     return LMK_OK;
 }
@@ -444,10 +447,10 @@ LMK_API int lmk_run_abort(lmk_run *r, char *err, size_t cap)
     if (!r->in_txn)
         return lmk_model__err(err, cap, LMK_ESTATE, "no transaction is open");
     r->in_txn = 0;
-    /* the context caches the session's length: a new one over the cut session */
+    /* the context caches the session's length: a new one over the restored session */
     lmk_ctx_free(r->c);
     r->c = NULL;
-    int rc = lmk_session_truncate(r->s, r->mark);
+    int rc = lmk_session_abort(r->s);
     if (rc)
         return lmk_model__err(err, cap, rc, "undoing the answer: %s", lmk_session_errmsg(r->s));
     if ((rc = lmk_task__ctx_open(&r->o, r->m, r->s, &r->c, err, cap)) != 0)

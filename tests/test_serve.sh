@@ -312,11 +312,23 @@ expect_status 200 "a session made by landmark run"
 # ---- kill -9 and restart: every committed session served again ----
 declare -A dig
 for s in book book2 empty byrun; do dig[$s]=$(digest_of $s); done
+# killed in the middle of answers: one kept (book2), one not (book, persist false)
+curl -s -N -H "Authorization: Bearer $KEY" "$URL/v1/completions" \
+    -d '{"session":"book","prompt":" And","max_tokens":100000,"stream":true,"persist":false}' >/dev/null &
+k1=$!
+curl -s -N -H "Authorization: Bearer $KEY" "$URL/v1/completions" \
+    -d '{"session":"book2","prompt":" And","max_tokens":100000,"stream":true}' >/dev/null &
+k2=$!
+sleep 1.5
 kill -9 "$PID"
 wait "$PID" 2>/dev/null
 start_server
-for s in book book2 empty byrun; do
+wait $k1 $k2
+for s in book empty byrun; do
     [ "$(digest_of $s)" = "${dig[$s]}" ] || fail "session $s changed across kill -9"
+done
+"$LMK" verify "$SD/book2" >/dev/null 2>&1 || fail "book2 does not verify after kill -9"
+for s in book book2 empty byrun; do
     api GET "/v1/sessions/$s" >/dev/null
     expect_status 200 "session $s after restart"
 done
