@@ -52,7 +52,14 @@ grep -q -- "--model" "$TMP/err" || fail "usage error lacks --model: $(cat "$TMP/
 KEY=test-key-123
 SD=$TMP/sessions
 # start_server [extra options]: starts on a free port (--port 0), sets PID and URL
+# sanitizer reports of the server (an ASan+UBSan build) are failures
+check_log() {
+    if grep -q -E "runtime error|ERROR: (Address|Leak)Sanitizer" "$TMP/server.log" 2>/dev/null; then
+        fail "sanitizer report from the server: $(grep -m 3 -E "runtime error|Sanitizer" "$TMP/server.log")"
+    fi
+}
 start_server() {
+    check_log
     "$LMK" serve --model "$M" --sessions "$SD" --port 0 -t 1 --api-key "$KEY" \
         --parallel 2 --queue 1 --max-body 8k --max-document 256k --max-prompt-tokens 2000 \
         "$@" 2>"$TMP/server.log" &
@@ -352,6 +359,7 @@ else
     [ $rc = 0 ] || fail "SIGTERM: exit status $rc"
 fi
 PID=
+check_log
 "$LMK" verify "$SD/book2" >/dev/null 2>&1 || fail "book2 does not verify after SIGTERM"
 ok "SIGTERM"
 
