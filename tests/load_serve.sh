@@ -27,23 +27,34 @@ head -c 4000 "$KJV" | jq -Rs '{id:"a", prompt:.}' | curl -s -o /dev/null "$URL/v
 curl -s -o /dev/null "$URL/v1/sessions/a/fork" -d '{"id":"b"}'
 
 # phase NAME CONCURRENCY METHOD PATH BODY: N requests, CONCURRENCY at a time
+k=0
 phase() {
-    local name=$1 conc=$2 method=$3 path=$4 body=$5
-    local t0 t1
+    local name=$1 conc=$2 method=$3 path=$4 body=$5 t0 t1 f
+    k=$((k + 1))
+    f=$TMP/phase$k
     t0=$(date +%s.%N)
-    seq "$N" | timeout "$LIMIT" xargs -P "$conc" -I{} \
-        curl -s -o /dev/null -w '%{http_code} %{time_total}\n' -X "$method" \
-        "$URL${path//@/{\}}" ${body:+-d "${body//@/{\}}"} >"$TMP/$name.t"
+    if [ -n "$body" ]; then
+        seq "$N" | timeout "$LIMIT" xargs -P "$conc" -n 1 sh -c \
+            'curl -s -o /dev/null -w "%{http_code} %{time_total}\n" -X "$1" "$2" -d "$3"' _ \
+            "$method" "$URL$path" "$body" >"$f"
+    else
+        seq "$N" | timeout "$LIMIT" xargs -P "$conc" -n 1 sh -c \
+            'curl -s -o /dev/null -w "%{http_code} %{time_total}\n" -X "$1" "$2"' _ \
+            "$method" "$URL$path" >"$f"
+    fi
     t1=$(date +%s.%N)
-    awk -v name="$name" -v t0="$t0" -v t1="$t1" -v conc="$conc" '
-        { n++; if ($1 != 200) bad++; t[n] = $2 }
+    local n bad
+    n=$(wc -l <"$f")
+    bad=$(awk '$1 != 200' "$f" | wc -l)
+    sort -n -k2 "$f" | awk -v name="$name" -v t0="$t0" -v t1="$t1" -v conc="$conc" -v n="$n" \
+        -v bad="$bad" '
+        { t[NR] = $2 }
         END {
-            if (!n) { printf "| %s | 0 | | | |\n", name; exit }
-            asort(t)
+            if (!n) { printf "| %s | 0 | %d | | | |\n", name, conc; exit }
             p50 = t[int((n - 1) * 0.50) + 1]; p99 = t[int((n - 1) * 0.99) + 1]
             printf "| %s | %d (%d not 200) | %d | %.1f | %.1f | %.1f |\n", name, n, bad, conc,
                    n / (t1 - t0), p50 * 1000, p99 * 1000
-        }' "$TMP/$name.t"
+        }'
 }
 echo "| endpoint | requests | concurrency | requests/s | p50 ms | p99 ms |"
 echo "| --- | ---: | ---: | ---: | ---: | ---: |"
@@ -52,7 +63,7 @@ phase "GET /v1/sessions/ID" 4 GET /v1/sessions/a ""
 phase "GET /v1/sessions (2)" 4 GET /v1/sessions ""
 phase "POST /v1/completions (no session, 8 tokens)" 2 POST /v1/completions \
     '{"prompt":"In the beginning","max_tokens":8,"temperature":0}'
-# odd requests on a, even on b: two sessions at once
+# all on session a: they run one at a time (one writer per session); the stream on b
 phase "POST /v1/completions (session, persist false, 8 tokens)" 2 POST /v1/completions \
     '{"session":"a","prompt":" And God said","max_tokens":8,"temperature":0,"persist":false}'
 phase "POST /v1/completions (stream, session, persist false, 8 tokens)" 2 POST /v1/completions \
