@@ -16,6 +16,20 @@ step() { # name, command...
 
 step "tests (release)" meson test -C build --print-errorlogs --num-processes "$jobs"
 
+# The Python package, installed by the README's command (into the build tree instead of
+# ~/.local), then its tests with Debian's python3 and pytest against that installation.
+py=/usr/bin/python3
+[ -x "$py" ] || py=python3
+python_tests() {
+  rm -rf build-py/site && mkdir -p build-py &&
+    "$py" -m pip install -q --root-user-action=ignore --no-build-isolation --no-deps --no-cache-dir \
+      --target build-py/site \
+      --config-settings builddir=build-py/meson --config-settings compile-args=-j"$jobs" . &&
+    LANDMARK_CLI="$PWD/build/cli/landmark" PYTHONPATH="$PWD/build-py/site" \
+      "$py" -m pytest -q -p no:cacheprovider python/tests
+}
+step "python (pip install, pytest)" python_tests
+
 [ -d build-asan ] || meson setup build-asan -Db_sanitize=address,undefined \
   -Dbuildtype=debugoptimized -Db_lundef=false >/dev/null
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
