@@ -27,6 +27,23 @@ static void ranking_query(const lmk_session *s, const lmk_attend_opts *o, const 
     o->pos->rotate(o->pos->ud, dst, 1, s->head_dim, &pos);
 }
 
+typedef struct rctx_geo {
+    int64_t i0, i1; /* a run of queries sharing one candidate pool and k */
+    int sparse;     /* chunk retrieval over more than one query */
+} rctx_geo;
+
+/* LMK_RETRIEVE_CHUNK: of a chunk's queries with one candidate pool, only every
+ * CHUNK_SEARCH_STRIDE-th and the last search the index; the union of what they find is then
+ * re-ranked by the maximum exact score over every query of the chunk (chunk_rerank). Searching
+ * every query made a long prefill quadratic in the index scan (every query against every
+ * landmark); this divides that scan by the stride. */
+#define CHUNK_SEARCH_STRIDE 16
+
+static int chunk_searched(const rctx_geo *rg, int64_t i)
+{
+    return !rg->sparse || i == rg->i1 - 1 || (i - rg->i0) % CHUNK_SEARCH_STRIDE == CHUNK_SEARCH_STRIDE - 1;
+}
+
 typedef struct rctx {
     lmk_session *s;
     int layer;
@@ -77,7 +94,10 @@ static int retrieve_kvh(rctx *r, int kvh)
                 }
         } else if (k > 0) {
             int64_t nrow = 0;
+            rctx_geo rg = {i0, i1, o->retrieve == LMK_RETRIEVE_CHUNK && r->nq > 1};
             for (int64_t i = i0; i < i1; i++) {
+                if (!chunk_searched(&rg, i))
+                    continue;
                 if (per_head) {
                     for (int g = 0; g < G; g++)
                         ranking_query(s, o, &r->g[i],
@@ -103,6 +123,8 @@ static int retrieve_kvh(rctx *r, int kvh)
             }
             int64_t row = 0;
             for (int64_t i = i0; i < i1; i++) {
+                if (!chunk_searched(&rg, i))
+                    continue;
                 for (int g = 0; g < G; g++) {
                     const int64_t *res = ids + (size_t)(per_head ? row + g : row) * k;
                     int64_t *dst = r->sel + ((size_t)i * NH + kvh * G + g) * r->max_sel;
