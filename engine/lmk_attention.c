@@ -68,7 +68,7 @@ static size_t work_bytes(const lmk_session *s, const lmk_attend_opts *o, int64_t
            ms * (sizeof(int64_t) + 2 * sizeof(void *) + sizeof(float)) +
            (L + 1) * sizeof(int64_t) +
            ((rotating ? max_tok + ms * (L + 1) : 0) + 2) * D * sizeof(float) +
-           (ms + 1) * (L + 1) * sizeof(float) + 16 * 64;
+           (ms + 1) * (L + 1) * sizeof(float) + (ms + 1) * sizeof(int64_t) + 17 * 64;
 }
 
 /* Per-thread scratch of one (query, head), carved out of one buffer (work_bytes). */
@@ -83,6 +83,8 @@ typedef struct awork {
     float *rot;             /* rotated copies of token and block keys under a policy */
     float *qr;              /* (head_dim) the query, rotated under a policy */
     float *bsc;             /* (nb, L) block row scores, then weights */
+    int64_t *rblk;          /* (max_sel) under slots: the block whose keys slot j of rot
+                               holds, rotated, from this thread's previous item (-1: none) */
 } awork;
 
 #define CARVE(type, name, count)                                                        \
@@ -107,6 +109,7 @@ static void carve(const actx *a, void *work, awork *x)
     CARVE(float, x->rot, rotating ? (a->max_tok + (size_t)a->max_sel * (L + 1)) * D : 1);
     CARVE(float, x->qr, D);
     CARVE(float, x->bsc, ((size_t)a->max_sel + 1) * (L + 1));
+    CARVE(int64_t, x->rblk, a->max_sel + 1);
 }
 
 #undef CARVE
@@ -165,7 +168,10 @@ static void rotate_direct(const actx *a, const qgeo *x, int nb, int64_t nt, int6
 }
 
 /* Block keys (rotated copies under a policy) and the gates: scaled scores of the
- * blocks' landmarks. */
+ * blocks' landmarks. Under slots the rotated copy of block j depends only on (KV head, block,
+ * j), so a thread keeps the copies of its previous item and reuses those that match (chunk
+ * retrieval gives a head's queries one block set: rotated once per chunk, not per query);
+ * the values are the same bits either way. */
 static void block_gates(const actx *a, const qgeo *x, int kvh, int nb, float scale, awork *w)
 {
     const lmk_session *s = a->s;
@@ -179,7 +185,11 @@ static void block_gates(const actx *a, const qgeo *x, int kvh, int nb, float sca
         w->bk[j] = sl->k;
         w->bv[j] = sl->v;
         const float *lm = lms + (size_t)w->blk[j] * D;
-        if (pk != LMK_POS_AS_GIVEN) {
+        if (pk == LMK_POS_SLOTS && w->rblk[j] == w->blk[j]) {
+            float *dst = brot + (size_t)j * (L + 1) * D;
+            w->bk[j] = dst;
+            lm = dst + (size_t)L * D;
+        } else if (pk != LMK_POS_AS_GIVEN) {
             int64_t *pos = w->bpos;
             float *dst = brot + (size_t)j * (L + 1) * D;
             memcpy(dst, sl->k, (size_t)L * D * 4);
@@ -189,6 +199,7 @@ static void block_gates(const actx *a, const qgeo *x, int kvh, int nb, float sca
                 pos[r] = pk == LMK_POS_SLOTS ? base + r : base;
             pos[L] = pk == LMK_POS_SLOTS ? base + L - 1 : base;
             o->pos->rotate(o->pos->ud, dst, L + 1, D, pos);
+            w->rblk[j] = pk == LMK_POS_SLOTS ? w->blk[j] : -1;
             w->bk[j] = dst;
             lm = dst + (size_t)L * D;
         }
@@ -274,6 +285,11 @@ static void attend_one(const actx *a, int64_t i, int h, const float *q, float *o
     const int rows_per_block = s->landmark == LMK_LANDMARK_TOKEN ? L - 1 : L;
     awork w;
     carve(a, work, &w);
+    if (w.rblk[a->max_sel] != kvh) { /* copies of another KV head's blocks */
+        for (int64_t j = 0; j < a->max_sel; j++)
+            w.rblk[j] = -1;
+        w.rblk[a->max_sel] = kvh;
+    }
 
     /* retrieved blocks, in original order (slot order) */
     int nb = a->nsel[i * s->n_heads + h];
@@ -323,12 +339,19 @@ int lmk_attend_compute(const lmk_attend_plan *p, float *out)
             return lmk_sess_fail(s, ENOMEM, "out of memory");
     int64_t items = p->nq * NH;
     const float *q = p->q;
+    /* items head-major, so a thread's consecutive items share a head's blocks; each
+     * thread starts with no rotated copies (rblk all -1 under an impossible KV head) */
+    awork w0;
+    for (int t = 0; t < nthc; t++) {
+        carve(&a, s->work[t].p, &w0);
+        w0.rblk[p->max_sel] = -1;
+    }
 #pragma omp parallel for num_threads(nthc) schedule(static) if (nthc > 1 && items > 1)
     for (int64_t it = 0; it < items; it++) {
-        int64_t i = it / NH;
-        int h = (int)(it % NH);
-        attend_one(&a, i, h, q + (size_t)it * D, out + (size_t)it * D,
-                   s->work[omp_get_thread_num()].p);
+        int64_t i = it % p->nq;
+        int h = (int)(it / p->nq);
+        size_t row = (size_t)i * NH + (size_t)h;
+        attend_one(&a, i, h, q + row * D, out + row * D, s->work[omp_get_thread_num()].p);
     }
     return LMK_OK;
 }
