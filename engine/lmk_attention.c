@@ -346,6 +346,11 @@ int lmk_attend_compute(const lmk_attend_plan *p, float *out)
         carve(&a, s->work[t].p, &w0);
         w0.rblk[p->max_sel] = -1;
     }
+    /* a parallel region costs more than it saves on a small step (a decoding step of a small
+     * model): under about 1M multiply-adds one thread does it all (same results) */
+    double madds = (double)items * (double)(p->max_sel * s->L + (int64_t)p->max_tok) * D;
+    if (madds < (double)(1 << 20))
+        nthc = 1;
 #pragma omp parallel for num_threads(nthc) schedule(static) if (nthc > 1 && items > 1)
     for (int64_t it = 0; it < items; it++) {
         int64_t i = it % p->nq;

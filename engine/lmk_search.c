@@ -218,6 +218,11 @@ int lmk_attend_search(lmk_attend_plan *p)
     rctx r = {s, p->layer, p->nq, p->q, p->o, p->g, p->max_sel, p->sel, p->nsel,
               s->q_search.p, s->ids.p, p->kmax, 0, ""};
     int nth = s->n_threads < H ? s->n_threads : H;
+    /* a parallel region costs more than it saves on a small search (a decoding step of a
+     * small model): under about 1M multiply-adds one thread searches every head */
+    int64_t n_cand = p->T / s->L;
+    if ((double)p->nq * s->n_heads * (double)n_cand * s->head_dim < (double)(1 << 20))
+        nth = 1;
     int rc_any = 0;
     /* FAISS opens its own OpenMP regions inside a search. Ours is the one level of
      * parallelism: setting the thread count inside our region changes only that region's
