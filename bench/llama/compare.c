@@ -66,6 +66,7 @@ typedef struct {
     int64_t depth;
     char status[32];
     double prefill_tps, decode_tps, decode_none_tps, rss_mb, disk_mb, seconds, bound_tps;
+    double prefill_cpu, decode_cpu; /* tokens per CPU second */
 } row;
 
 /* ---- small helpers ---- */
@@ -79,6 +80,16 @@ static int64_t parse_count(const char *s)
     else if (*end == 'm' || *end == 'M')
         v *= 1024 * 1024, end++;
     return *end || v < 1 ? -1 : (int64_t)v;
+}
+
+/* CPU seconds of the process so far (every thread, user and system). On a loaded machine
+ * wall time measures the scheduler's share as much as the work; CPU time does not. */
+static double cpu_s(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec * 1e-6 + (double)ru.ru_stime.tv_sec +
+           ru.ru_stime.tv_usec * 1e-6;
 }
 
 static double peak_rss_mb(void)
@@ -143,7 +154,7 @@ static int lmk_child(const opts *o, int64_t depth)
     int n_vocab = lmk_model_get_info(m)->n_vocab;
     float *logits = malloc((size_t)n_vocab * sizeof *logits);
 
-    double t_prefill = 0, t_dec = 0, t_dec_none = 0;
+    double t_prefill = 0, t_dec = 0, t_dec_none = 0, c_prefill = 0, c_dec = 0;
     for (int pass = 0; pass < 2; pass++) {
         lmk_session_opts so;
         char fp[256];
@@ -186,22 +197,37 @@ static int lmk_child(const opts *o, int64_t depth)
         }
         int rc = 0;
         if (pass == 0) {
-            double t0 = lmk_clock_s();
+            double t0 = lmk_clock_s(), c0 = cpu_s();
             for (int64_t i = 0; i < depth && !rc; i += to.piece) {
                 int64_t n = depth - i < to.piece ? depth - i : to.piece;
                 rc = lmk_ctx_feed(c, ids + i, n, i + n == depth ? logits : NULL, i + n == depth);
             }
             t_prefill = lmk_clock_s() - t0;
+            c_prefill = cpu_s() - c0;
         }
         int64_t positions = lmk_ctx_n_past(c);
         a.retrieve = to.retrieve;
         lmk_ctx_set_attend(c, &a);
-        double t0 = lmk_clock_s();
+        lmk_ctx_stats st0, st1;
+        lmk_ctx_get_stats(c, &st0);
+        double t0 = lmk_clock_s(), c0 = cpu_s();
         for (int i = 0; i < N_DECODE && !rc; i++)
             rc = lmk_ctx_feed(c, ids + depth + i, 1, logits, 1);
         if (!rc && pass == 1)
             rc = lmk_session_sync(s);
         double t = lmk_clock_s() - t0;
+        lmk_ctx_get_stats(c, &st1);
+        /* where a decode step's time goes (ms per token), on stderr */
+        fprintf(stderr,
+                "landmark-compare: depth %lld decode (%s): %.2f ms/token = weights %.2f + "
+                "attention backend %.2f (search %.2f, fetch %.2f, attention %.2f, the rest "
+                "appends and commits) + other\n",
+                (long long)depth, pass ? "none" : "nometa", 1e3 * t / N_DECODE,
+                1e3 * (st1.matmul_s - st0.matmul_s) / N_DECODE,
+                1e3 * (st1.attn_s - st0.attn_s) / N_DECODE,
+                1e3 * (st1.attend.search_s - st0.attend.search_s) / N_DECODE,
+                1e3 * (st1.attend.fetch_s - st0.attend.fetch_s) / N_DECODE,
+                1e3 * (st1.attend.attn_s - st0.attend.attn_s) / N_DECODE);
         if (rc) {
             printf("R status=error:feed\n");
             fprintf(stderr, "landmark-compare: %s (%s)\n", lmk_ctx_errmsg(c), lmk_strerror(rc));
@@ -209,6 +235,7 @@ static int lmk_child(const opts *o, int64_t depth)
         }
         if (pass == 0) {
             t_dec = t;
+            c_dec = cpu_s() - c0;
             lmk_ctx_free(c);
             rc = lmk_session_truncate(s, positions);
             if (rc) {
@@ -223,9 +250,9 @@ static int lmk_child(const opts *o, int64_t depth)
     }
     double disk = (double)dir_bytes(dir);
     printf("R status=ok prefill_tps=%.3f decode_tps=%.3f decode_none_tps=%.3f rss_mb=%.1f "
-           "disk_mb=%.2f\n",
+           "disk_mb=%.2f prefill_cpu=%.3f decode_cpu=%.3f\n",
            depth / t_prefill, N_DECODE / t_dec, N_DECODE / t_dec_none, peak_rss_mb(),
-           disk / 1048576.0);
+           disk / 1048576.0, depth / c_prefill, N_DECODE / c_dec);
     lmk_fs_rmtree(dir);
     lmk_model_close(m);
     free(logits);
@@ -297,7 +324,7 @@ static int llama_child(const opts *o, int64_t depth)
         printf("R status=error:context\n");
         return 1;
     }
-    double t0 = lmk_clock_s();
+    double t0 = lmk_clock_s(), c0 = cpu_s();
     for (int64_t i = 0; i < depth; i += cp.n_batch) {
         int32_t n = (int32_t)(depth - i < cp.n_batch ? depth - i : cp.n_batch);
         if (p_llama_decode(ctx, p_llama_batch_get_one(ids + i, n))) {
@@ -305,17 +332,19 @@ static int llama_child(const opts *o, int64_t depth)
             return 1;
         }
     }
-    double t_prefill = lmk_clock_s() - t0;
+    double t_prefill = lmk_clock_s() - t0, c_prefill = cpu_s() - c0;
     t0 = lmk_clock_s();
+    c0 = cpu_s();
     for (int i = 0; i < N_DECODE; i++)
         if (p_llama_decode(ctx, p_llama_batch_get_one(ids + depth + i, 1))) {
             printf("R status=error:decode\n");
             return 1;
         }
-    double t_dec = lmk_clock_s() - t0;
+    double t_dec = lmk_clock_s() - t0, c_dec = cpu_s() - c0;
     printf("R status=ok prefill_tps=%.3f decode_tps=%.3f decode_none_tps=%.3f rss_mb=%.1f "
-           "disk_mb=0\n",
-           depth / t_prefill, N_DECODE / t_dec, N_DECODE / t_dec, peak_rss_mb());
+           "disk_mb=0 prefill_cpu=%.3f decode_cpu=%.3f\n",
+           depth / t_prefill, N_DECODE / t_dec, N_DECODE / t_dec, peak_rss_mb(),
+           depth / c_prefill, N_DECODE / c_dec);
     p_llama_free(ctx);
     p_llama_model_free(model);
     free(ids);
@@ -448,9 +477,9 @@ static int run_child(const char *self, const opts *o, const char *engine, int64_
         if (!strncmp(line, "R ", 2)) {
             char st[32] = "";
             sscanf(line, "R status=%31s prefill_tps=%lf decode_tps=%lf decode_none_tps=%lf "
-                         "rss_mb=%lf disk_mb=%lf",
+                         "rss_mb=%lf disk_mb=%lf prefill_cpu=%lf decode_cpu=%lf",
                    st, &r->prefill_tps, &r->decode_tps, &r->decode_none_tps, &r->rss_mb,
-                   &r->disk_mb);
+                   &r->disk_mb, &r->prefill_cpu, &r->decode_cpu);
             snprintf(r->status, sizeof r->status, "%s", st);
         }
     fclose(f);
@@ -688,24 +717,28 @@ int main(int argc, char **argv)
         rows[i].bound_tps = bound_tps(&sh, strcmp(rows[i].engine, "landmark") ? "llama" : "landmark",
                                       rows[i].depth, bw);
     printf("| engine | depth | prefill tok/s | decode tok/s | decode none+sync tok/s | bound tok/s "
-           "| peak RSS MB | session / KV MB | status |\n|---|---:|---:|---:|---:|---:|---:|---:|---|\n");
+           "| prefill tok/cpu-s | decode tok/cpu-s | peak RSS MB | session / KV MB | status |\n"
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
     for (int i = 0; i < n; i++) {
         const row *r = &rows[i];
         char none[32] = "-";
         if (!strcmp(r->engine, "landmark"))
             snprintf(none, sizeof none, "%.1f", r->decode_none_tps);
-        printf("| %s | %lld | %.0f | %.1f | %s | %.0f | %.0f | %.1f | %s |\n", r->engine,
-               (long long)r->depth, r->prefill_tps, r->decode_tps, none, r->bound_tps,
-               r->rss_mb, r->disk_mb, r->status);
+        printf("| %s | %lld | %.0f | %.1f | %s | %.0f | %.0f | %.1f | %.0f | %.1f | %s |\n",
+               r->engine, (long long)r->depth, r->prefill_tps, r->decode_tps, none, r->bound_tps,
+               r->prefill_cpu, r->decode_cpu, r->rss_mb, r->disk_mb, r->status);
     }
     for (int i = 0; i < n; i++)
         for (int j = 0; j < n; j++)
             if (rows[i].depth == rows[j].depth && !strcmp(rows[i].engine, "landmark") &&
                 !strcmp(rows[j].engine, "llama.cpp") && !strcmp(rows[i].status, "ok") &&
                 !strcmp(rows[j].status, "ok"))
-                printf("depth %lld: landmark/llama.cpp prefill %.2fx, decode %.2fx\n",
+                printf("depth %lld: landmark/llama.cpp prefill %.2fx, decode %.2fx (per CPU second: "
+                       "prefill %.2fx, decode %.2fx)\n",
                        (long long)rows[i].depth, rows[i].prefill_tps / rows[j].prefill_tps,
-                       rows[i].decode_tps / rows[j].decode_tps);
+                       rows[i].decode_tps / rows[j].decode_tps,
+                       rows[i].prefill_cpu / rows[j].prefill_cpu,
+                       rows[i].decode_cpu / rows[j].decode_cpu);
     if (o.json) {
         FILE *f = fopen(o.json, "w");
         if (!f) {
@@ -719,10 +752,11 @@ int main(int argc, char **argv)
             const row *r = &rows[i];
             fprintf(f, "%s\n{\"engine\":\"%s\",\"depth\":%lld,\"status\":\"%s\",\"prefill_tps\":%.3f,"
                        "\"decode_tps\":%.3f,\"decode_none_tps\":%.3f,\"bound_tps\":%.1f,"
+                       "\"prefill_tok_per_cpu_s\":%.3f,\"decode_tok_per_cpu_s\":%.3f,"
                        "\"peak_rss_mb\":%.1f,\"bytes_mb\":%.2f,\"seconds\":%.2f}",
                     i ? "," : "", r->engine, (long long)r->depth, r->status, r->prefill_tps,
-                    r->decode_tps, r->decode_none_tps, r->bound_tps, r->rss_mb, r->disk_mb,
-                    r->seconds);
+                    r->decode_tps, r->decode_none_tps, r->bound_tps, r->prefill_cpu, r->decode_cpu,
+                    r->rss_mb, r->disk_mb, r->seconds);
         }
         fprintf(f, "]}\n");
         fclose(f);
