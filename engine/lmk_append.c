@@ -2,11 +2,18 @@
  * and, encoded, under tail keys in the store; a block of L tokens is sealed when the next
  * token arrives: its K and V are written as one block value, its landmark (the last token's
  * key, or the mean key) as a landmark value and into the KV head's index. Store writes and
- * index additions of one call succeed or fail together. */
+ * index additions of one call succeed or fail together.
+ *
+ * Every append runs in a session transaction: the caller's (lmk_session_begin .. commit or
+ * abort) or an implicit one around the call. Appends buffer their writes in the store's
+ * pending batch (one LMDB commit at the end) and add landmarks to the indices at once; the
+ * transaction remembers what undoing needs: each layer's count and tail rows at begin
+ * (saved before the first seal), and the index lengths (the sealed blocks at begin). */
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "lmk_internal.h"
 
@@ -22,6 +29,9 @@ typedef struct append_job {
     float *sk, *sv;  /* (n, n_kv_heads, head_dim): new tokens rounded to the storage dtype */
     uint8_t *enc;    /* one encoded block or token value */
     float *lms;      /* (n_kv_heads, nseal, head_dim): landmarks of the sealed blocks */
+    size_t bb;       /* bytes of one encoded block value */
+    int64_t nb_txn;  /* sealed blocks when the transaction began */
+    uint8_t *keep;   /* explicit transaction: where its sealed blocks are kept, or NULL */
 } append_job;
 
 /* Row j (0-based from the first unsealed token) of the concatenation tail ++ staged tokens,
@@ -41,10 +51,11 @@ static int stage_tokens(lmk_session *s, append_job *a, const float *k, const flo
     const int L = s->L, D = s->head_dim;
     const size_t row = (size_t)s->n_kv_heads * D;
     const int64_t n = a->n;
-    size_t stage_bytes = 2 * (size_t)n * row * sizeof(float);
+    size_t stage_bytes = lmk_szmul(lmk_szmul((size_t)n, row), 2 * sizeof(float));
     size_t enc_bytes = 2 * (size_t)(L > 1 ? L : 1) * D * s->esz + 2 * row * s->esz;
-    if (lmk_buf_reserve(&s->enc, stage_bytes + enc_bytes) ||
-        lmk_buf_reserve(&s->lmbuf, (size_t)(a->nseal > 0 ? a->nseal : 1) * row * sizeof(float)))
+    if (lmk_buf_reserve(&s->enc, lmk_szadd(stage_bytes, enc_bytes)) ||
+        lmk_buf_reserve(&s->lmbuf, lmk_szmul((size_t)(a->nseal > 0 ? a->nseal : 1),
+                                             row * sizeof(float))))
         return lmk_sess_fail(s, ENOMEM, "out of memory staging %lld tokens", (long long)n);
     a->sk = s->enc.p;
     a->sv = a->sk + (size_t)n * row;
@@ -97,6 +108,8 @@ static int put_sealed_blocks(lmk_session *s, const append_job *a)
                                       : a->sv + ((size_t)(j0 + i - a->u) * H + h) * D;
                 lmk_values_encode(s, vr, (size_t)D, a->enc + ((size_t)L + i) * D * s->esz);
             }
+            if (a->keep) /* attend calls inside the transaction read it from here */
+                memcpy(a->keep + ((size_t)(b - a->nb_txn) * H + h) * a->bb, a->enc, a->bb);
             lmk_key bk = mkkey(LMK_KEY_BLOCK, a->layer, h, b);
             lmk_key lk = mkkey(LMK_KEY_LANDMARK, a->layer, h, b);
             int rc;
@@ -160,21 +173,166 @@ static void shift_tail(const lmk_session *s, const append_job *a)
     }
 }
 
-LMK_API int lmk_session_append(lmk_session *s, int layer, int64_t n, const float *k,
-                               const float *v)
+int lmk_fault_index_add, lmk_fault_index_truncate, lmk_fault_index_rebuild;
+
+static int fault(int *counter)
 {
-    if (!s)
-        return LMK_EINVAL;
-    if (s->read_only)
-        return lmk_sess_fail(s, LMK_EREADONLY, "session is open read-only");
-    if (layer < 0 || layer >= s->n_layers)
-        return lmk_sess_fail(s, LMK_EINVAL, "layer %d out of range 0..%d", layer,
-                             s->n_layers - 1);
-    if (n < 0 || (n > 0 && (!k || !v)) || n > ((int64_t)1 << 32))
-        return lmk_sess_fail(s, LMK_EINVAL, "bad token count or NULL k/v");
-    if (n == 0)
+    return *counter > 0 && --*counter == 0;
+}
+
+int lmk_sess_check_usable(lmk_session *s)
+{
+    if (s->broken)
+        return lmk_sess_fail(s, LMK_ESTATE, "%s", s->broken_msg);
+    return LMK_OK;
+}
+
+int lmk_sess_no_txn(lmk_session *s, const char *what)
+{
+    int rc = lmk_sess_check_usable(s);
+    if (rc)
+        return rc;
+    if (s->txn == LMK_TXN_EXPLICIT)
+        return lmk_sess_fail(s, LMK_ESTATE, "%s: a transaction is open (commit or abort it)",
+                             what);
+    return LMK_OK;
+}
+
+int lmk_sess_index_cut(lmk_session *s, int layer, int kvh, int64_t n)
+{
+    const int H = s->n_kv_heads;
+    lmk_index **slot = &s->idx[layer * H + kvh];
+    if (n >= lmk_index_ntotal(*slot))
+        return LMK_OK;
+    int rc = fault(&lmk_fault_index_truncate) ? LMK_EINDEX : lmk_index_truncate(*slot, n);
+    if (rc == LMK_OK)
+        return LMK_OK;
+    /* Rebuild from the index's own first n vectors (they are the stored landmarks). */
+    char msg[512] = "";
+    lmk_index_opts io = lmk_index_opts_default();
+    io.spec = s->spec;
+    io.dim = s->head_dim;
+    lmk_index *fresh = NULL;
+    int rc2 = LMK_EINDEX;
+    if (fault(&lmk_fault_index_rebuild))
+        snprintf(msg, sizeof msg, "injected failure");
+    else
+        rc2 = lmk_index_create(&io, &fresh, msg, sizeof msg);
+    if (rc2 == LMK_OK && n > 0 &&
+        (rc2 = lmk_index_add(fresh, n, lmk_index_vectors(*slot))) != LMK_OK)
+        snprintf(msg, sizeof msg, "%s", lmk_index_errmsg(fresh));
+    if (rc2 == LMK_OK) {
+        lmk_index_free(*slot);
+        *slot = fresh;
+        s->idx_dirty[layer * H + kvh] = 1;
+        return LMK_OK;
+    }
+    lmk_index_free(fresh);
+    /* The index no longer matches the store and cannot be fixed here: refuse everything
+     * until a reopen rebuilds it (its file goes, so the reopen cannot trust a stale one). */
+    char path[PATH_MAX + 64];
+    snprintf(path, sizeof path, "%s/index-L%d-H%d.lmki", s->dir, layer, kvh);
+    unlink(path);
+    s->idx_dirty[layer * H + kvh] = 0;
+    s->broken = 1;
+    snprintf(s->broken_msg, sizeof s->broken_msg,
+             "index L%d H%d could not be cut back to %lld blocks (%s); reopen the session",
+             layer, kvh, (long long)n, msg);
+    return lmk_sess_fail(s, LMK_ESTATE, "%s", s->broken_msg);
+}
+
+/* Open a transaction of the given kind (nothing is written until commit). */
+static int txn_begin(lmk_session *s, int kind)
+{
+    int rc = lmk_store_batch_begin(s->st);
+    if (rc)
+        return lmk_sess_store_fail(s, rc, "starting a write");
+    s->txn = kind;
+    s->txn_bytes = 0;
+    return LMK_OK;
+}
+
+/* Forget the transaction's undo state once it is committed or undone. */
+static void txn_clear(lmk_session *s)
+{
+    for (int l = 0; l < s->n_layers; l++) {
+        lmk_txn_layer *t = &s->txl[l];
+        t->touched = 0;
+        t->tail_saved = 0;
+    }
+    s->txn = LMK_TXN_NONE;
+    s->txn_bytes = 0;
+}
+
+/* Undo every layer the transaction touched: indices, tails, counts; then drop the batch.
+ * Returns LMK_OK or LMK_ESTATE when an index could not be cut back (session broken). */
+int lmk_sess_txn_abort(lmk_session *s)
+{
+    if (s->txn == LMK_TXN_NONE)
         return LMK_OK;
     const int L = s->L, H = s->n_kv_heads, D = s->head_dim;
+    int rc = LMK_OK;
+    for (int l = 0; l < s->n_layers; l++) {
+        lmk_txn_layer *t = &s->txl[l];
+        if (!t->touched)
+            continue;
+        lmk_layer *ly = &s->layers[l];
+        int64_t nb0 = lmk_sealed(t->ntok0, L);
+        for (int h = 0; h < H; h++) {
+            int crc = lmk_sess_index_cut(s, l, h, nb0);
+            if (crc && !rc)
+                rc = crc;
+        }
+        if (t->tail_saved) {
+            size_t u0 = (size_t)(t->ntok0 - nb0 * L);
+            const float *k0 = t->tail0.p, *v0 = k0 + (size_t)H * L * D;
+            for (int h = 0; h < H; h++) {
+                memcpy(ly->tail_k + (size_t)h * L * D, k0 + (size_t)h * L * D, u0 * D * 4);
+                memcpy(ly->tail_v + (size_t)h * L * D, v0 + (size_t)h * L * D, u0 * D * 4);
+            }
+        }
+        ly->ntok = t->ntok0;
+    }
+    lmk_store_batch_abort(s->st);
+    txn_clear(s);
+    return rc;
+}
+
+/* Commit the batch. On failure the transaction stays open (the batch stays pending). */
+static int txn_commit(lmk_session *s)
+{
+    int rc = lmk_store_batch_commit(s->st);
+    if (rc)
+        return lmk_sess_store_fail(s, rc, "committing appended tokens");
+    for (int l = 0; l < s->n_layers; l++) {
+        lmk_txn_layer *t = &s->txl[l];
+        if (t->touched && lmk_sealed(s->layers[l].ntok, s->L) > lmk_sealed(t->ntok0, s->L))
+            for (int h = 0; h < s->n_kv_heads; h++)
+                s->idx_dirty[l * s->n_kv_heads + h] = 1;
+    }
+    txn_clear(s);
+    return LMK_OK;
+}
+
+/* Store bytes one append buffers (values, not counting keys and checksums). */
+static size_t append_bytes(const lmk_session *s, const append_job *a)
+{
+    size_t row = (size_t)s->n_kv_heads * s->head_dim;
+    int64_t keep_from = a->nb_new * s->L > a->ly->ntok ? a->nb_new * s->L : a->ly->ntok;
+    size_t per_block = lmk_szadd(lmk_szmul(a->bb, (size_t)s->n_kv_heads),
+                                 row * sizeof(float));
+    size_t b = lmk_szmul((size_t)a->nseal, per_block);
+    b = lmk_szadd(b, lmk_szmul((size_t)(a->ly->ntok + a->n - keep_from), 2 * row * s->esz));
+    return lmk_szadd(b, 16);
+}
+
+/* One append inside the open transaction. On failure nothing of it remains (the batch is
+ * rolled back to where it was, the indices cut back) and the transaction stays usable,
+ * unless the session broke (LMK_ESTATE). */
+static int append_in_txn(lmk_session *s, int layer, int64_t n, const float *k, const float *v)
+{
+    const int L = s->L, H = s->n_kv_heads, D = s->head_dim;
+    lmk_txn_layer *t = &s->txl[layer];
     append_job a;
     memset(&a, 0, sizeof a);
     a.layer = layer;
@@ -184,41 +342,145 @@ LMK_API int lmk_session_append(lmk_session *s, int layer, int64_t n, const float
     a.nb_new = lmk_sealed(a.ly->ntok + n, L);
     a.u = a.ly->ntok - a.nb_old * L;
     a.nseal = a.nb_new - a.nb_old;
+    a.bb = 2 * (size_t)L * D * s->esz;
+    int64_t ntok0 = t->touched ? t->ntok0 : a.ly->ntok;
+    a.nb_txn = lmk_sealed(ntok0, L);
+    size_t bytes = append_bytes(s, &a);
+    if (s->txn == LMK_TXN_EXPLICIT && lmk_szadd(s->txn_bytes, bytes) > LMK_SESSION_TXN_MAX_BYTES)
+        return lmk_sess_fail(s, LMK_EINVAL,
+                             "appending %lld tokens at layer %d would take the transaction "
+                             "to %zu bytes, above its limit of %zu (commit first)",
+                             (long long)n, layer, lmk_szadd(s->txn_bytes, bytes),
+                             (size_t)LMK_SESSION_TXN_MAX_BYTES);
     int rc = stage_tokens(s, &a, k, v);
     if (rc)
         return rc;
-
-    if ((rc = lmk_store_batch_begin(s->st)))
-        return lmk_sess_store_fail(s, rc, "starting a write");
-    if ((rc = put_sealed_blocks(s, &a)) || (rc = put_tail(s, &a))) {
-        lmk_store_batch_abort(s->st);
-        return lmk_sess_store_fail(s, rc, "staging appended tokens");
+    /* undo state, taken before anything changes */
+    if (s->txn == LMK_TXN_EXPLICIT && a.nseal > 0) {
+        size_t need = lmk_szmul((size_t)(a.nb_new - a.nb_txn), lmk_szmul((size_t)H, a.bb));
+        if (lmk_buf_reserve(&t->blocks, need))
+            return lmk_sess_fail(s, ENOMEM, "out of memory keeping sealed blocks");
+        a.keep = t->blocks.p;
     }
-    /* Index before commit so a failure can undo both; after a failed commit the indices
-     * are cut back to what the store holds. */
+    if (a.nseal > 0 && !(t->touched && t->tail_saved)) {
+        size_t per = (size_t)H * L * D;
+        if (lmk_buf_reserve(&t->tail0, lmk_szmul(per, 2 * sizeof(float))))
+            return lmk_sess_fail(s, ENOMEM, "out of memory");
+        float *k0 = t->tail0.p, *v0 = k0 + per;
+        for (int h = 0; h < H; h++) {
+            memcpy(k0 + (size_t)h * L * D, a.ly->tail_k + (size_t)h * L * D, (size_t)a.u * D * 4);
+            memcpy(v0 + (size_t)h * L * D, a.ly->tail_v + (size_t)h * L * D, (size_t)a.u * D * 4);
+        }
+    }
+    size_t mark = lmk_store_batch_mark(s->st);
+    if ((rc = put_sealed_blocks(s, &a)) || (rc = put_tail(s, &a))) {
+        lmk_sess_store_fail(s, rc, "staging appended tokens");
+        lmk_store_batch_rollback(s->st, mark);
+        return rc;
+    }
     int h_done = 0;
     for (; a.nseal > 0 && h_done < H; h_done++) {
         lmk_index *idx = s->idx[layer * H + h_done];
-        int arc = lmk_index_add(idx, a.nseal, a.lms + (size_t)h_done * a.nseal * D);
+        int injected = fault(&lmk_fault_index_add);
+        int arc = injected ? LMK_EINDEX
+                           : lmk_index_add(idx, a.nseal, a.lms + (size_t)h_done * a.nseal * D);
         if (arc) {
-            lmk_sess_index_fail(s, arc, idx, "adding landmarks");
-            rc = arc;
-            goto undo_index;
+            if (injected)
+                lmk_sess_fail(s, arc, "adding landmarks: injected failure");
+            else
+                lmk_sess_index_fail(s, arc, idx, "adding landmarks");
+            char why[sizeof s->err];
+            memcpy(why, s->err, sizeof why);
+            for (int h = 0; h < h_done; h++)
+                if (lmk_sess_index_cut(s, layer, h, a.nb_old))
+                    return LMK_ESTATE; /* broken: its message is the handle's */
+            memcpy(s->err, why, sizeof why);
+            lmk_store_batch_rollback(s->st, mark);
+            return arc;
         }
     }
-    if ((rc = lmk_store_batch_commit(s->st))) {
-        lmk_sess_store_fail(s, rc, "committing appended tokens");
-        goto undo_index;
+    if (!t->touched) {
+        t->touched = 1;
+        t->ntok0 = a.ly->ntok;
+        t->tail_saved = 0;
     }
-    for (int h = 0; h < H && a.nseal > 0; h++)
-        s->idx_dirty[layer * H + h] = 1;
+    if (a.nseal > 0)
+        t->tail_saved = 1;
     shift_tail(s, &a);
     a.ly->ntok += n;
+    s->txn_bytes = lmk_szadd(s->txn_bytes, bytes);
     return LMK_OK;
+}
 
-undo_index:
-    for (int h = 0; h < h_done; h++)
-        lmk_index_truncate(s->idx[layer * H + h], a.nb_old);
-    lmk_store_batch_abort(s->st);
+LMK_API int lmk_session_append(lmk_session *s, int layer, int64_t n, const float *k,
+                               const float *v)
+{
+    if (!s)
+        return LMK_EINVAL;
+    if (s->read_only)
+        return lmk_sess_fail(s, LMK_EREADONLY, "session is open read-only");
+    int rc = lmk_sess_check_usable(s);
+    if (rc)
+        return rc;
+    if (layer < 0 || layer >= s->n_layers)
+        return lmk_sess_fail(s, LMK_EINVAL, "layer %d out of range 0..%d", layer,
+                             s->n_layers - 1);
+    if (n < 0 || (n > 0 && (!k || !v)) || n > ((int64_t)1 << 32))
+        return lmk_sess_fail(s, LMK_EINVAL, "bad token count or NULL k/v");
+    if (n == 0)
+        return LMK_OK;
+    if (s->txn == LMK_TXN_EXPLICIT)
+        return append_in_txn(s, layer, n, k, v);
+    if ((rc = txn_begin(s, LMK_TXN_IMPLICIT)))
+        return rc;
+    if ((rc = append_in_txn(s, layer, n, k, v)) || (rc = txn_commit(s))) {
+        char why[sizeof s->err];
+        memcpy(why, s->err, sizeof why);
+        if (lmk_sess_txn_abort(s) == LMK_OK)
+            memcpy(s->err, why, sizeof why);
+        else
+            rc = LMK_ESTATE;
+    }
     return rc;
+}
+
+LMK_API int lmk_session_begin(lmk_session *s)
+{
+    if (!s)
+        return LMK_EINVAL;
+    if (s->read_only)
+        return lmk_sess_fail(s, LMK_EREADONLY, "session is open read-only");
+    int rc = lmk_sess_check_usable(s);
+    if (rc)
+        return rc;
+    if (s->txn != LMK_TXN_NONE)
+        return lmk_sess_fail(s, LMK_ESTATE, "a transaction is already open");
+    return txn_begin(s, LMK_TXN_EXPLICIT);
+}
+
+LMK_API int lmk_session_commit(lmk_session *s)
+{
+    if (!s)
+        return LMK_EINVAL;
+    int rc = lmk_sess_check_usable(s);
+    if (rc)
+        return rc;
+    if (s->txn != LMK_TXN_EXPLICIT)
+        return lmk_sess_fail(s, LMK_ESTATE, "no transaction is open");
+    return txn_commit(s);
+}
+
+LMK_API int lmk_session_abort(lmk_session *s)
+{
+    if (!s)
+        return LMK_EINVAL;
+    if (s->txn != LMK_TXN_EXPLICIT)
+        return s->broken ? lmk_sess_check_usable(s)
+                         : lmk_sess_fail(s, LMK_ESTATE, "no transaction is open");
+    return lmk_sess_txn_abort(s);
+}
+
+LMK_API int lmk_session_in_txn(const lmk_session *s)
+{
+    return s && s->txn == LMK_TXN_EXPLICIT;
 }

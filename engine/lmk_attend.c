@@ -68,7 +68,7 @@ static int plan_call(lmk_attend_plan *p)
     lmk_session *s = p->s;
     const int64_t nq = p->nq;
     const int D = s->head_dim, NH = s->n_heads;
-    if (lmk_buf_reserve(&s->nsel, (size_t)nq * sizeof(qgeo) + (size_t)nq * NH * sizeof(int)))
+    if (lmk_buf_reserve(&s->nsel, lmk_szmul((size_t)nq, sizeof(qgeo) + (size_t)NH * sizeof(int))))
         return lmk_sess_fail(s, ENOMEM, "out of memory");
     qgeo *g = s->nsel.p;
     p->g = g;
@@ -89,9 +89,11 @@ static int plan_call(lmk_attend_plan *p)
     p->max_sel = max_sel;
     p->kmax = kmax;
     p->max_tok = max_tok;
-    if (lmk_buf_reserve(&s->sel, (size_t)nq * NH * max_sel * sizeof(int64_t)) ||
-        lmk_buf_reserve(&s->q_search, (size_t)nq * NH * D * sizeof(float)) ||
-        lmk_buf_reserve(&s->ids, (size_t)nq * NH * kmax * sizeof(int64_t)))
+    size_t qh = lmk_szmul((size_t)nq, (size_t)NH);
+    if (lmk_buf_reserve(&s->sel, lmk_szmul(lmk_szmul(qh, (size_t)max_sel), sizeof(int64_t))) ||
+        lmk_buf_reserve(&s->q_search, lmk_szmul(lmk_szadd(qh, (size_t)s->n_kv_heads),
+                                                (size_t)D * sizeof(float))) ||
+        lmk_buf_reserve(&s->ids, lmk_szmul(lmk_szmul(qh, (size_t)kmax), sizeof(int64_t))))
         return lmk_sess_fail(s, ENOMEM, "out of memory");
     p->sel = s->sel.p;
     return LMK_OK;
@@ -115,7 +117,10 @@ LMK_API int lmk_session_attend(lmk_session *s, int layer, int64_t nq, const floa
     if (!s)
         return LMK_EINVAL;
     lmk_attend_opts o = opts ? *opts : lmk_attend_opts_default();
-    int rc = check_call(s, layer, nq, q, out, &o);
+    int rc = lmk_sess_check_usable(s);
+    if (rc)
+        return rc;
+    rc = check_call(s, layer, nq, q, out, &o);
     if (rc)
         return rc;
     double t0 = lmk_clock_s();

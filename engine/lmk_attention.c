@@ -62,13 +62,17 @@ static size_t work_bytes(const lmk_session *s, const lmk_attend_opts *o, int64_t
                          size_t max_tok)
 {
     size_t D = (size_t)s->head_dim, L = (size_t)s->L, ms = (size_t)max_sel;
-    size_t ent = max_tok + ms;
+    size_t ent = lmk_szadd(max_tok, ms);
     int rotating = o->pos && o->pos->kind != LMK_POS_AS_GIVEN;
-    return ent * (2 * sizeof(void *) + sizeof(float) + sizeof(int64_t)) +
-           ms * (sizeof(int64_t) + 2 * sizeof(void *) + sizeof(float)) +
-           (L + 1) * sizeof(int64_t) +
-           ((rotating ? max_tok + ms * (L + 1) : 0) + 2) * D * sizeof(float) +
-           (ms + 1) * (L + 1) * sizeof(float) + (ms + 1) * sizeof(int64_t) + 17 * 64;
+    size_t ms_rows = lmk_szmul(ms, L + 1); /* saturating: a saturated total fails to allocate */
+    size_t rot_rows = lmk_szadd(rotating ? lmk_szadd(max_tok, ms_rows) : 0, 2);
+    size_t b = lmk_szmul(ent, 2 * sizeof(void *) + sizeof(float) + sizeof(int64_t));
+    b = lmk_szadd(b, lmk_szmul(ms, sizeof(int64_t) + 2 * sizeof(void *) + sizeof(float)));
+    b = lmk_szadd(b, (L + 1) * sizeof(int64_t));
+    b = lmk_szadd(b, lmk_szmul(lmk_szmul(rot_rows, D), sizeof(float)));
+    b = lmk_szadd(b, lmk_szmul(lmk_szadd(ms_rows, L + 1), sizeof(float)));
+    b = lmk_szadd(b, lmk_szmul(ms + 1, sizeof(int64_t))); /* rblk */
+    return lmk_szadd(b, 17 * 64);
 }
 
 /* Per-thread scratch of one (query, head), carved out of one buffer (work_bytes). */

@@ -1,7 +1,8 @@
 /* Fetch phase of an attend call: the blocks the (query, head) pairs need, per KV head:
  * retrieved, sinks, sealed parts of local windows. Each needed block is read once, in
  * one read transaction (serial: an LMDB read transaction is single-threaded), and
- * decoded to f32 K and V. */
+ * decoded to f32 K and V. Blocks sealed inside the writer's open transaction are not in the
+ * store yet: they come from the transaction's memory. */
 #include <errno.h>
 #include <stdlib.h>
 
@@ -13,6 +14,16 @@ int lmk_sess_load_block(lmk_session *s, int layer, int kvh, int64_t b, float *k,
     size_t want = 2 * rows * s->esz, len = 0;
     if (lmk_buf_reserve(&s->rawblk, want))
         return lmk_sess_fail(s, ENOMEM, "out of memory");
+    const lmk_txn_layer *t = &s->txl[layer];
+    if (s->txn == LMK_TXN_EXPLICIT && t->touched && b >= lmk_sealed(t->ntok0, s->L)) {
+        /* sealed inside the open transaction: kept encoded until commit */
+        const uint8_t *src =
+            (const uint8_t *)t->blocks.p +
+            ((size_t)(b - lmk_sealed(t->ntok0, s->L)) * s->n_kv_heads + kvh) * want;
+        lmk_values_decode(s, src, rows, k);
+        lmk_values_decode(s, src + rows * s->esz, rows, v);
+        return LMK_OK;
+    }
     lmk_key key = mkkey(LMK_KEY_BLOCK, layer, kvh, b);
     int rc = lmk_store_get(s->st, &key, s->rawblk.p, s->rawblk.cap, &len);
     if (rc == LMK_ENOTFOUND)
@@ -84,15 +95,16 @@ int lmk_attend_fetch(lmk_attend_plan *p)
     lmk_session *s = p->s;
     const int H = s->n_kv_heads;
     p->sealed_T = lmk_sealed(p->T, s->L);
-    if (lmk_buf_reserve(&s->need, need_bound(p) * sizeof(int64_t) + 8))
+    if (lmk_buf_reserve(&s->need, lmk_szadd(lmk_szmul(need_bound(p), sizeof(int64_t)), 8)))
         return lmk_sess_fail(s, ENOMEM, "out of memory");
     int64_t nn = list_needed(p);
     const int64_t *need = s->need.p;
     p->n_need = nn;
 
     size_t blk_floats = (size_t)s->L * s->head_dim;
-    if (lmk_buf_reserve(&s->slots, (size_t)(nn ? nn : 1) * sizeof(lmk_slot)) ||
-        lmk_buf_reserve(&s->slotmem, (size_t)(nn ? nn : 1) * 2 * blk_floats * sizeof(float)))
+    size_t nslot = (size_t)(nn ? nn : 1);
+    if (lmk_buf_reserve(&s->slots, lmk_szmul(nslot, sizeof(lmk_slot))) ||
+        lmk_buf_reserve(&s->slotmem, lmk_szmul(nslot, 2 * blk_floats * sizeof(float))))
         return lmk_sess_fail(s, ENOMEM, "out of memory fetching %lld blocks", (long long)nn);
     lmk_slot *slots = s->slots.p;
     float *mem = s->slotmem.p;

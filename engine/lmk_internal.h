@@ -26,6 +26,25 @@ typedef struct lmk_layer {
     float *tail_v; /* (n_kv_heads, L, head_dim) */
 } lmk_layer;
 
+/* Grow-only scratch: the hot path reallocates only when a call needs more than any before. */
+typedef struct lmk_buf {
+    void *p;
+    size_t cap;
+} lmk_buf;
+
+/* What a session transaction (lmk_session_begin() or the implicit one of a plain append)
+ * needs to undo or serve one layer. */
+typedef struct lmk_txn_layer {
+    int64_t ntok0;   /* tokens at begin */
+    int touched;     /* appended to since begin */
+    int tail_saved;  /* tail0 holds the tail's first ntok0 - sealed(ntok0) rows per KV head */
+    lmk_buf tail0;   /* (2, n_kv_heads, L, head_dim) f32: K then V as at begin */
+    lmk_buf blocks;  /* explicit transactions: the encoded blocks sealed since begin,
+                        ((b - sealed(ntok0)) * n_kv_heads + h) * block_bytes */
+} lmk_txn_layer;
+
+enum { LMK_TXN_NONE = 0, LMK_TXN_EXPLICIT = 1, LMK_TXN_IMPLICIT = 2 };
+
 /* A block decoded for one attend call: K and V of one (KV head, block), f32. */
 typedef struct lmk_slot {
     int64_t block;
@@ -33,11 +52,6 @@ typedef struct lmk_slot {
     float *v; /* (L, head_dim) */
 } lmk_slot;
 
-/* Grow-only scratch: the hot path reallocates only when a call needs more than any before. */
-typedef struct lmk_buf {
-    void *p;
-    size_t cap;
-} lmk_buf;
 
 struct lmk_session {
     char dir[PATH_MAX];
@@ -56,6 +70,15 @@ struct lmk_session {
     lmk_index **idx; /* (n_layers, n_kv_heads) */
     int *idx_dirty;  /* index changed since last save */
     lmk_layer *layers;
+
+    /* session transaction */
+    int txn;             /* LMK_TXN_* */
+    size_t txn_bytes;    /* bytes buffered in the store batch by the transaction's appends */
+    lmk_txn_layer *txl;  /* (n_layers) */
+    /* Set when an undo could not bring an index back in step with the store: every call
+     * but close then fails with LMK_ESTATE and this message (reopening rebuilds it). */
+    int broken;
+    char broken_msg[512];
 
     /* append scratch */
     lmk_buf enc;    /* encoded block / token values */
@@ -90,8 +113,42 @@ static inline void lmk_report_v(void (*cb)(void *ud, const char *msg), void *ud,
     cb(ud, msg);
 }
 
-/* Ensure b holds at least n bytes (contents kept). Returns 0 or ENOMEM. */
+/* a * b, saturating at SIZE_MAX: sizes computed from shapes and counts (which come from
+ * callers and from disk) go through it, and a saturated size fails its allocation. */
+static inline size_t lmk_szmul(size_t a, size_t b)
+{
+    size_t r;
+    return __builtin_mul_overflow(a, b, &r) ? SIZE_MAX : r;
+}
+
+static inline size_t lmk_szadd(size_t a, size_t b)
+{
+    size_t r;
+    return __builtin_add_overflow(a, b, &r) ? SIZE_MAX : r;
+}
+
+/* Ensure b holds at least n bytes (contents kept). Returns 0 or ENOMEM (also for any n
+ * above SIZE_MAX / 2). */
 int lmk_buf_reserve(lmk_buf *b, size_t n);
+
+/* LMK_ESTATE with the reason when the session is broken, LMK_OK otherwise. */
+int lmk_sess_check_usable(lmk_session *s);
+
+/* Cut index (layer, kvh) back to n vectors (an undo or a truncation). When FAISS fails the
+ * index is rebuilt from its own first n vectors; when that fails too the session is marked
+ * broken (and the index file removed, so a reopen rebuilds it from the store). */
+int lmk_sess_index_cut(lmk_session *s, int layer, int kvh, int64_t n);
+
+/* Test hooks (fault injection): when > 0, decremented on every index addition (appends),
+ * truncation (undo and truncate) and rebuild after a failed truncation; the call that brings
+ * one to 0 fails with LMK_EINDEX. */
+extern int lmk_fault_index_add, lmk_fault_index_truncate, lmk_fault_index_rebuild;
+
+/* Refuse a call inside an explicit transaction (what: the call's name). */
+int lmk_sess_no_txn(lmk_session *s, const char *what);
+
+/* Abort whatever transaction is open (lmk_append.c); used by close. */
+int lmk_sess_txn_abort(lmk_session *s);
 
 /* Copy the store's message into the session's and return its code. */
 static inline int lmk_sess_store_fail(lmk_session *s, int rc, const char *what)
@@ -124,6 +181,10 @@ static inline int64_t lmk_sealed(int64_t ntok, int L)
 {
     return ntok > 0 ? (ntok - 1) / L : 0;
 }
+
+/* Token count of layer l from its record in the store (0 when absent), in the caller's read
+ * snapshot if one is open. LMK_ECORRUPT on a damaged record. */
+int lmk_sess_read_layer_rec(lmk_session *s, int l, int64_t *ntok);
 
 /* Read block b of (layer, kvh) from the store (inside the caller's read transaction if one
  * is open) and decode to f32 K, V (L, head_dim). */

@@ -1,5 +1,7 @@
 /* Maintenance: truncate, fork, reindex, verify. */
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +17,9 @@ LMK_API int lmk_session_truncate(lmk_session *s, int64_t n)
         return LMK_EINVAL;
     if (s->read_only)
         return lmk_sess_fail(s, LMK_EREADONLY, "session is open read-only");
+    int rc = lmk_sess_no_txn(s, "truncate");
+    if (rc)
+        return rc;
     for (int l = 0; l < s->n_layers; l++)
         if (n < 0 || n > s->layers[l].ntok)
             return lmk_sess_fail(s, LMK_EINVAL,
@@ -25,23 +30,28 @@ LMK_API int lmk_session_truncate(lmk_session *s, int64_t n)
     int64_t nb = lmk_sealed(n, L);
     int64_t keep0 = nb * L; /* first token of the new tail */
     int64_t ntail = n - keep0;
-    float *k = malloc((size_t)(ntail > 0 ? ntail : 1) * row * 2 * sizeof(float));
+    /* the new tail of every layer, (n_layers, ntail, n_kv_heads, head_dim) for K and V */
+    size_t per_layer = lmk_szmul((size_t)(ntail > 0 ? ntail : 1), row);
+    float *k = malloc(lmk_szmul(lmk_szmul(per_layer, (size_t)s->n_layers), 2 * sizeof(float)));
     uint8_t *enc = malloc(2 * row * s->esz);
     if (!k || !enc) {
         free(k);
         free(enc);
         return lmk_sess_fail(s, ENOMEM, "out of memory");
     }
-    float *v = k + (size_t)(ntail > 0 ? ntail : 1) * row;
-    int rc = LMK_OK;
+    float *v = k + per_layer * (size_t)s->n_layers;
+    /* One store commit for every layer: an interruption leaves all layers at the old length
+     * or all at the new one. */
+    for (int l = 0; l < s->n_layers && rc == LMK_OK; l++)
+        if (ntail > 0 && s->layers[l].ntok != n)
+            rc = lmk_session_read_kv(s, l, keep0, ntail, k + per_layer * l, v + per_layer * l);
+    if (rc == LMK_OK && (rc = lmk_store_batch_begin(s->st)) != LMK_OK)
+        lmk_sess_store_fail(s, rc, "starting a write");
+    int batch = rc == LMK_OK;
     for (int l = 0; l < s->n_layers && rc == LMK_OK; l++) {
-        lmk_layer *ly = &s->layers[l];
-        if (ly->ntok == n)
+        if (s->layers[l].ntok == n)
             continue;
-        if (ntail > 0 && (rc = lmk_session_read_kv(s, l, keep0, ntail, k, v)))
-            break;
-        if ((rc = lmk_store_batch_begin(s->st)))
-            break;
+        const float *kl = k + per_layer * l, *vl = v + per_layer * l;
         for (int h = 0; h < H && rc == LMK_OK; h++) {
             lmk_key a = mkkey(LMK_KEY_BLOCK, l, h, nb), b = mkkey(LMK_KEY_BLOCK, l, h, INT64_MAX);
             lmk_key c = mkkey(LMK_KEY_LANDMARK, l, h, nb),
@@ -54,11 +64,11 @@ LMK_API int lmk_session_truncate(lmk_session *s, int64_t n)
             rc = lmk_store_del_range(s->st, &ta, &tb);
         for (int64_t i = 0; i < ntail && rc == LMK_OK; i++) {
             if (s->dtype == LMK_DTYPE_F16) {
-                lmk_f32_to_f16_n(k + (size_t)i * row, (uint16_t *)enc, row);
-                lmk_f32_to_f16_n(v + (size_t)i * row, (uint16_t *)enc + row, row);
+                lmk_f32_to_f16_n(kl + (size_t)i * row, (uint16_t *)enc, row);
+                lmk_f32_to_f16_n(vl + (size_t)i * row, (uint16_t *)enc + row, row);
             } else {
-                memcpy(enc, k + (size_t)i * row, row * 4);
-                memcpy(enc + row * 4, v + (size_t)i * row, row * 4);
+                memcpy(enc, kl + (size_t)i * row, row * 4);
+                memcpy(enc + row * 4, vl + (size_t)i * row, row * 4);
             }
             lmk_key tk = mkkey(LMK_KEY_TAIL, l, 0, keep0 + i);
             rc = lmk_store_put(s->st, &tk, enc, 2 * row * s->esz);
@@ -70,30 +80,39 @@ LMK_API int lmk_session_truncate(lmk_session *s, int64_t n)
             size_t rl = lmk_layer_rec_encode(n, rec, sizeof rec);
             rc = lmk_store_put_meta(s->st, name, rec, rl);
         }
-        if (rc == LMK_OK)
-            rc = lmk_store_batch_commit(s->st);
-        if (rc) {
+        if (rc)
+            lmk_sess_store_fail(s, rc, "truncating");
+    }
+    if (rc == LMK_OK && (rc = lmk_store_batch_commit(s->st)) != LMK_OK)
+        lmk_sess_store_fail(s, rc, "committing a truncation");
+    if (rc) {
+        if (batch)
             lmk_store_batch_abort(s->st);
-            rc = lmk_sess_fail(s, rc, "truncating layer %d: %s", l, lmk_store_errmsg(s->st));
-            break;
-        }
-        /* committed: bring memory and indices along */
+        free(k);
+        free(enc);
+        return rc;
+    }
+    /* committed: bring memory and indices along (a failed index cut rebuilds the index or
+     * marks the session broken; it is never ignored) */
+    for (int l = 0; l < s->n_layers; l++) {
+        lmk_layer *ly = &s->layers[l];
+        if (ly->ntok == n)
+            continue;
+        const float *kl = k + per_layer * l, *vl = v + per_layer * l;
         for (int64_t i = 0; i < ntail; i++)
             for (int h = 0; h < H; h++) {
-                memcpy(ly->tail_k + ((size_t)h * L + (size_t)i) * D, k + (size_t)i * row + (size_t)h * D,
-                       (size_t)D * 4);
-                memcpy(ly->tail_v + ((size_t)h * L + (size_t)i) * D, v + (size_t)i * row + (size_t)h * D,
-                       (size_t)D * 4);
+                memcpy(ly->tail_k + ((size_t)h * L + (size_t)i) * D,
+                       kl + (size_t)i * row + (size_t)h * D, (size_t)D * 4);
+                memcpy(ly->tail_v + ((size_t)h * L + (size_t)i) * D,
+                       vl + (size_t)i * row + (size_t)h * D, (size_t)D * 4);
             }
         ly->ntok = n;
         for (int h = 0; h < H; h++) {
-            lmk_index *idx = s->idx[l * H + h];
-            int irc = lmk_index_truncate(idx, nb);
-            if (irc) {
-                rc = lmk_sess_fail(s, irc, "truncating an index: %s", lmk_index_errmsg(idx));
-                break;
-            }
-            s->idx_dirty[l * H + h] = 1;
+            int irc = lmk_sess_index_cut(s, l, h, nb);
+            if (irc && !rc)
+                rc = irc;
+            if (!irc)
+                s->idx_dirty[l * H + h] = 1;
         }
     }
     free(k);
@@ -103,21 +122,102 @@ LMK_API int lmk_session_truncate(lmk_session *s, int64_t n)
     return rc;
 }
 
+/* Removes what a fork writes into `dir` (the store and index files), then `dir`. */
+static void fork_cleanup(const lmk_session *s, const char *dir)
+{
+    char path[PATH_MAX + 64];
+    static const char *const names[] = {"data.mdb", "lock.mdb", "landmark.lock"};
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
+        snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+        unlink(path);
+    }
+    for (int i = 0; i < s->n_layers * s->n_kv_heads; i++) {
+        snprintf(path, sizeof path, "%s/index-L%d-H%d.lmki", dir, i / s->n_kv_heads,
+                 i % s->n_kv_heads);
+        unlink(path);
+        strcat(path, ".tmp");
+        unlink(path);
+    }
+    rmdir(dir);
+}
+
+/* The copy is made in a fresh "<dst>.fork-XXXXXX" beside dst and renamed to dst only when
+ * complete, so a fork killed midway leaves dst as it was (absent or empty) and a retry
+ * works; the leftover temporary directory blocks nothing. */
 LMK_API int lmk_session_fork(lmk_session *s, const char *dst)
 {
     if (!s || !dst)
         return s ? lmk_sess_fail(s, LMK_EINVAL, "fork: NULL destination") : LMK_EINVAL;
-    int rc = lmk_store_copy(s->st, dst);
+    int rc = lmk_sess_no_txn(s, "fork");
     if (rc)
-        return lmk_sess_fail(s, rc, "copying the store to %s: %s", dst, lmk_store_errmsg(s->st));
+        return rc;
+    size_t dl = strlen(dst);
+    while (dl > 1 && dst[dl - 1] == '/')
+        dl--;
+    if (dl == 0 || dl > PATH_MAX - 128)
+        return lmk_sess_fail(s, LMK_EINVAL, "fork: invalid destination");
+    struct stat st;
+    int was_empty = 0; /* an empty dst is removed now, re-created by the rename (or on failure) */
+    if (stat(dst, &st) == 0) {
+        if (S_ISDIR(st.st_mode) && rmdir(dst) == 0)
+            was_empty = 1;
+        if (!was_empty)
+            return lmk_sess_fail(s, LMK_EINVAL, "fork: destination %s exists and is not an "
+                                                "empty directory", dst);
+    }
+    char tmp[PATH_MAX];
+    snprintf(tmp, sizeof tmp, "%.*s.fork-XXXXXX", (int)dl, dst);
+    if (!mkdtemp(tmp)) {
+        rc = errno;
+        lmk_sess_fail(s, rc, "fork: creating a directory beside %s: %s", dst, strerror(rc));
+        if (was_empty)
+            mkdir(dst, 0755);
+        return rc;
+    }
+    rc = lmk_store_copy(s->st, tmp);
+    if (rc) {
+        lmk_sess_fail(s, rc, "copying the store to %s: %s", dst, lmk_store_errmsg(s->st));
+        goto fail;
+    }
     const int H = s->n_kv_heads;
     for (int i = 0; i < s->n_layers * H; i++) {
         char path[PATH_MAX + 64];
-        snprintf(path, sizeof path, "%s/index-L%d-H%d.lmki", dst, i / H, i % H);
-        if ((rc = lmk_index_save(s->idx[i], path)))
-            return lmk_sess_fail(s, rc, "writing %s: %s", path, lmk_index_errmsg(s->idx[i]));
+        snprintf(path, sizeof path, "%s/index-L%d-H%d.lmki", tmp, i / H, i % H);
+        if ((rc = lmk_index_save(s->idx[i], path))) {
+            lmk_sess_fail(s, rc, "writing an index of %s: %s", dst, lmk_index_errmsg(s->idx[i]));
+            goto fail;
+        }
     }
+    chmod(tmp, 0755); /* mkdtemp's 0700 */
+    if (rename(tmp, dst) != 0) {
+        rc = errno;
+        lmk_sess_fail(s, rc, "fork: renaming %s to %s: %s", tmp, dst, strerror(rc));
+        goto fail;
+    }
+    /* the rename is durable once the parent directory is */
+    char parent[PATH_MAX];
+    snprintf(parent, sizeof parent, "%.*s", (int)dl, dst);
+    char *slash = strrchr(parent, '/');
+    if (!slash)
+        snprintf(parent, sizeof parent, ".");
+    else if (slash == parent)
+        parent[1] = 0;
+    else
+        *slash = 0;
+    int pfd = open(parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (pfd >= 0) {
+        if (fsync(pfd) != 0 && errno != EINVAL)
+            rc = errno;
+        close(pfd);
+    }
+    if (rc)
+        return lmk_sess_fail(s, rc, "fork: fsync of %s: %s", parent, strerror(rc));
     return LMK_OK;
+fail:
+    fork_cleanup(s, tmp);
+    if (was_empty)
+        mkdir(dst, 0755);
+    return rc;
 }
 
 LMK_API int lmk_session_reindex(lmk_session *s, const char *spec)
@@ -126,6 +226,9 @@ LMK_API int lmk_session_reindex(lmk_session *s, const char *spec)
         return s ? lmk_sess_fail(s, LMK_EINVAL, "reindex: NULL spec") : LMK_EINVAL;
     if (s->read_only)
         return lmk_sess_fail(s, LMK_EREADONLY, "session is open read-only");
+    int nrc = lmk_sess_no_txn(s, "reindex");
+    if (nrc)
+        return nrc;
     if (strlen(spec) > LMK_MAX_SPEC)
         return lmk_sess_fail(s, LMK_EINVAL, "index spec too long");
     const int H = s->n_kv_heads, n = s->n_layers * H;
@@ -242,13 +345,30 @@ LMK_API int lmk_session_verify(lmk_session *s, void (*report)(void *ud, const ch
 {
     if (!s)
         return LMK_EINVAL;
+    int nrc = lmk_sess_no_txn(s, "verify");
+    if (nrc)
+        return nrc;
     const int H = s->n_kv_heads, D = s->head_dim, L = s->L;
     int64_t *expect = calloc((size_t)s->n_layers * H, sizeof *expect);
-    if (!expect)
+    /* token counts of the snapshot the walk reads (a writer in another process may have
+     * appended since this handle was opened) */
+    int64_t *snap = calloc((size_t)s->n_layers, sizeof *snap);
+    float *lm = malloc((size_t)D * sizeof(float));
+    if (!expect || !snap || !lm) {
+        free(expect);
+        free(snap);
+        free(lm);
         return lmk_sess_fail(s, ENOMEM, "out of memory");
+    }
     vctx v = {s, report, ud, 0, 0, 0, expect, 0};
     const int kinds[3] = {LMK_KEY_BLOCK, LMK_KEY_LANDMARK, LMK_KEY_TAIL};
-    int rc = LMK_OK;
+    int rc = lmk_store_read_begin(s->st);
+    if (rc) {
+        lmk_sess_store_fail(s, rc, "starting a read");
+        goto out;
+    }
+    for (int l = 0; l < s->n_layers && rc == LMK_OK; l++)
+        rc = lmk_sess_read_layer_rec(s, l, &snap[l]);
     for (int k = 0; k < 3 && rc == LMK_OK; k++) {
         v.kind = kinds[k];
         v.value_len = kinds[k] == LMK_KEY_BLOCK      ? 2 * (size_t)L * D * s->esz
@@ -256,7 +376,7 @@ LMK_API int lmk_session_verify(lmk_session *s, void (*report)(void *ud, const ch
                                                      : 2 * (size_t)H * D * s->esz;
         for (int l = 0; l < s->n_layers; l++)
             for (int h = 0; h < H; h++) {
-                int64_t sealed = lmk_sealed(s->layers[l].ntok, L);
+                int64_t sealed = lmk_sealed(snap[l], L);
                 expect[l * H + h] = kinds[k] == LMK_KEY_TAIL ? (h == 0 ? sealed * L : 0) : 0;
             }
         rc = lmk_store_scan(s->st, (uint8_t)kinds[k], -1, 1, verify_cb, &v);
@@ -267,24 +387,27 @@ LMK_API int lmk_session_verify(lmk_session *s, void (*report)(void *ud, const ch
         }
         for (int l = 0; l < s->n_layers; l++)
             for (int h = 0; h < (kinds[k] == LMK_KEY_TAIL ? 1 : H); h++) {
-                int64_t sealed = lmk_sealed(s->layers[l].ntok, L);
-                int64_t want = kinds[k] == LMK_KEY_TAIL ? s->layers[l].ntok : sealed;
+                int64_t sealed = lmk_sealed(snap[l], L);
+                int64_t want = kinds[k] == LMK_KEY_TAIL ? snap[l] : sealed;
                 if (expect[l * H + h] != want)
                     vreport(&v, "layer %d head %d: %ss end at #%lld, expected #%lld", l, h,
                             kind_name(kinds[k]), (long long)expect[l * H + h], (long long)want);
             }
     }
-    free(expect);
     if (rc)
-        return rc;
-    /* indices: cover exactly the sealed blocks, holding the stored landmarks */
-    float *lm = malloc((size_t)D * sizeof(float));
-    if (!lm)
-        return lmk_sess_fail(s, ENOMEM, "out of memory");
+        goto out;
+    /* indices: cover exactly the blocks sealed when the handle last changed or opened,
+     * holding the stored landmarks */
     for (int l = 0; l < s->n_layers; l++)
         for (int h = 0; h < H; h++) {
             lmk_index *idx = s->idx[l * H + h];
             int64_t sealed = lmk_sealed(s->layers[l].ntok, L);
+            if (sealed > lmk_sealed(snap[l], L)) {
+                vreport(&v, "layer %d holds %lld tokens, this handle %lld (truncated by a "
+                        "writer since it opened)", l, (long long)snap[l],
+                        (long long)s->layers[l].ntok);
+                continue;
+            }
             if (lmk_index_ntotal(idx) != sealed) {
                 vreport(&v, "index L%d H%d covers %lld blocks, %lld are stored", l, h,
                         (long long)lmk_index_ntotal(idx), (long long)sealed);
@@ -302,10 +425,14 @@ LMK_API int lmk_session_verify(lmk_session *s, void (*report)(void *ud, const ch
                 }
             }
         }
-    free(lm);
     if (blocks_checked)
         *blocks_checked = v.checked;
     if (n_errors)
         *n_errors = v.errors;
-    return LMK_OK;
+out:
+    lmk_store_read_end(s->st);
+    free(expect);
+    free(snap);
+    free(lm);
+    return rc;
 }

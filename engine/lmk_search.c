@@ -41,7 +41,8 @@ typedef struct rctx_geo {
 
 static int chunk_searched(const rctx_geo *rg, int64_t i)
 {
-    return !rg->sparse || i == rg->i1 - 1 || (i - rg->i0) % CHUNK_SEARCH_STRIDE == CHUNK_SEARCH_STRIDE - 1;
+    return !rg->sparse || i == rg->i1 - 1 ||
+           (i - rg->i0) % CHUNK_SEARCH_STRIDE == CHUNK_SEARCH_STRIDE - 1;
 }
 
 typedef struct rctx {
@@ -55,14 +56,14 @@ typedef struct rctx {
     int64_t *sel; /* (nq, n_heads, max_sel) */
     int *nsel;    /* (nq, n_heads) */
     float *qs;    /* search queries scratch (nq * n_heads, D) */
+    float *qsum;  /* one row per KV head (n_kv_heads, D): a query summed over the group */
     int64_t *ids; /* search results scratch (nq * n_heads, kmax) */
     int64_t kmax;
-    int rc;
-    char msg[512];
 } rctx;
 
-/* Search for KV head kvh and fill sel/nsel of its query heads. */
-static int retrieve_kvh(rctx *r, int kvh)
+/* Search for KV head kvh and fill sel/nsel of its query heads. Runs on a worker thread:
+ * a failure is described in msg (the caller's, one per thread), never in shared state. */
+static int retrieve_kvh(rctx *r, int kvh, char *msg, size_t msg_cap)
 {
     lmk_session *s = r->s;
     const int D = s->head_dim, G = s->group, NH = s->n_heads;
@@ -105,7 +106,7 @@ static int retrieve_kvh(rctx *r, int kvh)
                                       qs + (size_t)nrow++ * D);
                 } else {
                     float *dst = qs + (size_t)nrow++ * D;
-                    float tmp[D];
+                    float *tmp = r->qsum + (size_t)kvh * D; /* this head's thread only */
                     memset(dst, 0, (size_t)D * 4);
                     for (int g = 0; g < G; g++) {
                         ranking_query(s, o, &r->g[i],
@@ -117,7 +118,7 @@ static int retrieve_kvh(rctx *r, int kvh)
             }
             int rc = lmk_index_search(idx, nrow, qs, (int)k, pool, &sp, ids, NULL);
             if (rc) {
-                snprintf(r->msg, sizeof r->msg, "searching layer %d head %d: %s", r->layer, kvh,
+                snprintf(msg, msg_cap, "searching layer %d head %d: %s", r->layer, kvh,
                          lmk_index_errmsg(idx));
                 return rc;
             }
@@ -216,14 +217,15 @@ int lmk_attend_search(lmk_attend_plan *p)
     lmk_session *s = p->s;
     const int H = s->n_kv_heads;
     rctx r = {s, p->layer, p->nq, p->q, p->o, p->g, p->max_sel, p->sel, p->nsel,
-              s->q_search.p, s->ids.p, p->kmax, 0, ""};
+              s->q_search.p, (float *)s->q_search.p + (size_t)p->nq * s->n_heads * s->head_dim,
+              s->ids.p, p->kmax};
     int nth = s->n_threads < H ? s->n_threads : H;
     /* a parallel region costs more than it saves on a small search (a decoding step of a
      * small model): under about 1M multiply-adds one thread searches every head */
     int64_t n_cand = p->T / s->L;
     if ((double)p->nq * s->n_heads * (double)n_cand * s->head_dim < (double)(1 << 20))
         nth = 1;
-    int rc_any = 0;
+    int rc_any = 0, kvh_err = H;
     /* FAISS opens its own OpenMP regions inside a search. Ours is the one level of
      * parallelism: setting the thread count inside our region changes only that region's
      * data environment (not the caller's), so FAISS runs single-threaded here instead of
@@ -233,13 +235,16 @@ int lmk_attend_search(lmk_attend_plan *p)
         omp_set_num_threads(1);
 #pragma omp for schedule(static)
         for (int kvh = 0; kvh < H; kvh++) {
-            int rc = retrieve_kvh(&r, kvh);
+            char msg[512];
+            int rc = retrieve_kvh(&r, kvh, msg, sizeof msg);
             if (rc) {
+                /* the first failing head (in head order) reports, whatever the timing */
 #pragma omp critical(lmk_attend_err)
                 {
-                    if (!rc_any) {
+                    if (!rc_any || kvh < kvh_err) {
                         rc_any = rc;
-                        snprintf(s->err, sizeof s->err, "%s", r.msg);
+                        kvh_err = kvh;
+                        snprintf(s->err, sizeof s->err, "%s", msg);
                     }
                 }
             }
@@ -248,8 +253,8 @@ int lmk_attend_search(lmk_attend_plan *p)
     if (rc_any)
         return rc_any;
     if (p->o->retrieve == LMK_RETRIEVE_CHUNK && p->nq > 1) {
-        size_t cap = (size_t)p->nq * p->max_sel;
-        int64_t *cand = malloc(cap * (sizeof(int64_t) + sizeof(float)));
+        size_t cap = lmk_szmul((size_t)p->nq, (size_t)p->max_sel);
+        int64_t *cand = malloc(lmk_szmul(cap, sizeof(int64_t) + sizeof(float)));
         if (!cand)
             return lmk_sess_fail(s, ENOMEM, "out of memory");
         for (int kvh = 0; kvh < H; kvh++)

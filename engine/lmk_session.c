@@ -27,6 +27,8 @@ int lmk_buf_reserve(lmk_buf *b, size_t n)
 {
     if (n <= b->cap)
         return 0;
+    if (n > SIZE_MAX / 2)
+        return ENOMEM; /* also what a saturated lmk_szmul() asks for */
     size_t cap = b->cap ? b->cap : 4096;
     while (cap < n)
         cap *= 2;
@@ -95,7 +97,8 @@ static int alloc_state(lmk_session *s)
     s->layers = calloc((size_t)s->n_layers, sizeof *s->layers);
     s->work = calloc((size_t)s->n_threads, sizeof *s->work);
     s->need_off = calloc((size_t)s->n_kv_heads + 1, sizeof *s->need_off);
-    if (!s->idx || !s->idx_dirty || !s->layers || !s->work || !s->need_off)
+    s->txl = calloc((size_t)s->n_layers, sizeof *s->txl);
+    if (!s->idx || !s->idx_dirty || !s->layers || !s->work || !s->need_off || !s->txl)
         return ENOMEM;
     size_t tail = (size_t)s->n_kv_heads * s->L * s->head_dim;
     for (int l = 0; l < s->n_layers; l++) {
@@ -196,11 +199,17 @@ static int sync_indices(lmk_session *s, int layer)
 {
     int64_t sealed = lmk_sealed(s->layers[layer].ntok, s->L);
     int H = s->n_kv_heads;
-    int64_t from[H], got[H];
-    float *dst[H];
+    /* per KV head (up to 65535 of them, read from disk): on the heap */
+    size_t hb = (size_t)H * (2 * sizeof(int64_t) + sizeof(float *) + sizeof(const float *) +
+                             sizeof(int));
+    char *harr = calloc(1, hb);
+    if (!harr)
+        return lmk_sess_fail(s, ENOMEM, "out of memory");
+    int64_t *from = (int64_t *)(void *)harr, *got = from + H;
+    float **dst = (float **)(void *)(got + H);
+    const float **have = (const float **)(dst + H);
+    int *mismatch = (int *)(void *)(have + H);
     int rc = LMK_OK;
-    for (int h = 0; h < H; h++)
-        dst[h] = NULL;
     for (int h = 0; h < H; h++) {
         char path[PATH_MAX + 64], msg[512] = "";
         index_path(s, layer, h, path, sizeof path);
@@ -214,7 +223,7 @@ static int sync_indices(lmk_session *s, int layer)
                 if ((rc = lmk_index_truncate(idx, sealed)) != LMK_OK) {
                     rc = lmk_sess_index_fail(s, rc, idx, "truncating an index");
                     lmk_index_free(idx);
-                    return rc;
+                    goto out;
                 }
                 s->idx_dirty[layer * H + h] = 1;
             }
@@ -226,15 +235,15 @@ static int sync_indices(lmk_session *s, int layer)
             io.spec = s->spec;
             io.dim = s->head_dim;
             rc = lmk_index_create(&io, &idx, msg, sizeof msg);
-            if (rc)
-                return lmk_sess_fail(s, rc, "index spec \"%s\": %s", s->spec, msg);
+            if (rc) {
+                rc = lmk_sess_fail(s, rc, "index spec \"%s\": %s", s->spec, msg);
+                goto out;
+            }
             s->idx_dirty[layer * H + h] = 1;
         }
         s->idx[layer * H + h] = idx;
     }
     /* Check what the files hold against the store, then catch up or rebuild. */
-    const float *have[H];
-    int mismatch[H];
     for (int pass = 0; pass < 2; pass++) {
         for (int h = 0; h < H; h++) {
             lmk_index *idx = s->idx[layer * H + h];
@@ -299,24 +308,37 @@ static int sync_indices(lmk_session *s, int layer)
 out:
     for (int h = 0; h < H; h++)
         free(dst[h]);
+    free(harr);
     return rc;
 }
 
+int lmk_sess_read_layer_rec(lmk_session *s, int l, int64_t *ntok)
+{
+    char name[32];
+    uint8_t rec[16];
+    size_t len = 0;
+    snprintf(name, sizeof name, "layer/%d", l);
+    int rc = lmk_store_get_meta(s->st, name, rec, sizeof rec, &len);
+    if (rc == LMK_ENOTFOUND) {
+        *ntok = 0;
+        return LMK_OK;
+    }
+    if (rc == LMK_EINVAL)
+        return lmk_sess_fail(s, LMK_ECORRUPT, "layer %d record is oversized", l);
+    if (rc)
+        return lmk_sess_store_fail(s, rc, "reading the layer record");
+    if (lmk_layer_rec_decode(rec, len, ntok))
+        return lmk_sess_fail(s, LMK_ECORRUPT, "layer %d record is damaged", l);
+    return LMK_OK;
+}
+
+/* Layer records, tails and indices, all from the caller's read snapshot. */
 static int load_layers(lmk_session *s)
 {
     for (int l = 0; l < s->n_layers; l++) {
-        char name[32];
-        uint8_t rec[16];
-        size_t len = 0;
-        snprintf(name, sizeof name, "layer/%d", l);
-        int rc = lmk_store_get_meta(s->st, name, rec, sizeof rec, &len);
-        if (rc == LMK_ENOTFOUND) {
-            s->layers[l].ntok = 0;
-        } else if (rc) {
-            return lmk_sess_store_fail(s, rc, "reading the layer record");
-        } else if (lmk_layer_rec_decode(rec, len, &s->layers[l].ntok)) {
-            return lmk_sess_fail(s, LMK_ECORRUPT, "layer %d record is damaged", l);
-        }
+        int rc = lmk_sess_read_layer_rec(s, l, &s->layers[l].ntok);
+        if (rc)
+            return rc;
         int64_t sealed = lmk_sealed(s->layers[l].ntok, s->L);
         tail_scan t = {s, l, sealed * s->L, s->layers[l].ntok - sealed * s->L, 0, 0};
         rc = lmk_store_scan(s->st, LMK_KEY_TAIL, l, 0, tail_cb, &t);
@@ -462,11 +484,18 @@ LMK_API int lmk_session_open(const char *dir, const lmk_session_opts *opts, lmk_
         rc = lmk_sess_fail(s, rc, "%s: %s", dir, msg);
         goto fail;
     }
+    /* Everything open reads (config, layer records, tails, landmarks) comes from one
+     * snapshot: a writer in another process may commit in between. */
+    if ((rc = lmk_store_read_begin(s->st))) {
+        rc = lmk_sess_store_fail(s, rc, "starting a read");
+        goto fail;
+    }
     uint8_t rec[1024];
     size_t len = 0;
     lmk_config_rec c;
     rc = lmk_store_get_meta(s->st, "config", rec, sizeof rec, &len);
     if (rc == LMK_ENOTFOUND) {
+        lmk_store_read_end(s->st);
         if (!opts->create || opts->read_only) {
             rc = lmk_sess_fail(s, LMK_ENOTFOUND, "%s holds no landmark session", dir);
             goto fail;
@@ -482,6 +511,10 @@ LMK_API int lmk_session_open(const char *dir, const lmk_session_opts *opts, lmk_
             rc = lmk_sess_store_fail(s, rc, "writing the session configuration");
             goto fail;
         }
+        if ((rc = lmk_store_read_begin(s->st))) {
+            rc = lmk_sess_store_fail(s, rc, "starting a read");
+            goto fail;
+        }
     } else if (rc == LMK_EINVAL) {
         rc = lmk_sess_fail(s, LMK_ECORRUPT, "session configuration record is oversized");
         goto fail;
@@ -495,11 +528,28 @@ LMK_API int lmk_session_open(const char *dir, const lmk_session_opts *opts, lmk_
             goto fail;
     }
     apply_config(s, &c);
+    {
+        /* A recorded spec this build refuses (written by an older one, say) must not make
+         * the session unopenable: search exactly until `reindex` records another. */
+        lmk_index_opts io = lmk_index_opts_default();
+        io.spec = s->spec;
+        io.dim = s->head_dim;
+        lmk_index *probe = NULL;
+        int prc = lmk_index_create(&io, &probe, msg, sizeof msg);
+        lmk_index_free(probe);
+        if (prc == LMK_EUNSUPPORTED) {
+            logf_(s, "recorded index spec \"%s\" is not usable (%s): searching exactly "
+                     "(\"Flat\") until reindex", s->spec, msg);
+            snprintf(s->spec, sizeof s->spec, "Flat");
+        }
+    }
     if ((rc = alloc_state(s))) {
         rc = lmk_sess_fail(s, rc, "out of memory");
         goto fail;
     }
-    if ((rc = load_layers(s)))
+    rc = load_layers(s);
+    lmk_store_read_end(s->st);
+    if (rc)
         goto fail;
     *out = s;
     return LMK_OK;
@@ -533,6 +583,8 @@ LMK_API void lmk_session_close(lmk_session *s)
 {
     if (!s)
         return;
+    if (s->txn != LMK_TXN_NONE && lmk_sess_txn_abort(s) && s->log)
+        s->log(s->log_ud, s->err);
     if (save_indices(s) && s->log)
         s->log(s->log_ud, s->err);
     if (s->idx)
@@ -562,6 +614,12 @@ LMK_API void lmk_session_close(lmk_session *s)
             buf_free(&s->work[t]);
     free(s->work);
     free(s->need_off);
+    if (s->txl)
+        for (int l = 0; l < s->n_layers; l++) {
+            buf_free(&s->txl[l].tail0);
+            buf_free(&s->txl[l].blocks);
+        }
+    free(s->txl);
     free(s);
 }
 
@@ -711,20 +769,32 @@ LMK_API int lmk_session_data_digest(lmk_session *s, uint64_t *digest)
 {
     if (!s || !digest)
         return LMK_EINVAL;
+    int rc = lmk_sess_no_txn(s, "data digest");
+    if (rc)
+        return rc;
     digest_ctx d = {0xcbf29ce484222325ull};
     int32_t shape[7] = {s->n_layers, s->n_heads, s->n_kv_heads, s->head_dim, s->L,
                         (int32_t)s->dtype, (int32_t)s->landmark};
     fnv(&d.h, shape, sizeof shape);
-    for (int l = 0; l < s->n_layers; l++)
-        fnv(&d.h, &s->layers[l].ntok, sizeof(int64_t));
-    const uint8_t kinds[3] = {LMK_KEY_BLOCK, LMK_KEY_LANDMARK, LMK_KEY_TAIL};
-    for (int i = 0; i < 3; i++) {
-        int rc = lmk_store_scan(s->st, kinds[i], -1, 0, digest_cb, &d);
-        if (rc)
-            return lmk_sess_store_fail(s, rc, "digesting stored data");
+    /* counts and records from one snapshot */
+    rc = lmk_store_read_begin(s->st);
+    if (rc)
+        return lmk_sess_store_fail(s, rc, "starting a read");
+    for (int l = 0; l < s->n_layers && rc == LMK_OK; l++) {
+        int64_t ntok = 0;
+        if ((rc = lmk_sess_read_layer_rec(s, l, &ntok)) == LMK_OK)
+            fnv(&d.h, &ntok, sizeof(int64_t));
     }
-    *digest = d.h;
-    return LMK_OK;
+    const uint8_t kinds[3] = {LMK_KEY_BLOCK, LMK_KEY_LANDMARK, LMK_KEY_TAIL};
+    for (int i = 0; i < 3 && rc == LMK_OK; i++) {
+        rc = lmk_store_scan(s->st, kinds[i], -1, 0, digest_cb, &d);
+        if (rc)
+            lmk_sess_store_fail(s, rc, "digesting stored data");
+    }
+    lmk_store_read_end(s->st);
+    if (rc == LMK_OK)
+        *digest = d.h;
+    return rc;
 }
 
 LMK_API int lmk_session_sync(lmk_session *s)
@@ -733,7 +803,10 @@ LMK_API int lmk_session_sync(lmk_session *s)
         return LMK_EINVAL;
     if (s->read_only)
         return LMK_OK;
-    int rc = lmk_store_sync(s->st);
+    int rc = lmk_sess_no_txn(s, "sync");
+    if (rc)
+        return rc;
+    rc = lmk_store_sync(s->st);
     if (rc)
         return lmk_sess_store_fail(s, rc, "syncing the store");
     return save_indices(s);

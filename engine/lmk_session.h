@@ -123,9 +123,58 @@ void lmk_session_close(lmk_session *s);
 const char *lmk_session_errmsg(const lmk_session *s);
 
 /* Append n tokens at `layer`: k, v (n, n_kv_heads, head_dim). Seals the blocks that become
- * sealed; everything appended is committed to the store when this returns LMK_OK (what
- * survives a crash then depends on the durability). On failure nothing is appended. */
+ * sealed. Outside a transaction everything appended is committed to the store when this
+ * returns LMK_OK (what survives a crash then depends on the durability); inside one it is
+ * part of the transaction. On failure nothing of the call is appended (an open transaction
+ * stays as it was).
+ * Returns LMK_OK, LMK_EINVAL (layer, n, NULL k/v, a non-finite value, the transaction's size
+ * limit), LMK_EREADONLY, LMK_ESTATE (session broken, see below), LMK_EINDEX, LMK_ESTORE,
+ * LMK_EMAPFULL, ENOMEM, ENOSPC or another errno. */
 int lmk_session_append(lmk_session *s, int layer, int64_t n, const float *k, const float *v);
+
+/* ---- transactions ----
+ * lmk_session_begin() opens a transaction on a writable handle; the appends that follow,
+ * at any layers, become one store commit at lmk_session_commit(), or are undone by
+ * lmk_session_abort() (the tokens, the blocks they sealed, their landmarks and the index
+ * entries added for them), leaving the handle exactly as before begin.
+ *
+ * Inside a transaction:
+ * - lmk_session_attend(), lmk_session_tokens(), lmk_session_read_kv(),
+ *   lmk_session_landmark() and lmk_session_info_get() see the uncommitted tokens, on the
+ *   writer's handle only (sealed blocks are kept in memory until commit);
+ * - lmk_session_truncate(), _fork(), _reindex(), _sync(), _verify() and _data_digest()
+ *   fail with LMK_ESTATE;
+ * - the appends' store writes may total at most LMK_SESSION_TXN_MAX_BYTES (block and tail
+ *   values and landmarks); an append that would pass it fails with LMK_EINVAL and the
+ *   transaction stays as it was (commit, then go on in a new one). Memory held: the
+ *   pending writes plus the encoded blocks sealed, each about the size of its stored value.
+ *
+ * Other processes (readers, and this process's other handles) see nothing of a transaction
+ * until its commit, then all of it at once. A process killed inside one leaves the session
+ * at its previous commit at every layer. Closing a handle with a transaction open aborts it.
+ * Plain appends outside a transaction run in their own (no size limit beyond the store's).
+ *
+ * A failed undo (abort, or a failed append's) that cannot bring an index back in step with
+ * the store marks the handle broken: every call but close then fails with LMK_ESTATE and a
+ * message saying so; reopening the session rebuilds the index from the store. */
+#define LMK_SESSION_TXN_MAX_BYTES ((size_t)128 << 20)
+
+/* Open a transaction. Returns LMK_OK, LMK_EREADONLY, LMK_ESTATE (one is open already, or
+ * the handle is broken), LMK_ESTORE. */
+int lmk_session_begin(lmk_session *s);
+
+/* Commit the open transaction in one store commit (durability as for appends). On failure
+ * nothing is committed and the transaction stays open: retry the commit or abort.
+ * Returns LMK_OK, LMK_ESTATE (none open, broken), LMK_EMAPFULL, LMK_ESTORE, ENOSPC or another
+ * errno. */
+int lmk_session_commit(lmk_session *s);
+
+/* Undo the open transaction. Returns LMK_OK, or LMK_ESTATE when none is open or an index
+ * could not be cut back (the handle is then broken; the store is untouched either way). */
+int lmk_session_abort(lmk_session *s);
+
+/* 1 while a transaction begun with lmk_session_begin() is open, else 0. */
+int lmk_session_in_txn(const lmk_session *s);
 
 /* ---- positions ----
  * Keys and queries are used as given unless a policy is set. A policy receives a rotation
@@ -209,7 +258,10 @@ int lmk_session_data_digest(lmk_session *s, uint64_t *digest);
 /* Flush all committed data and the index files to stable storage. */
 int lmk_session_sync(lmk_session *s);
 
-/* Cut every layer back to n_tokens (<= tokens). Indices are truncated accordingly. */
+/* Cut every layer back to n_tokens (<= tokens at every layer) in one store commit (an
+ * interruption leaves every layer at the old length or every layer at the new one). Indices
+ * are truncated accordingly; should FAISS fail, the index is rebuilt, and if that fails the
+ * handle is broken (LMK_ESTATE, see transactions). */
 int lmk_session_truncate(lmk_session *s, int64_t n_tokens);
 
 /* Write a compact copy of the session to the new directory dst. */

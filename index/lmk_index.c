@@ -198,24 +198,6 @@ static int faiss_shrink(lmk_index *idx, int64_t n)
     return LMK_OK;
 }
 
-/* After a failed operation, get back to a consistent state holding vecs[0..n): shrink,
- * else rebuild, else exact mode (which only needs vecs). */
-static void recover(lmk_index *idx, int64_t n)
-{
-    char keep[ERR_CAP];
-    memcpy(keep, idx->err, sizeof keep); /* report the original failure */
-    if (idx->in_faiss && faiss_shrink(idx, n) == LMK_OK) {
-        memcpy(idx->err, keep, sizeof keep);
-        return;
-    }
-    if (n >= idx->train_min && build_faiss(idx, n) == LMK_OK) {
-        memcpy(idx->err, keep, sizeof keep);
-        return;
-    }
-    (void)drop_to_exact(idx);
-    memcpy(idx->err, keep, sizeof keep);
-}
-
 /* ---- create / free ---- */
 
 LMK_API lmk_index_opts lmk_index_opts_default(void)
@@ -242,8 +224,8 @@ static int make_faiss(lmk_index *idx, const char *spec, char *msg, size_t cap)
         frc = faiss_index_factory(&idx->fi, idx->fdim, idx->fspec, idx->metric);
     if (frc) {
         snprintf(msg, cap, "FAISS refuses index spec \"%s\": %s", spec,
-                 faiss_get_last_error());
-        return (frc == -4 && strstr(faiss_get_last_error(), "bad_alloc")) ? ENOMEM
+                 faiss_msg());
+        return (frc == -4 && strstr(faiss_msg(), "bad_alloc")) ? ENOMEM
                                                                           : LMK_EUNSUPPORTED;
     }
     if (faiss_Index_metric_type(idx->fi) != idx->metric) {
@@ -270,7 +252,7 @@ static int probe_params(lmk_index *idx, char *msg, size_t cap)
 {
     int frc = faiss_ParameterSpace_new(&idx->ps);
     if (frc) {
-        snprintf(msg, cap, "FAISS ParameterSpace: %s", faiss_get_last_error());
+        snprintf(msg, cap, "FAISS ParameterSpace: %s", faiss_msg());
         return LMK_EINDEX;
     }
     if (faiss_ParameterSpace_set_index_parameter(idx->ps, idx->fi, "efSearch", 16) == 0)
@@ -458,22 +440,32 @@ LMK_API int lmk_index_add(lmk_index *idx, int64_t n, const float *x)
             int frc = faiss_Index_add(idx->fi, n, fx);
             if (frc) {
                 rc = faiss_fail(idx, frc, "add");
-                if (faiss_Index_ntotal(idx->fi) != old)
-                    recover(idx, old);
             } else if (faiss_Index_ntotal(idx->fi) != total) {
                 set_err(idx, "FAISS holds %lld vectors after adding to %lld",
                         (long long)faiss_Index_ntotal(idx->fi), (long long)total);
                 rc = LMK_EINDEX;
-                recover(idx, old);
             }
         }
-    } else if (!idx->exact_only && total >= idx->train_min) {
+    } else if (!idx->exact_only && total >= idx->train_min && total >= idx->retry_at) {
         /* reaching train_min (or the first add of a spec without training): train on
          * every vector so far and add them all */
         rc = build_faiss(idx, total);
     }
-    if (rc == LMK_OK)
-        idx->ntotal = total;
+    if (rc != LMK_OK) {
+        /* Our copy holds every vector, so exact search can always serve them: a FAISS
+         * failure (training, add, a rebuild) must not lose an add nor make a session that
+         * rebuilds its indices on open unopenable. FAISS is tried again once the count has
+         * doubled; the failure stays in lmk_index_errmsg(). */
+        char keep[ERR_CAP];
+        memcpy(keep, idx->err, sizeof keep);
+        (void)drop_to_exact(idx);
+        if (idx->in_faiss)
+            return rc; /* FAISS could not even be emptied: report, nothing added */
+        memcpy(idx->err, keep, sizeof keep);
+        idx->retry_at = total > INT64_MAX / 2 ? INT64_MAX : 2 * total;
+        rc = LMK_OK;
+    }
+    idx->ntotal = total;
     return rc;
 }
 
@@ -488,6 +480,8 @@ LMK_API int lmk_index_truncate(lmk_index *idx, int64_t n)
     if (n >= idx->ntotal)
         return LMK_OK;
     int rc = LMK_OK;
+    if (idx->retry_at > 2 * n)
+        idx->retry_at = 2 * n;
     if (!idx->in_faiss) {
         /* exact mode: only our copy to shorten */
     } else if (n < idx->train_min) {

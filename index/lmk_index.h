@@ -66,6 +66,9 @@ void lmk_index_free(lmk_index *idx);
 const char *lmk_index_errmsg(const lmk_index *idx);
 
 /* Append n vectors x (n, dim); they get ids ntotal .. ntotal+n-1. May train (see above).
+ * When FAISS fails (training, add, a rebuild) the vectors are still added: the index drops
+ * to exact search (which only needs this module's copy), keeps FAISS's message in
+ * lmk_index_errmsg() and tries FAISS again once it holds twice as many vectors.
  * On failure nothing is added. Returns LMK_OK, LMK_EINVAL, LMK_EINDEX, ENOMEM. */
 int lmk_index_add(lmk_index *idx, int64_t n, const float *x);
 
@@ -103,7 +106,10 @@ size_t lmk_index_memory_bytes(const lmk_index *idx);
  * serialization. Saving writes "<path>.tmp", fsyncs it, renames it over `path` and fsyncs
  * the directory. Loading verifies header, lengths against the file size and the checksum
  * before FAISS reads a byte, so a damaged file gives LMK_ECORRUPT and never reaches
- * FAISS's length fields. */
+ * FAISS's length fields. A checksum is no defence against a crafted file, so the FAISS
+ * part is then read and searched once in a child process (fork; bounded address space,
+ * 20 s at most) before this process reads it: what crashes, allocates without bound or
+ * hangs there is LMK_ECORRUPT here. */
 int lmk_index_save(lmk_index *idx, const char *path);
 
 /* Load an index saved by lmk_index_save(). `expect_spec` and `expect_dim` must match the

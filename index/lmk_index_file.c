@@ -7,7 +7,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
+
+#include <omp.h>
 
 #include <faiss/c_api/index_io_c.h>
 
@@ -378,12 +384,134 @@ static int read_whole(const char *path, unsigned char **out, size_t *out_len, ch
     return LMK_OK;
 }
 
+/* Bytes of address space this process has mapped (0 when unknown). */
+static uint64_t vm_bytes(void)
+{
+    FILE *f = fopen("/proc/self/statm", "r");
+    unsigned long long pages = 0;
+    if (f) {
+        if (fscanf(f, "%llu", &pages) != 1)
+            pages = 0;
+        fclose(f);
+    }
+    long ps = sysconf(_SC_PAGESIZE);
+    return pages * (uint64_t)(ps > 0 ? ps : 4096);
+}
+
+enum { TRIAL_QUERIES = 16, TRIAL_K = 8, TRIAL_TIMEOUT_MS = 20000 };
+
+/* The child of trial_read(): read the payload under a bounded address space, check what
+ * FAISS built against the header, search it with some of the stored vectors. Never
+ * returns. */
+static void trial_child(const lmk_index *idx, const struct hdr *h)
+{
+    struct rlimit rl = {0, 0};
+    setrlimit(RLIMIT_CORE, &rl);
+#if !defined(__SANITIZE_ADDRESS__)
+    /* FAISS sizes its vectors from the payload's length fields (up to 2^40 elements) and
+     * zero-fills them before reading: bound that by what the payload can hold. (Not under
+     * AddressSanitizer, whose shadow memory counts against RLIMIT_AS.) */
+    uint64_t vm = vm_bytes();
+    if (vm) {
+        rl.rlim_cur = rl.rlim_max = vm + 16 * (uint64_t)h->faiss_len + (256ull << 20);
+        setrlimit(RLIMIT_AS, &rl);
+    }
+#endif
+    omp_set_num_threads(1); /* no OpenMP team in a forked child */
+    FILE *mf = fmemopen((void *)h->faiss, h->faiss_len, "rb");
+    if (!mf)
+        _exit(10);
+    FaissIndex *fi = NULL;
+    int frc = faiss_read_index(mf, 0, &fi);
+    fclose(mf);
+    if (frc || !fi) {
+        const char *m = faiss_get_last_error();
+        /* FAISS refused the bytes (an exception): the caller's own read reports it the
+         * same way, unless it was the address-space bound, which the caller lacks */
+        _exit(m && strstr(m, "bad_alloc") ? 15 : 11);
+    }
+    if (faiss_Index_d(fi) != idx->fdim || faiss_Index_ntotal(fi) != h->ntotal ||
+        faiss_Index_metric_type(fi) != idx->metric || !faiss_Index_is_trained(fi))
+        _exit(12);
+    int64_t n = h->ntotal;
+    int k = n < TRIAL_K ? (int)n : TRIAL_K;
+    float q[DIM_MAX + 1];
+    float dist[TRIAL_K];
+    int64_t lab[TRIAL_K];
+    for (int i = 0; i < TRIAL_QUERIES && k > 0; i++) {
+        int64_t row = n * i / TRIAL_QUERIES;
+        memcpy(q, idx->vecs + (size_t)row * idx->dim, (size_t)idx->dim * sizeof(float));
+        if (idx->l2)
+            q[idx->dim] = 0.0f;
+        if (faiss_Index_search(fi, 1, q, k, dist, lab))
+            _exit(13);
+        for (int j = 0; j < k; j++)
+            if (lab[j] < -1 || lab[j] >= n)
+                _exit(14);
+    }
+    _exit(0);
+}
+
+/* FAISS's reader trusts the lengths in its serialization and its search trusts the
+ * structures it read (a graph's links, list sizes): the file's checksum is no defence
+ * against a crafted file. So the payload is first read and searched in a child process,
+ * where a crash, a huge allocation or a hang costs only the child; the caller then reads
+ * the same bytes. LMK_OK, or LMK_ECORRUPT with a message (the index is then rebuilt from
+ * the vectors). */
+static int trial_read(const lmk_index *idx, const struct hdr *h, const char *path, char *msg,
+                      size_t cap)
+{
+    pid_t pid = fork();
+    if (pid < 0) {
+        snprintf(msg, cap, "index file %s: cannot check its FAISS part (fork: %s)", path,
+                 strerror(errno));
+        return LMK_ECORRUPT;
+    }
+    if (pid == 0)
+        trial_child(idx, h);
+    int st = 0, waited = 0;
+    pid_t r;
+    for (;;) {
+        r = waitpid(pid, &st, WNOHANG);
+        if (r == pid || (r < 0 && errno != EINTR))
+            break;
+        if (waited >= TRIAL_TIMEOUT_MS) {
+            kill(pid, SIGKILL);
+            while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+                ;
+            snprintf(msg, cap, "index file %s: reading its FAISS part did not finish in %d s",
+                     path, TRIAL_TIMEOUT_MS / 1000);
+            return LMK_ECORRUPT;
+        }
+        int step = waited < 20 ? 1 : 10;
+        struct timespec ts = {0, step * 1000000L};
+        nanosleep(&ts, NULL);
+        waited += step;
+    }
+    if (r == pid && WIFEXITED(st) && (WEXITSTATUS(st) == 0 || WEXITSTATUS(st) == 11))
+        return LMK_OK;
+    if (r == pid && WIFEXITED(st) && WEXITSTATUS(st) == 15) {
+        snprintf(msg, cap, "index file %s: its FAISS part asks for more memory than it can "
+                           "describe", path);
+        return LMK_ECORRUPT;
+    }
+    if (r == pid && WIFSIGNALED(st))
+        snprintf(msg, cap, "index file %s: its FAISS part crashes FAISS (signal %d)", path,
+                 WTERMSIG(st));
+    else
+        snprintf(msg, cap, "index file %s: its FAISS part fails a trial read (step %d)", path,
+                 r == pid && WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+    return LMK_ECORRUPT;
+}
+
 /* Hands the FAISS payload of h (it passed the checksum) to FAISS and installs the index
  * it reads, checked against the header. */
 static int load_faiss_payload(lmk_index *idx, const struct hdr *h, const char *path,
                               char *msg, size_t cap)
 {
-    int rc;
+    int rc = trial_read(idx, h, path, msg, cap);
+    if (rc != LMK_OK)
+        return rc;
     FILE *mf = fmemopen((void *)h->faiss, h->faiss_len, "rb");
     if (!mf) {
         rc = errno ? errno : ENOMEM;
@@ -395,7 +523,7 @@ static int load_faiss_payload(lmk_index *idx, const struct hdr *h, const char *p
     fclose(mf);
     if (frc) {
         snprintf(msg, cap, "FAISS cannot read the index in %s: %s", path,
-                 faiss_get_last_error());
+                 faiss_msg());
         return LMK_EINDEX;
     }
     if (faiss_Index_d(fi) != idx->fdim || faiss_Index_ntotal(fi) != h->ntotal ||

@@ -39,6 +39,7 @@ struct lmk_index {
     int exact_only;           /* "Flat": searched by our own brute force, FAISS unused */
     int needs_train;          /* a fresh FAISS index of this spec is untrained */
     int64_t train_min;        /* vectors before FAISS holds them; 0 = from the first */
+    int64_t retry_at;         /* after a FAISS failure: vectors before FAISS is tried again */
     int can_remove;           /* remove_ids(range) works for this spec */
     const char *ef_name;      /* ParameterSpace name for ef_search, NULL if none */
     int has_nprobe;
@@ -94,13 +95,18 @@ static inline void copy_msg(char *dst, size_t cap, const char *msg)
     }
 }
 
+/* FAISS's last message; "" when it has none (faiss_get_last_error() may return NULL). */
+static inline const char *faiss_msg(void)
+{
+    const char *m = faiss_get_last_error();
+    return m ? m : "";
+}
+
 /* Translate a FAISS C API failure; the message is copied at once (it is thread-local and
  * overwritten by the next FAISS call). std::bad_alloc becomes ENOMEM. */
 static inline int faiss_fail(lmk_index *idx, int frc, const char *what)
 {
-    const char *m = faiss_get_last_error();
-    if (!m)
-        m = "";
+    const char *m = faiss_msg();
     set_err(idx, "FAISS %s failed (%d): %s", what, frc, m);
     if (frc == -4 && strstr(m, "bad_alloc"))
         return ENOMEM;
@@ -158,6 +164,10 @@ int lmk_index_spec_check(const char *spec, int dim, int64_t train_min, char *msg
 /* Fills idx->spec, fspec, dim, fdim, l2 and metric from a checked spec: "+l2" removed
  * from fspec, LSH codes refused. The caller frees idx on failure. */
 int lmk_index_spec_apply(lmk_index *idx, const char *spec, int dim, char *msg, size_t cap);
+
+/* 1 when fspec (the spec without "+l2") is one of the supported forms listed in
+ * lmk_index_spec.c for FAISS vectors of fdim; else 0 with the reason in why. */
+int lmk_index_spec_supported(const char *fspec, int fdim, char *why, size_t cap);
 
 /* PQ codes without polysemous training: see lmk_index_spec.c. */
 int lmk_index_spec_pq_without_np(const char *spec, char *out, size_t cap);

@@ -248,6 +248,125 @@ static int has_lsh(const char *fspec)
     return 0;
 }
 
+/* ---- the supported specs ----
+ * FAISS's factory builds many types that crash on small or odd parameters rather than
+ * throw (HNSW0: SIGSEGV; IVF0: an assertion; NSG: SIGFPE at small sizes and no incremental
+ * add; HNSW99999999: gigabytes per vector). Only what can add one vector at a time, search
+ * by inner product and be rebuilt at any size is accepted, with bounded parameters:
+ *   [PCA<d>,] core          d in 1..dim
+ *   core := Flat | SQ4 | SQ6 | SQ8 | SQfp16 | PQ<m>[x<b>]
+ *         | HNSW<M>[,Flat | ,SQ4 | ,SQ6 | ,SQ8 | ,SQfp16]
+ *         | IVF<n>[_HNSW<M>],(Flat | SQ4 | SQ6 | SQ8 | SQfp16 | PQ<m>[x<b>])
+ *   M in 2..256, n in 1..65536, m in 1..dim, b in 1..16; "+l2" may follow any of them. */
+enum { HNSW_M_MAX = 256, IVF_NLIST_MAX = 65536, PQ_BITS_MAX = 16 };
+
+/* Whole-token number in [lo, hi] at *p (advanced); -1 otherwise. */
+static long num_in(const char **p, long lo, long hi)
+{
+    if (**p < '0' || **p > '9' || (**p == '0' && (*p)[1] >= '0' && (*p)[1] <= '9'))
+        return -1;
+    long v = read_num(p);
+    return v >= lo && v <= hi ? v : -1;
+}
+
+static int is_sq(const char *c)
+{
+    return !strcmp(c, "SQ4") || !strcmp(c, "SQ6") || !strcmp(c, "SQ8") || !strcmp(c, "SQfp16");
+}
+
+static int is_pq(const char *c, int fdim)
+{
+    if (strncmp(c, "PQ", 2) != 0)
+        return 0;
+    const char *p = c + 2;
+    if (num_in(&p, 1, fdim) < 0)
+        return 0;
+    if (*p == 'x') {
+        p++;
+        if (num_in(&p, 1, PQ_BITS_MAX) < 0)
+            return 0;
+    }
+    return *p == 0;
+}
+
+static int is_hnsw(const char *c, const char **end)
+{
+    if (strncmp(c, "HNSW", 4) != 0)
+        return 0;
+    const char *p = c + 4;
+    if (num_in(&p, 2, HNSW_M_MAX) < 0)
+        return 0;
+    *end = p;
+    return 1;
+}
+
+LMK_INTERNAL int lmk_index_spec_supported(const char *fspec, int fdim, char *why, size_t cap)
+{
+    char buf[FSPEC_CAP];
+    snprintf(buf, sizeof buf, "%s", fspec);
+    char *comp[4];
+    int nc = 0;
+    char *save = NULL;
+    if (strstr(buf, ",,") || buf[0] == ',' || buf[strlen(buf) - 1] == ',')
+        goto bad;
+    for (char *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        if (nc == 4)
+            goto bad;
+        comp[nc++] = t;
+    }
+    int i = 0;
+    if (nc > 0 && strncmp(comp[0], "PCA", 3) == 0) {
+        const char *p = comp[0] + 3;
+        if (num_in(&p, 1, fdim) < 0 || *p) {
+            snprintf(why, cap, "\"%s\": PCA needs an output dimension in 1..%d", comp[0], fdim);
+            return 0;
+        }
+        i = 1;
+    }
+    if (i >= nc)
+        goto bad;
+    const char *c = comp[i], *e = NULL;
+    int rest = nc - i - 1;
+    if (!strcmp(c, "Flat") || is_sq(c) || is_pq(c, fdim))
+        return rest == 0 ? 1 : (snprintf(why, cap, "nothing may follow \"%s\"", c), 0);
+    if (is_hnsw(c, &e)) {
+        if (*e) {
+            snprintf(why, cap, "\"%s\": HNSW takes only M (2..%d) here", c, HNSW_M_MAX);
+            return 0;
+        }
+        if (rest == 0 || (rest == 1 && (!strcmp(comp[i + 1], "Flat") || is_sq(comp[i + 1]))))
+            return 1;
+        snprintf(why, cap, "HNSW stores Flat or SQ4/SQ6/SQ8/SQfp16 codes");
+        return 0;
+    }
+    if (strncmp(c, "IVF", 3) == 0) {
+        const char *p = c + 3;
+        if (num_in(&p, 1, IVF_NLIST_MAX) < 0) {
+            snprintf(why, cap, "\"%s\": IVF needs 1..%d lists", c, IVF_NLIST_MAX);
+            return 0;
+        }
+        if (*p == '_' && (!is_hnsw(p + 1, &e) || *e)) {
+            snprintf(why, cap, "\"%s\": the coarse quantizer may only be _HNSW<M> (M 2..%d)", c,
+                     HNSW_M_MAX);
+            return 0;
+        }
+        if (*p && *p != '_')
+            goto bad;
+        if (rest == 1 && (!strcmp(comp[i + 1], "Flat") || is_sq(comp[i + 1]) ||
+                          is_pq(comp[i + 1], fdim)))
+            return 1;
+        snprintf(why, cap, "IVF needs one code after it: Flat, SQ4/SQ6/SQ8/SQfp16 or PQ<m>[x<b>] "
+                           "(m 1..%d, b 1..%d)", fdim, PQ_BITS_MAX);
+        return 0;
+    }
+bad:
+    snprintf(why, cap,
+             "supported: [PCA<d>,] Flat | SQ4/SQ6/SQ8/SQfp16 | PQ<m>[x<b>] | HNSW<M>[,Flat|,SQ<x>] "
+             "| IVF<n>[_HNSW<M>],<Flat|SQ<x>|PQ<m>[x<b>]>, optionally +l2 "
+             "(M 2..%d, n 1..%d)", HNSW_M_MAX, IVF_NLIST_MAX);
+    return 0;
+}
+
 LMK_INTERNAL int lmk_index_spec_check(const char *spec, int dim, int64_t train_min, char *msg,
                                       size_t cap)
 {
@@ -296,6 +415,12 @@ LMK_INTERNAL int lmk_index_spec_apply(lmk_index *idx, const char *spec, int dim,
             copy_msg(msg, cap, "index spec \"+l2\" names no index");
             return LMK_EUNSUPPORTED;
         }
+    }
+    char why[300];
+    if (!lmk_index_spec_supported(idx->fspec, idx->fdim, why, sizeof why)) {
+        snprintf(msg, cap, "not a supported index spec (%s)", why);
+        (void)spec;
+        return LMK_EUNSUPPORTED;
     }
     if (has_lsh(idx->fspec)) {
         snprintf(msg, cap,

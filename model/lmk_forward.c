@@ -237,6 +237,17 @@ static int forward(lmk_ctx *c, const int32_t *ids, int64_t n, int n_out, float *
         c->lg = lg;
         c->lg_rows = n_out;
     }
+    /* One session transaction per call (a decoded token, a prefill chunk): every layer's
+     * tokens land in one commit, so an interruption never leaves layers at different
+     * lengths. A caller's own open transaction is joined instead; a chunk whose writes could
+     * pass the transaction limit (f32 upper bound) is appended layer by layer as before. */
+    lmk_session *ses = c->o.backend == LMK_ATTN_SESSION ? c->o.session : NULL;
+    size_t nkvd = (size_t)H->n_kv_heads * H->head_dim;
+    int own_txn = ses && !lmk_session_in_txn(ses) &&
+                  (size_t)n * H->n_layers * nkvd * 2 * 4 / 4 * 5 <= LMK_SESSION_TXN_MAX_BYTES;
+    if (own_txn && (rc = lmk_session_begin(ses)) != 0)
+        return lmk_model__err(c->err, sizeof c->err, rc, "session begin: %s",
+                              lmk_session_errmsg(ses));
     double t0 = lmk_clock_s(), ta = 0;
     for (int64_t i = 0; i < n; i++)
         lmk_gguf_tensor_rows_f32(m->embd.t, ids[i], 1, c->x + i * E);
@@ -249,8 +260,11 @@ static int forward(lmk_ctx *c, const int32_t *ids, int64_t n, int n_out, float *
         double t1 = lmk_clock_s();
         rc = attention(c, l, n, c->att_out);
         ta += lmk_clock_s() - t1;
-        if (rc)
+        if (rc) {
+            if (own_txn)
+                lmk_session_abort(ses);
             return rc;
+        }
         matmul(c, &L->wo, c->att_out, n, c->x, 1);
         rmsnorm(c->x, L->ffn_norm, n, E, H->rms_eps, c->xn);
         matmul(c, &L->wg, c->xn, n, c->hg, 0);
@@ -270,6 +284,11 @@ static int forward(lmk_ctx *c, const int32_t *ids, int64_t n, int n_out, float *
         for (int i = 0; i < n_out; i++)
             memcpy(logits + c->ldst[i] * H->n_vocab, c->lg + (size_t)i * H->n_vocab,
                    (size_t)H->n_vocab * sizeof(float));
+    }
+    if (own_txn && (rc = lmk_session_commit(ses)) != 0) {
+        lmk_model__err(c->err, sizeof c->err, rc, "session commit: %s", lmk_session_errmsg(ses));
+        lmk_session_abort(ses);
+        return rc;
     }
     c->st.attn_s += ta;
     c->st.matmul_s += lmk_clock_s() - t0 - ta;

@@ -34,6 +34,7 @@ struct lmk_run {
     int existed;        /* the session was there before this run */
     float *logits;      /* (n_vocab): the prediction after the last token */
     int have_logits;
+    lmk_run_frame frame; /* chat framing of the next prefill (lmk_run_set_frame) */
 };
 
 static int state_read(const char *dir, run_state *st)
@@ -286,6 +287,43 @@ static int prepend_bos(int32_t **ids, int64_t *n, int bos)
     return LMK_OK;
 }
 
+LMK_API void lmk_run_set_frame(lmk_run *r, const lmk_run_frame *f)
+{
+    if (f)
+        r->frame = *f;
+    else
+        memset(&r->frame, 0, sizeof r->frame);
+}
+
+/* text between its frame: head and tail with control tokens recognized, sep and the text
+ * as plain text (lmk_task_tokenize when there is no frame). */
+static int tokenize_framed(lmk_run *r, const char *head, const char *sep, const char *text,
+                           size_t len, const char *tail, int first, int32_t **ids,
+                           int64_t *n, char *err, size_t cap)
+{
+    if (!head && !sep && !tail)
+        return lmk_task_tokenize(r->m, text, len, first, ids, n, err, cap);
+    lmk_tok_segment seg[4] = {
+        {head ? head : "", head ? strlen(head) : 0, 1},
+        {sep ? sep : "", sep ? strlen(sep) : 0, 0},
+        {text ? text : "", text ? len : 0, 0},
+        {tail ? tail : "", tail ? strlen(tail) : 0, 1}};
+    size_t total = seg[0].len + seg[1].len + seg[2].len + seg[3].len, got = 0;
+    size_t max = lmk_tokenizer_max_tokens(total);
+    *ids = malloc((max ? max : 1) * sizeof **ids);
+    if (!*ids)
+        return lmk_model__err(err, cap, ENOMEM, "out of memory tokenizing %zu bytes", total);
+    int rc = lmk_tokenizer_tokenize_segments(lmk_model_tokenizer(r->m), seg, 4,
+                                             first ? 0 : LMK_TOK_CONTINUE, *ids, max, &got);
+    if (rc) {
+        free(*ids);
+        *ids = NULL;
+        return lmk_model__err(err, cap, rc, "tokenizing: %s", lmk_strerror(rc));
+    }
+    *n = (int64_t)got;
+    return LMK_OK;
+}
+
 /* Tokenize the document (continuing a pending one) and the prompt; *skip: document tokens
  * already in the session, *doc_base: its regular tokens before the document. */
 static int prefill_tokens(lmk_run *r, const char *doc_id, const char *doc, size_t doc_len,
@@ -299,12 +337,14 @@ static int prefill_tokens(lmk_run *r, const char *doc_id, const char *doc, size_
         if (r->existed && r->st.pending[0] && !strcmp(r->st.pending, doc_id) &&
             r->st.pending_base <= *doc_base)
             *doc_base = r->st.pending_base;
-        if ((rc = lmk_task_tokenize(r->m, doc, doc_len, *doc_base == 0, d, nd, err, cap)))
+        if ((rc = tokenize_framed(r, r->frame.doc_head, NULL, doc, doc_len, NULL,
+                                  *doc_base == 0, d, nd, err, cap)))
             return rc;
     }
     int fresh = doc ? *doc_base == 0 : lmk_ctx_n_past(r->c) == 0;
-    if (prompt &&
-        (rc = lmk_task_tokenize(r->m, prompt, prompt_len, fresh && !*nd, q, nq, err, cap)))
+    if (prompt && (rc = tokenize_framed(r, r->frame.prompt_head, r->frame.prompt_sep, prompt,
+                                        prompt_len, r->frame.prompt_tail, fresh && !*nd, q,
+                                        nq, err, cap)))
         return rc;
     if (fresh && lmk_task_want_bos(r->m) && (*nd || *nq)) /* the document starts with BOS */
         if ((rc = prepend_bos(*nd ? d : q, *nd ? nd : nq, lmk_model_get_info(r->m)->bos)))
@@ -370,6 +410,7 @@ LMK_API int lmk_run_prefill(lmk_run *r, const char *doc_id, const char *doc, siz
 out:
     free(d);
     free(q);
+    memset(&r->frame, 0, sizeof r->frame);
     return rc;
 }
 
@@ -393,7 +434,7 @@ LMK_API int lmk_run_generate(lmk_run *r, int64_t n, double temp, uint64_t seed,
     int rc = LMK_OK;
     for (; *generated < n && !lmk_task__interrupted(&r->o); (*generated)++) {
         int tok = lmk_task_sample(r->logits, mi->n_vocab, temp, mi->landmark_token, &rng);
-        if (tok < 0 || tok == mi->eos)
+        if (tok < 0 || tok == mi->eos || lmk_tokenizer_is_eog(lmk_model_tokenizer(r->m), tok))
             break;
         char piece[256];
         int pl = lmk_tokenizer_piece(lmk_model_tokenizer(r->m), tok, piece, sizeof piece);

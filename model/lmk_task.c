@@ -103,11 +103,9 @@ LMK_API int lmk_task_tokenize(const lmk_model *m, const char *text, size_t len, 
 
 LMK_API int lmk_task_want_bos(const lmk_model *m)
 {
-    int v;
-    if (lmk_gguf_get_bool(lmk_model_gguf(m), "tokenizer.ggml.add_bos_token", &v) == 0)
-        return v && lmk_model_get_info(m)->bos >= 0;
-    return lmk_tokenizer_kind(lmk_model_tokenizer(m)) == LMK_TOK_SPM &&
-           lmk_model_get_info(m)->bos >= 0;
+    /* the tokenizer applies tokenizer.ggml.add_bos_token and llama.cpp's defaults (BOS for
+     * SentencePiece and llama3-style vocabularies) */
+    return lmk_tokenizer_add_bos(lmk_model_tokenizer(m)) && lmk_model_get_info(m)->bos >= 0;
 }
 
 /* ---- sampling ---- */

@@ -143,10 +143,22 @@ int lmk_run_prefill(lmk_run *r, const char *doc_id, const char *doc, size_t doc_
                     const char *prompt, size_t prompt_len, lmk_run_prefill_stats *st,
                     char *err, size_t cap);
 
+/* Chat framing of the next lmk_run_prefill (model/lmk_chat.h makes the strings): template
+ * text before the document (doc_head) and around the prompt (prompt_head before it,
+ * prompt_tail after), tokenized with the model's control tokens recognized, and
+ * prompt_sep, plain text between the document and the prompt. The document and the prompt
+ * themselves are never searched for control tokens. Any field may be NULL. The strings are
+ * borrowed until lmk_run_prefill returns; the framing applies to that call only. */
+typedef struct lmk_run_frame {
+    const char *doc_head, *prompt_head, *prompt_sep, *prompt_tail;
+} lmk_run_frame;
+void lmk_run_set_frame(lmk_run *r, const lmk_run_frame *f);
+
 /* Called with each generated token's text (bytes, not NUL-terminated). */
 typedef void (*lmk_task_token_fn)(void *ud, const char *piece, size_t len);
 
-/* Generate up to n tokens after the session's last prediction (stops at EOS, or when the
+/* Generate up to n tokens after the session's last prediction (stops at an end-of-turn or
+ * end-of-text token, lmk_tokenizer_is_eog, which is not fed; or when the
  * interrupt flag is set: not an error), sampled with temp and seed (lmk_task_sample),
  * handing each to on_token. *generated counts them, *seconds the time taken. Returns
  * LMK_OK, LMK_ESTATE (nothing to continue from: an empty session, or one without a saved

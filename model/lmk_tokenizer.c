@@ -1,7 +1,13 @@
-/* Tokenizers from GGUF metadata: byte-level, SentencePiece BPE (llama.cpp's algorithm) and
- * GPT-2 byte-level BPE. */
+/* Tokenizers from GGUF metadata: byte-level, SentencePiece BPE and byte-level BPE, each as
+ * llama.cpp runs it (src/llama-vocab.cpp and src/unicode.cpp there), down to its quirks:
+ * the lookups see every token (control ones included), the last of repeated texts wins,
+ * BPE symbols with no token fall back to single-byte tokens or vanish. */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* memmem */
+#endif
 #include "lmk_tokenizer.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,8 +15,11 @@
 
 #include "lmk_export.h"
 #include "lmk_model_err.h"
+#include "lmk_unicode.h"
 
 enum { TT_NORMAL = 1, TT_UNKNOWN = 2, TT_CONTROL = 3, TT_USER = 4, TT_UNUSED = 5, TT_BYTE = 6 };
+enum { PRE_NONE, PRE_GPT2, PRE_LLAMA3, PRE_QWEN2, PRE_DEFAULT };
+enum { ST_LSTRIP = 1, ST_RSTRIP = 2 };
 
 typedef struct {
     const char *s; /* into the arena */
@@ -25,6 +34,7 @@ typedef struct {
 
 struct lmk_tokenizer {
     lmk_tok_kind kind;
+    int pre;
     int n_vocab;
     char *arena;
     char *merge_arena;
@@ -32,13 +42,18 @@ struct lmk_tokenizer {
     uint32_t *len;
     float *score;
     uint8_t *type;
-    hmap vocab;
-    hmap merges;       /* GPT-2: "left right" -> rank */
+    uint8_t *strip;    /* ST_* of special tokens (phi-3) */
+    hmap vocab;        /* every token's text -> id (the last id of a repeated text) */
+    hmap merges;       /* BPE: "left right" -> rank */
+    int32_t *special;  /* CONTROL, USER and UNKNOWN tokens, longest text first */
+    int n_special;
+    int32_t *eog;      /* tokens that end generation */
+    int n_eog;
     int32_t byte_id[256];
-    int unk, bos, eos;
-    int add_space_prefix;
-    /* GPT-2 byte <-> code point mapping */
-    uint32_t b2u[256];
+    int unk, bos, eos, eot;
+    int add_space_prefix, add_bos, add_eos, ignore_merges;
+    size_t max_len;    /* longest token text */
+    uint32_t b2u[256]; /* GPT-2 byte -> code point */
 };
 
 static uint64_t fnv(const char *s, size_t n)
@@ -59,13 +74,16 @@ static int hmap_init(hmap *m, size_t n)
     return m->slots ? 0 : ENOMEM;
 }
 
-/* First insert wins (GGUF vocabularies may repeat a text; the lowest id is kept). */
-static void hmap_put(hmap *m, const char *s, uint32_t n, int32_t id)
+/* Insert or overwrite (llama.cpp's token_to_id[text] = id: the last id of a text wins). */
+static void hmap_put(hmap *m, const char *s, uint32_t n, int32_t id, int overwrite)
 {
     size_t i = (size_t)fnv(s, n) & (m->cap - 1);
     while (m->slots[i].s) {
-        if (m->slots[i].n == n && !memcmp(m->slots[i].s, s, n))
+        if (m->slots[i].n == n && !memcmp(m->slots[i].s, s, n)) {
+            if (overwrite)
+                m->slots[i].id = id;
             return;
+        }
         i = (i + 1) & (m->cap - 1);
     }
     m->slots[i].s = s;
@@ -106,23 +124,6 @@ static int byte_token_value(const char *s, uint32_t n)
     return a < 0 || b < 0 ? -1 : a * 16 + b;
 }
 
-static size_t utf8_put(uint32_t cp, char *out)
-{
-    if (cp < 0x80) {
-        out[0] = (char)cp;
-        return 1;
-    }
-    if (cp < 0x800) {
-        out[0] = (char)(0xc0 | (cp >> 6));
-        out[1] = (char)(0x80 | (cp & 0x3f));
-        return 2;
-    }
-    out[0] = (char)(0xe0 | (cp >> 12));
-    out[1] = (char)(0x80 | ((cp >> 6) & 0x3f));
-    out[2] = (char)(0x80 | (cp & 0x3f));
-    return 3;
-}
-
 static size_t utf8_len(uint8_t c)
 {
     static const uint8_t lens[16] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 3, 4};
@@ -139,8 +140,11 @@ LMK_API void lmk_tokenizer_free(lmk_tokenizer *t)
     free(t->len);
     free(t->score);
     free(t->type);
+    free(t->strip);
     free(t->vocab.slots);
     free(t->merges.slots);
+    free(t->special);
+    free(t->eog);
     free(t);
 }
 
@@ -164,6 +168,7 @@ static int load_vocab(lmk_gguf *g, lmk_tokenizer *t, uint64_t n, char *err, size
     t->len = calloc(n, sizeof *t->len);
     t->score = calloc(n, sizeof *t->score);
     t->type = calloc(n, 1);
+    t->strip = calloc(n, 1);
     size_t total = 0;
     for (uint64_t i = 0; i < n; i++) {
         const char *s;
@@ -172,7 +177,7 @@ static int load_vocab(lmk_gguf *g, lmk_tokenizer *t, uint64_t n, char *err, size
         total += (size_t)l + 1;
     }
     t->arena = malloc(total ? total : 1);
-    if (!t->text || !t->len || !t->score || !t->type || !t->arena ||
+    if (!t->text || !t->len || !t->score || !t->type || !t->strip || !t->arena ||
         hmap_init(&t->vocab, (size_t)n))
         return lmk_model__err(err, cap, ENOMEM, "out of memory for the vocabulary");
     size_t off = 0;
@@ -188,6 +193,8 @@ static int load_vocab(lmk_gguf *g, lmk_tokenizer *t, uint64_t n, char *err, size
         t->arena[off + l] = 0;
         t->text[i] = t->arena + off;
         t->len[i] = (uint32_t)l;
+        if ((size_t)l > t->max_len)
+            t->max_len = (size_t)l;
         off += (size_t)l + 1;
         t->type[i] = TT_NORMAL;
     }
@@ -213,13 +220,14 @@ static int load_vocab(lmk_gguf *g, lmk_tokenizer *t, uint64_t n, char *err, size
         for (uint64_t i = 0; i < n; i++) {
             int32_t v;
             memcpy(&v, (const uint8_t *)data + 4 * i, 4);
-            t->type[i] = (uint8_t)(v >= 1 && v <= 6 ? v : TT_NORMAL);
+            /* llama.cpp treats an undefined type (0, or out of range) like an unused token */
+            t->type[i] = (uint8_t)(v >= 1 && v <= 6 ? v : TT_UNUSED);
         }
     }
     return LMK_OK;
 }
 
-/* A gpt2 tokenizer's merge table into t (on failure the caller frees t). */
+/* A BPE tokenizer's merge table into t (on failure the caller frees t). */
 static int load_merges(lmk_gguf *g, lmk_tokenizer *t, char *err, size_t cap)
 {
     lmk_gguf_type et;
@@ -247,11 +255,113 @@ static int load_merges(lmk_gguf *g, lmk_tokenizer *t, char *err, size_t cap)
         uint64_t l;
         lmk_gguf_get_arr_str(g, "tokenizer.ggml.merges", i, &s, &l);
         memcpy(t->merge_arena + mo, s, (size_t)l);
+        /* the first rank of a repeated pair wins (llama.cpp's map emplace) */
         if (l < UINT32_MAX && i < INT32_MAX)
-            hmap_put(&t->merges, t->merge_arena + mo, (uint32_t)l, (int32_t)i);
+            hmap_put(&t->merges, t->merge_arena + mo, (uint32_t)l, (int32_t)i, 0);
         mo += (size_t)l;
     }
     return LMK_OK;
+}
+
+static int str_in(const char *s, uint32_t n, const char *const *list)
+{
+    for (; *list; list++)
+        if (strlen(*list) == n && !memcmp(*list, s, n))
+            return 1;
+    return 0;
+}
+
+/* End-of-turn markers by text (llama.cpp's list: such tokens are made control tokens). */
+static const char *const eot_texts[] = {
+    "<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>",
+    "<|end_of_text|>", "<EOT>", "_<EOT>", "<|eom_id|>", NULL};
+
+static int u64_cmp(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static void lower_ascii(char *s)
+{
+    for (; *s; s++)
+        *s = (char)tolower((unsigned char)*s);
+}
+
+/* Special-token tables, end-of-generation set, phi-3 strip rules. */
+static int build_specials(lmk_gguf *g, lmk_tokenizer *t, char *err, size_t cap)
+{
+    int n = t->n_vocab;
+    t->special = malloc((size_t)n * sizeof *t->special);
+    t->eog = malloc(8 * sizeof *t->eog + (size_t)n * sizeof *t->eog);
+    uint64_t *key = malloc((size_t)n * sizeof *key);
+    if (!t->special || !t->eog || !key) {
+        free(key);
+        return lmk_model__err(err, cap, ENOMEM, "out of memory for the special tokens");
+    }
+    for (int i = 0; i < n; i++) {
+        if (t->type[i] != TT_CONTROL && str_in(t->text[i], t->len[i], eot_texts))
+            t->type[i] = TT_CONTROL;
+    }
+    for (int i = 0; i < n; i++) {
+        uint8_t ty = t->type[i];
+        if ((ty == TT_CONTROL || ty == TT_USER || ty == TT_UNKNOWN) && t->len[i] > 0)
+            key[t->n_special++] = (uint64_t)(UINT32_MAX - t->len[i]) << 32 | (uint32_t)i;
+    }
+    /* longest text first, then by id */
+    qsort(key, (size_t)t->n_special, sizeof *key, u64_cmp);
+    for (int k = 0; k < t->n_special; k++)
+        t->special[k] = (int32_t)(key[k] & 0xffffffffu);
+    free(key);
+
+    int add[4] = {t->eos, t->eot, -1, -1};
+    uint32_t u;
+    if (lmk_gguf_get_u32(g, "tokenizer.ggml.eom_token_id", &u) == 0 && u < (uint32_t)n)
+        add[2] = (int)u;
+    for (int k = 0; k < 3; k++)
+        if (add[k] >= 0)
+            t->eog[t->n_eog++] = add[k];
+    for (int i = 0; i < n; i++)
+        if (str_in(t->text[i], t->len[i], eot_texts) && i != t->eos && i != t->eot &&
+            i != add[2])
+            t->eog[t->n_eog++] = i;
+
+    /* phi-3 models strip spaces after their special tokens (llama.cpp keys on the name) */
+    char name[256];
+    if (lmk_gguf_get_strz(g, "general.name", name, sizeof name) == 0) {
+        lower_ascii(name);
+        if (strstr(name, "phi-3") || strstr(name, "phi3")) {
+            static const char *const keep[] = {"<unk>", "<s>", "<|endoftext|>", NULL};
+            for (int k = 0; k < t->n_special; k++)
+                t->strip[t->special[k]] |= ST_RSTRIP;
+            int32_t id = hmap_get(&t->vocab, "</s>", 4);
+            if (id >= 0)
+                t->strip[id] |= ST_RSTRIP;
+            for (int k = 0; keep[k]; k++)
+                if ((id = hmap_get(&t->vocab, keep[k], strlen(keep[k]))) >= 0)
+                    t->strip[id] &= (uint8_t)~ST_RSTRIP;
+        }
+    }
+    return LMK_OK;
+}
+
+static int pre_kind(const char *pre)
+{
+    static const char *const llama3[] = {"llama3", "llama-v3", "llama-bpe", "falcon3",
+                                         "falcon-h1", "pixtral", "midm-2.0", "lfm2", NULL};
+    static const char *const qwen2[] = {"qwen2", "deepseek-r1-qwen", "stablelm2", "hunyuan",
+                                        NULL};
+    static const char *const gpt2[] = {"gpt-2", "phi-2", "jina-es", "jina-de", "gigachat",
+                                       "jina-v2-es", "jina-v2-de", "a.x-4.0", "mellum",
+                                       "modern-bert", "mpt", "olmo", "jais", "trillion",
+                                       NULL};
+    if (str_in(pre, (uint32_t)strlen(pre), llama3))
+        return PRE_LLAMA3;
+    if (str_in(pre, (uint32_t)strlen(pre), qwen2))
+        return PRE_QWEN2;
+    if (str_in(pre, (uint32_t)strlen(pre), gpt2))
+        return PRE_GPT2;
+    return PRE_DEFAULT;
 }
 
 LMK_API int lmk_tokenizer_from_gguf(lmk_gguf *g, lmk_tokenizer **out, char *err, size_t cap)
@@ -286,30 +396,37 @@ LMK_API int lmk_tokenizer_from_gguf(lmk_gguf *g, lmk_tokenizer **out, char *err,
     t->bos = lmk_gguf_get_u32(g, "tokenizer.ggml.bos_token_id", &u) == 0 && u < n ? (int)u : -1;
     t->eos = lmk_gguf_get_u32(g, "tokenizer.ggml.eos_token_id", &u) == 0 && u < n ? (int)u : -1;
     t->unk = lmk_gguf_get_u32(g, "tokenizer.ggml.unknown_token_id", &u) == 0 && u < n ? (int)u : -1;
-    int asp = 1;
-    if (lmk_gguf_get_bool(g, "tokenizer.ggml.add_space_prefix", &asp) != 0)
-        asp = 1;
-    t->add_space_prefix = asp;
+    t->eot = lmk_gguf_get_u32(g, "tokenizer.ggml.eot_token_id", &u) == 0 && u < n ? (int)u : -1;
 
     for (int b = 0; b < 256; b++)
         t->byte_id[b] = -1;
     int n_pieces = 0;
     for (uint64_t i = 0; i < n; i++) {
+        hmap_put(&t->vocab, t->text[i], t->len[i], (int32_t)i, 1);
         int bv = byte_token_value(t->text[i], t->len[i]);
         if (!is_gpt2 && bv >= 0 && (t->type[i] == TT_BYTE || t->type[i] == TT_NORMAL)) {
-            if (t->byte_id[bv] < 0)
-                t->byte_id[bv] = (int32_t)i;
             t->type[i] = TT_BYTE;
             continue;
         }
         if (t->type[i] == TT_NORMAL || t->type[i] == TT_USER)
             n_pieces++;
-        /* Only pieces text can produce take part in lookups and merges. */
-        if (t->type[i] == TT_NORMAL || t->type[i] == TT_USER || t->type[i] == TT_UNKNOWN)
-            hmap_put(&t->vocab, t->text[i], t->len[i], (int32_t)i);
     }
+    /* llama.cpp's byte_to_token looks "<0xNN>" up by text */
+    for (int b = 0; b < 256; b++) {
+        char hx[7];
+        snprintf(hx, sizeof hx, "<0x%02X>", b);
+        t->byte_id[b] = hmap_get(&t->vocab, hx, 6);
+    }
+    int asp, v;
+    char pre[64] = "";
     if (is_gpt2) {
         t->kind = LMK_TOK_GPT2;
+        if (lmk_gguf_get_strz(g, "tokenizer.ggml.pre", pre, sizeof pre) != 0)
+            pre[0] = 0;
+        t->pre = pre_kind(pre);
+        t->ignore_merges = t->pre == PRE_LLAMA3;
+        t->add_bos = t->pre == PRE_LLAMA3;
+        asp = 0;
         gpt2_byte_map(t->b2u);
         if ((rc = load_merges(g, t, err, cap)) != 0) {
             lmk_tokenizer_free(t);
@@ -317,6 +434,7 @@ LMK_API int lmk_tokenizer_from_gguf(lmk_gguf *g, lmk_tokenizer **out, char *err,
         }
     } else if (n_pieces == 0) {
         t->kind = LMK_TOK_BYTE;
+        asp = 0;
         for (int b = 0; b < 256; b++)
             if (t->byte_id[b] < 0) {
                 lmk_tokenizer_free(t);
@@ -325,6 +443,24 @@ LMK_API int lmk_tokenizer_from_gguf(lmk_gguf *g, lmk_tokenizer **out, char *err,
             }
     } else {
         t->kind = LMK_TOK_SPM;
+        asp = 1;
+        t->add_bos = 1;
+    }
+    if (t->kind != LMK_TOK_BYTE &&
+        lmk_gguf_get_bool(g, "tokenizer.ggml.add_space_prefix", &v) == 0)
+        asp = v;
+    t->add_space_prefix = asp;
+    if (lmk_gguf_get_bool(g, "tokenizer.ggml.add_bos_token", &v) == 0)
+        t->add_bos = v;
+    if (lmk_gguf_get_bool(g, "tokenizer.ggml.add_eos_token", &v) == 0)
+        t->add_eos = v;
+    if (t->add_bos && t->bos < 0)
+        t->add_bos = 0;
+    if (t->add_eos && t->eos < 0)
+        t->add_eos = 0;
+    if ((rc = build_specials(g, t, err, cap)) != 0) {
+        lmk_tokenizer_free(t);
+        return rc;
     }
     *out = t;
     return LMK_OK;
@@ -334,6 +470,28 @@ LMK_API lmk_tok_kind lmk_tokenizer_kind(const lmk_tokenizer *t) { return t->kind
 LMK_API int lmk_tokenizer_n_vocab(const lmk_tokenizer *t) { return t->n_vocab; }
 LMK_API int lmk_tokenizer_bos(const lmk_tokenizer *t) { return t->bos; }
 LMK_API int lmk_tokenizer_eos(const lmk_tokenizer *t) { return t->eos; }
+LMK_API int lmk_tokenizer_add_bos(const lmk_tokenizer *t) { return t->add_bos; }
+LMK_API int lmk_tokenizer_add_eos(const lmk_tokenizer *t) { return t->add_eos; }
+
+LMK_API const char *lmk_tokenizer_pre(const lmk_tokenizer *t)
+{
+    static const char *const names[] = {"", "gpt2", "llama3", "qwen2", "default"};
+    return names[t->pre];
+}
+
+LMK_API int lmk_tokenizer_is_eog(const lmk_tokenizer *t, int32_t id)
+{
+    for (int i = 0; i < t->n_eog; i++)
+        if (t->eog[i] == id)
+            return 1;
+    return 0;
+}
+
+LMK_API int lmk_tokenizer_is_control(const lmk_tokenizer *t, int32_t id)
+{
+    return id >= 0 && id < t->n_vocab &&
+           (t->type[id] == TT_CONTROL || t->type[id] == TT_UNKNOWN);
+}
 
 LMK_API int lmk_tokenizer_find(const lmk_tokenizer *t, const char *s, size_t n)
 {
@@ -345,11 +503,28 @@ LMK_API int lmk_tokenizer_find(const lmk_tokenizer *t, const char *s, size_t n)
 
 LMK_API size_t lmk_tokenizer_max_tokens(size_t len)
 {
-    /* Byte fallback gives at most one token per byte; the space prefix adds 3 bytes. */
-    return len + 4;
+    /* SentencePiece: a text fragment of L bytes gives at most 3L + 3 <= 6L tokens (a space
+     * becomes U+2581, three byte tokens; plus the space prefix); a special token takes at
+     * least one byte. BPE: an invalid byte becomes U+FFFD, whose three bytes map to three
+     * two-byte code points, each byte of which may fall back to a one-byte token. */
+    return 6 * len + 2;
 }
 
-/* ---- BPE merge machinery shared by SentencePiece and GPT-2 ---- */
+/* ---- output with a bound ---- */
+
+typedef struct {
+    int32_t *ids;
+    size_t cap, n; /* n counts past cap: the size needed */
+} sink;
+
+static void put(sink *o, int32_t id)
+{
+    if (o->n < o->cap)
+        o->ids[o->n] = id;
+    o->n++;
+}
+
+/* ---- BPE merge machinery shared by SentencePiece and byte-level BPE ---- */
 
 typedef struct {
     int prev, next;
@@ -358,7 +533,7 @@ typedef struct {
 
 typedef struct {
     int left, right;
-    float score;
+    double score;
     size_t size;
 } bigram;
 
@@ -422,12 +597,13 @@ typedef struct {
     const char *text;
     sym *s;
     heap q;
-    char *scratch; /* GPT-2 "left right" key */
+    char *scratch; /* BPE "left right" key */
     size_t scratch_cap;
 } bpe;
 
-/* Score of merging symbols l and r, or 0 (no merge) with *ok = 0. */
-static int pair_score(bpe *b, int l, int r, float *score)
+/* Priority of merging symbols l and r; 0 when they do not merge (or out of memory, which
+ * bpe_key reports). */
+static int pair_score(bpe *b, int l, int r, double *score, int *oom)
 {
     const char *a = b->text + b->s[l].off;
     size_t n = b->s[l].n + b->s[r].n; /* symbols are adjacent in the working text */
@@ -441,8 +617,10 @@ static int pair_score(bpe *b, int l, int r, float *score)
     size_t need = n + 1;
     if (need > b->scratch_cap) {
         char *p = realloc(b->scratch, need * 2);
-        if (!p)
+        if (!p) {
+            *oom = 1;
             return 0;
+        }
         b->scratch = p;
         b->scratch_cap = need * 2;
     }
@@ -452,7 +630,7 @@ static int pair_score(bpe *b, int l, int r, float *score)
     int32_t rank = hmap_get(&b->t->merges, b->scratch, need);
     if (rank < 0)
         return 0;
-    *score = -(float)rank;
+    *score = -(double)rank;
     return 1;
 }
 
@@ -460,9 +638,10 @@ static int try_add(bpe *b, int l, int r)
 {
     if (l < 0 || r < 0)
         return 0;
-    float sc;
-    if (!pair_score(b, l, r, &sc))
-        return 0;
+    double sc;
+    int oom = 0;
+    if (!pair_score(b, l, r, &sc, &oom))
+        return oom ? ENOMEM : 0;
     bigram g = {l, r, sc, b->s[l].n + b->s[r].n};
     return heap_push(&b->q, g);
 }
@@ -489,29 +668,18 @@ static int bpe_run(bpe *b, int n)
     return 0;
 }
 
-static int emit_bytes(const lmk_tokenizer *t, const char *p, size_t n, int32_t *ids,
-                      size_t *k)
-{
-    for (size_t i = 0; i < n; i++) {
-        int32_t id = t->byte_id[(uint8_t)p[i]];
-        if (id < 0)
-            id = t->unk;
-        if (id < 0)
-            return LMK_EUNSUPPORTED;
-        ids[(*k)++] = id;
-    }
-    return LMK_OK;
-}
+/* ---- SentencePiece ---- */
 
-static int encode_spm(const lmk_tokenizer *t, const char *text, size_t len, int first,
-                      int32_t *ids, size_t *n_out)
+/* One text fragment (prefix: add the space prefix). */
+static int encode_spm(const lmk_tokenizer *t, const char *text, size_t len, int prefix,
+                      sink *o)
 {
-    /* Working text: spaces escaped to U+2581, optional leading U+2581. */
     size_t nsp = 0;
     for (size_t i = 0; i < len; i++)
         nsp += text[i] == ' ';
-    int prefix = first && t->add_space_prefix && len > 0;
     size_t wlen = len + 2 * nsp + (prefix ? 3 : 0);
+    if (wlen == 0)
+        return LMK_OK;
     char *w = malloc(wlen + 1);
     sym *s = malloc((wlen + 1) * sizeof *s);
     bpe b = {t, w, s, {0}, NULL, 0};
@@ -520,17 +688,17 @@ static int encode_spm(const lmk_tokenizer *t, const char *text, size_t len, int 
         rc = ENOMEM;
         goto out;
     }
-    size_t o = 0;
+    size_t k = 0;
     if (prefix) {
         memcpy(w, "\xe2\x96\x81", 3);
-        o = 3;
+        k = 3;
     }
     for (size_t i = 0; i < len; i++) {
         if (text[i] == ' ') {
-            memcpy(w + o, "\xe2\x96\x81", 3);
-            o += 3;
+            memcpy(w + k, "\xe2\x96\x81", 3);
+            k += 3;
         } else {
-            w[o++] = text[i];
+            w[k++] = text[i];
         }
     }
     int ns = 0;
@@ -546,17 +714,25 @@ static int encode_spm(const lmk_tokenizer *t, const char *text, size_t len, int 
     }
     if ((rc = bpe_run(&b, ns)) != 0)
         goto out;
-    size_t k = 0;
-    for (int i = ns ? 0 : -1; i != -1; i = s[i].next) {
+    for (int i = 0; i != -1; i = s[i].next) {
         int32_t id = hmap_get(&t->vocab, w + s[i].off, s[i].n);
-        if (id >= 0)
-            ids[k++] = id;
-        else if ((rc = emit_bytes(t, w + s[i].off, s[i].n, ids, &k)) != 0)
-            goto out;
+        if (id >= 0) {
+            put(o, id);
+            continue;
+        }
+        /* A symbol with no token is a single character (merges only form tokens): its
+         * bytes as byte tokens, else the unknown token. */
+        for (size_t q = 0; q < s[i].n; q++) {
+            int32_t bid = t->byte_id[(uint8_t)w[s[i].off + q]];
+            if (bid < 0)
+                bid = t->unk;
+            if (bid < 0) {
+                rc = LMK_EUNSUPPORTED;
+                goto out;
+            }
+            put(o, bid);
+        }
     }
-    /* Each output token covers >= 1 byte of the working text, and a U+2581 (3 bytes)
-     * becomes at most 3 byte tokens, so k <= len + 3. */
-    *n_out = k;
 out:
     free(w);
     free(s);
@@ -564,199 +740,470 @@ out:
     return rc;
 }
 
-/* GPT-2 pre-split classes over code points (non-ASCII counts as a letter). */
-static int cls(const char *p, size_t n, size_t i, uint32_t *cp_len)
+/* ---- byte-level BPE: pre-split (llama.cpp's unicode_regex_split_custom_*) ---- */
+
+typedef struct {
+    const uint32_t *cp;
+    size_t n;
+} cps;
+
+#define OUT_OF_RANGE 0xffffffffu
+
+static uint32_t cp_at(const cps *c, size_t i) { return i < c->n ? c->cp[i] : OUT_OF_RANGE; }
+static unsigned fl_at(const cps *c, size_t i)
 {
-    uint8_t c = (uint8_t)p[i];
-    size_t l = utf8_len(c);
-    if (l > n - i)
-        l = n - i;
-    *cp_len = (uint32_t)l;
-    if (c >= 0x80)
-        return 'L';
-    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'))
-        return 'L';
-    if (c >= '0' && c <= '9')
-        return 'N';
-    if (c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f')
-        return 'S';
-    return 'O';
+    return i < c->n ? lmk_unicode_flags(c->cp[i]) : 0;
 }
 
-static size_t run_of(const char *p, size_t n, size_t i, int want)
-{
-    size_t j = i;
-    while (j < n) {
-        uint32_t l;
-        if (cls(p, n, j, &l) != want)
-            break;
-        j += l;
-    }
-    return j;
-}
+#define IS_L(f) ((f) & LMK_UCAT_LETTER)
+#define IS_N(f) ((f) & LMK_UCAT_NUMBER)
+#define IS_S(f) ((f) & LMK_UCAT_SPACE)
 
-/* Length of the pre-token starting at i. */
-static size_t gpt2_next(const char *p, size_t n, size_t i)
+static uint32_t lower(uint32_t c) { return c >= 'A' && c <= 'Z' ? c + 32 : c; }
+
+/* Contractions 's 't 'm 'd 're 've 'll (case-insensitive unless gpt2): length or 0. */
+static size_t contraction(const cps *c, size_t pos, int ci)
 {
-    uint32_t l;
-    if (p[i] == '\'' && i + 1 < n) {
-        char a = p[i + 1], b = i + 2 < n ? p[i + 2] : 0;
-        if (a == 's' || a == 't' || a == 'm' || a == 'd')
-            return 2;
+    if (cp_at(c, pos) != '\'' || pos + 1 >= c->n)
+        return 0;
+    uint32_t a = cp_at(c, pos + 1);
+    if (ci)
+        a = lower(a);
+    if (a == 's' || a == 't' || a == 'm' || a == 'd')
+        return 2;
+    if (pos + 2 < c->n) {
+        uint32_t b = cp_at(c, pos + 2);
+        if (ci)
+            b = lower(b);
         if ((a == 'r' && b == 'e') || (a == 'v' && b == 'e') || (a == 'l' && b == 'l'))
             return 3;
     }
-    int c = cls(p, n, i, &l);
-    size_t j = i;
-    if (p[i] == ' ' && i + 1 < n) {
-        uint32_t l2;
-        int c2 = cls(p, n, i + 1, &l2);
-        if (c2 != 'S') {
-            c = c2;
-            j = i + 1;
-        }
-    }
-    if (c != 'S')
-        return run_of(p, n, j, c) - i;
-    size_t e = run_of(p, n, i, 'S');
-    if (e < n && e - i > 1) /* \s+(?!\S): leave the last space to the next word */
-        e--;
-    return e - i;
+    return 0;
 }
 
-static int encode_gpt2(const lmk_tokenizer *t, const char *text, size_t len, int32_t *ids,
-                       size_t *n_out)
+/* End of the pre-token starting at pos (code point indices). */
+static size_t split_gpt2(const cps *c, size_t pos)
 {
-    size_t k = 0;
-    int rc = LMK_OK;
-    char *w = NULL;
-    sym *s = NULL;
-    size_t wcap = 0;
-    bpe b = {t, NULL, NULL, {0}, NULL, 0};
-    for (size_t i = 0; i < len;) {
-        size_t m = gpt2_next(text, len, i);
-        if (3 * m + 1 > wcap) {
-            wcap = 3 * m + 64;
-            char *nw = realloc(w, wcap);
-            sym *ns = realloc(s, wcap * sizeof *s);
-            if (nw)
-                w = nw;
-            if (ns)
-                s = ns;
-            if (!nw || !ns) {
-                rc = ENOMEM;
-                break;
+    size_t k = contraction(c, pos, 0);
+    if (k)
+        return pos + k;
+    uint32_t cp = cp_at(c, pos);
+    unsigned f = fl_at(c, pos);
+    unsigned f2 = cp == ' ' ? fl_at(c, pos + 1) : f;
+    if (IS_L(f2) || IS_N(f2)) {
+        unsigned want = IS_L(f2) ? LMK_UCAT_LETTER : LMK_UCAT_NUMBER;
+        pos += cp == ' ';
+        while (f2 & want)
+            f2 = fl_at(c, ++pos);
+        return pos;
+    }
+    if (!(IS_S(f2) || IS_L(f2) || IS_N(f2)) && f2) {
+        pos += cp == ' ';
+        while (!(IS_S(f2) || IS_L(f2) || IS_N(f2)) && f2)
+            f2 = fl_at(c, ++pos);
+        return pos;
+    }
+    size_t nw = 0;
+    while (IS_S(fl_at(c, pos + nw)))
+        nw++;
+    if (nw > 1 && cp_at(c, pos + nw) != OUT_OF_RANGE) /* \s+(?!\S) */
+        return pos + nw - 1;
+    if (nw > 0)
+        return pos + nw;
+    return pos + 1;
+}
+
+/* llama3 (max_digits 3) and qwen2 (max_digits 1). Digit groups are returned one at a
+ * time: a run of digits splits every max_digits. */
+static size_t split_llama3(const cps *c, size_t pos, int max_digits)
+{
+    size_t k = contraction(c, pos, 1);
+    if (k)
+        return pos + k;
+    uint32_t cp = cp_at(c, pos);
+    unsigned f = fl_at(c, pos);
+    if (!(cp == '\r' || cp == '\n' || IS_N(f))) { /* [^\r\n\p{L}\p{N}]?\p{L}+ */
+        if (IS_L(f) || IS_L(fl_at(c, pos + 1))) {
+            pos++;
+            while (IS_L(fl_at(c, pos)))
+                pos++;
+            return pos;
+        }
+    }
+    if (IS_N(f)) { /* \p{N}{1,max} */
+        size_t ini = pos;
+        while (IS_N(fl_at(c, pos)) && pos - ini < (size_t)max_digits)
+            pos++;
+        return pos;
+    }
+    unsigned f2 = cp == ' ' ? fl_at(c, pos + 1) : f;
+    if (!(IS_S(f2) || IS_L(f2) || IS_N(f2)) && f) { /*  ?[^\s\p{L}\p{N}]+[\r\n]* */
+        pos += cp == ' ';
+        while (!(IS_S(f2) || IS_L(f2) || IS_N(f2)) && f2)
+            f2 = fl_at(c, ++pos);
+        uint32_t c2 = cp_at(c, pos);
+        while (c2 == '\r' || c2 == '\n')
+            c2 = cp_at(c, ++pos);
+        return pos;
+    }
+    size_t nw = 0, last_rn = 0;
+    while (IS_S(fl_at(c, pos + nw))) {
+        uint32_t c2 = cp_at(c, pos + nw);
+        if (c2 == '\r' || c2 == '\n')
+            last_rn = pos + nw + 1;
+        nw++;
+    }
+    if (last_rn > 0) /* \s*[\r\n]+ */
+        return last_rn;
+    if (nw > 1 && cp_at(c, pos + nw) != OUT_OF_RANGE) /* \s+(?!\S) */
+        return pos + nw - 1;
+    if (nw > 0)
+        return pos + nw;
+    return pos + 1;
+}
+
+typedef struct {
+    uint32_t *cp;
+    char *w;   /* byte-encoded pre-token */
+    sym *s;
+    size_t cap_cp, cap_w;
+    bpe b;
+} bpe_work;
+
+/* One text fragment through the pre-split and the merges. */
+static int encode_gpt2(const lmk_tokenizer *t, const char *text, size_t len, bpe_work *W,
+                       sink *o)
+{
+    if (len + 1 > W->cap_cp) {
+        uint32_t *p = realloc(W->cp, (len + 1) * sizeof *p);
+        if (!p)
+            return ENOMEM;
+        W->cp = p;
+        W->cap_cp = len + 1;
+    }
+    size_t ncp = 0;
+    for (size_t off = 0; off < len;)
+        W->cp[ncp++] = lmk_utf8_decode(text, len, &off);
+    cps c = {W->cp, ncp};
+    for (size_t pos = 0; pos < ncp;) {
+        size_t end = t->pre == PRE_LLAMA3  ? split_llama3(&c, pos, 3)
+                     : t->pre == PRE_QWEN2 ? split_llama3(&c, pos, 1)
+                                           : split_gpt2(&c, pos);
+        if (end <= pos || end > ncp) /* cannot happen; keeps the loop finite */
+            end = pos + 1;
+        /* byte-encode: every UTF-8 byte of the code points as a (<= 2-byte) code point */
+        size_t need = (end - pos) * 8 + 1;
+        if (need > W->cap_w) {
+            char *nw = realloc(W->w, need);
+            if (!nw)
+                return ENOMEM;
+            W->w = nw;
+            sym *ns = realloc(W->s, need * sizeof *ns);
+            if (!ns)
+                return ENOMEM;
+            W->s = ns;
+            W->cap_w = need;
+        }
+        size_t wl = 0;
+        int nsym = 0;
+        for (size_t i = pos; i < end; i++) {
+            char u8[4];
+            size_t l = lmk_utf8_encode(W->cp[i], u8);
+            for (size_t j = 0; j < l; j++) {
+                size_t bl = lmk_utf8_encode(t->b2u[(uint8_t)u8[j]], W->w + wl);
+                W->s[nsym].off = wl;
+                W->s[nsym].n = bl;
+                W->s[nsym].prev = nsym - 1;
+                W->s[nsym].next = nsym + 1;
+                nsym++;
+                wl += bl;
             }
         }
-        size_t o = 0;
-        for (size_t j = 0; j < m; j++) {
-            s[j].off = o;
-            s[j].n = utf8_put(t->b2u[(uint8_t)text[i + j]], w + o);
-            o += s[j].n;
-            s[j].prev = (int)j - 1;
-            s[j].next = j + 1 == m ? -1 : (int)j + 1;
+        W->s[nsym - 1].next = -1;
+        pos = end;
+        int32_t whole = t->ignore_merges ? hmap_get(&t->vocab, W->w, wl) : -1;
+        if (whole >= 0) {
+            put(o, whole);
+            continue;
         }
-        b.text = w;
-        b.s = s;
-        b.q.n = 0;
-        if ((rc = bpe_run(&b, (int)m)) != 0)
-            break;
-        for (int j = 0; j != -1; j = s[j].next) {
-            int32_t id = hmap_get(&t->vocab, w + s[j].off, s[j].n);
+        W->b.text = W->w;
+        W->b.s = W->s;
+        W->b.q.n = 0;
+        if (bpe_run(&W->b, nsym))
+            return ENOMEM;
+        for (int j = 0; j != -1; j = W->s[j].next) {
+            const char *p = W->w + W->s[j].off;
+            int32_t id = hmap_get(&t->vocab, p, W->s[j].n);
             if (id >= 0) {
-                ids[k++] = id;
+                put(o, id);
                 continue;
             }
-            /* No piece for this symbol: one token per mapped byte, when the vocab has it. */
-            for (size_t q = 0; q < s[j].n;) {
-                size_t cl = utf8_len((uint8_t)w[s[j].off + q]);
-                int32_t bid = hmap_get(&t->vocab, w + s[j].off + q, cl);
-                if (bid < 0)
-                    bid = t->unk;
-                if (bid < 0) {
-                    rc = LMK_EUNSUPPORTED;
-                    goto out;
-                }
-                ids[k++] = bid;
-                q += cl;
+            /* llama.cpp: each byte of the symbol as a one-byte token, when there is one */
+            for (size_t q = 0; q < W->s[j].n; q++) {
+                int32_t bid = hmap_get(&t->vocab, p + q, 1);
+                if (bid >= 0)
+                    put(o, bid);
             }
         }
-        i += m;
     }
-out:
-    *n_out = k;
-    free(w);
-    free(s);
-    free(b.q.h);
-    free(b.scratch);
+    return LMK_OK;
+}
+
+/* ---- special tokens: llama.cpp's tokenizer_st_partition ---- */
+
+typedef struct {
+    size_t off, len;
+    int32_t tok;   /* -1: text */
+    int special;   /* text where control tokens are recognized */
+} frag;
+
+typedef struct {
+    frag *f;
+    size_t n, cap;
+} frags;
+
+static int frag_push(frags *v, size_t off, size_t len, int32_t tok, int special)
+{
+    if (v->n == v->cap) {
+        size_t cap = v->cap ? 2 * v->cap : 16;
+        frag *p = realloc(v->f, cap * sizeof *p);
+        if (!p)
+            return ENOMEM;
+        v->f = p;
+        v->cap = cap;
+    }
+    v->f[v->n++] = (frag){off, len, tok, special};
+    return 0;
+}
+
+static int is_space(char c) { return isspace((unsigned char)c) != 0; }
+
+/* Split the text fragments of *v at every occurrence of each special token in turn,
+ * longest token first (user-defined tokens everywhere, control and unknown ones in the
+ * fragments marked special). */
+static int partition(const lmk_tokenizer *t, const char *text, frags *v)
+{
+    frags nv = {0};
+    int any_special = 0;
+    for (size_t i = 0; i < v->n; i++)
+        any_special |= v->f[i].special;
+    for (int k = 0; k < t->n_special; k++) {
+        int32_t id = t->special[k];
+        int user = t->type[id] == TT_USER;
+        if (!any_special && !user)
+            continue;
+        const char *tt = t->text[id];
+        size_t tl = t->len[id];
+        int any = 0;
+        for (size_t i = 0; i < v->n && !any; i++)
+            any = v->f[i].tok < 0 && (user || v->f[i].special) && v->f[i].len >= tl &&
+                  memmem(text + v->f[i].off, v->f[i].len, tt, tl) != NULL;
+        if (!any)
+            continue;
+        nv.n = 0;
+        for (size_t i = 0; i < v->n; i++) {
+            frag f = v->f[i];
+            if (f.tok >= 0 || !(user || f.special)) {
+                if (frag_push(&nv, f.off, f.len, f.tok, f.special))
+                    goto oom;
+                continue;
+            }
+            size_t off = f.off, len = f.len;
+            for (;;) {
+                const char *m = len >= tl ? memmem(text + off, len, tt, tl) : NULL;
+                if (!m) {
+                    if (len > 0 && frag_push(&nv, off, len, -1, f.special))
+                        goto oom;
+                    break;
+                }
+                size_t mo = (size_t)(m - text);
+                size_t ll = mo - off;
+                if (t->strip[id] & ST_LSTRIP)
+                    while (ll > 0 && is_space(text[off + ll - 1]))
+                        ll--;
+                if (ll > 0 && frag_push(&nv, off, ll, -1, f.special))
+                    goto oom;
+                if (frag_push(&nv, mo, tl, id, 0))
+                    goto oom;
+                size_t ro = mo + tl, rl = off + len - ro;
+                if (t->strip[id] & ST_RSTRIP)
+                    while (rl > 0 && is_space(text[ro])) {
+                        ro++;
+                        rl--;
+                    }
+                off = ro;
+                len = rl;
+                if (len == 0)
+                    break;
+            }
+        }
+        frags tmp = *v;
+        *v = nv;
+        nv = tmp;
+    }
+    free(nv.f);
+    return 0;
+oom:
+    free(nv.f);
+    return ENOMEM;
+}
+
+/* Tokenize text[0..len) split into the fragments v (partitioned here; freed). */
+static int tokenize_frags(const lmk_tokenizer *t, const char *text, frags *v,
+                          unsigned flags, sink *o)
+{
+    int add = (flags & LMK_TOK_ADD_SPECIAL) != 0;
+    int rc = LMK_OK;
+    if (v->n && partition(t, text, v)) {
+        free(v->f);
+        return ENOMEM;
+    }
+    /* text fragments that touch (segments of one text) are one text again */
+    size_t m = 0;
+    for (size_t i = 0; i < v->n; i++) {
+        if (m > 0 && v->f[i].tok < 0 && v->f[m - 1].tok < 0 &&
+            v->f[m - 1].off + v->f[m - 1].len == v->f[i].off)
+            v->f[m - 1].len += v->f[i].len;
+        else
+            v->f[m++] = v->f[i];
+    }
+    v->n = m;
+    if (add && t->add_bos)
+        put(o, t->bos);
+    int prev_special = !(flags & LMK_TOK_CONTINUE);
+    bpe_work W;
+    memset(&W, 0, sizeof W);
+    W.b.t = t;
+    for (size_t i = 0; i < v->n && rc == LMK_OK; i++) {
+        frag f = v->f[i];
+        if (f.tok >= 0) {
+            put(o, f.tok);
+            prev_special = 1;
+            continue;
+        }
+        if (t->kind == LMK_TOK_BYTE)
+            for (size_t k = 0; k < f.len; k++)
+                put(o, t->byte_id[(uint8_t)text[f.off + k]]);
+        else if (t->kind == LMK_TOK_SPM)
+            rc = encode_spm(t, text + f.off, f.len, t->add_space_prefix && prev_special, o);
+        else
+            rc = encode_gpt2(t, text + f.off, f.len, &W, o);
+        prev_special = 0;
+    }
+    if (add && t->add_eos)
+        put(o, t->eos);
+    free(v->f);
+    free(W.cp);
+    free(W.w);
+    free(W.s);
+    free(W.b.q.h);
+    free(W.b.scratch);
     return rc;
+}
+
+LMK_API int lmk_tokenizer_tokenize(const lmk_tokenizer *t, const char *text, size_t len,
+                                   unsigned flags, int32_t *ids, size_t cap, size_t *n_out)
+{
+    sink o = {ids, cap, 0};
+    *n_out = 0;
+    frags v = {0};
+    /* the shared byte-level model takes raw bytes: no special token is parsed */
+    int special = (flags & LMK_TOK_PARSE_SPECIAL) && t->kind != LMK_TOK_BYTE;
+    if (len > 0 && frag_push(&v, 0, len, -1, special))
+        return ENOMEM;
+    int rc = tokenize_frags(t, text, &v, flags, &o);
+    if (rc)
+        return rc;
+    *n_out = o.n;
+    return o.n > cap ? LMK_EINVAL : LMK_OK;
+}
+
+LMK_API int lmk_tokenizer_tokenize_segments(const lmk_tokenizer *t, const lmk_tok_segment *seg,
+                                            size_t n_seg, unsigned flags, int32_t *ids,
+                                            size_t cap, size_t *n_out)
+{
+    sink o = {ids, cap, 0};
+    *n_out = 0;
+    size_t total = 0;
+    for (size_t i = 0; i < n_seg; i++)
+        total += seg[i].len;
+    char *text = malloc(total ? total : 1);
+    frags v = {0};
+    if (!text)
+        return ENOMEM;
+    size_t off = 0;
+    for (size_t i = 0; i < n_seg; i++) {
+        if (seg[i].len == 0)
+            continue;
+        memcpy(text + off, seg[i].text, seg[i].len);
+        if (frag_push(&v, off, seg[i].len, -1, seg[i].special && t->kind != LMK_TOK_BYTE)) {
+            free(v.f);
+            free(text);
+            return ENOMEM;
+        }
+        off += seg[i].len;
+    }
+    int rc = tokenize_frags(t, text, &v, flags, &o);
+    free(text);
+    if (rc)
+        return rc;
+    *n_out = o.n;
+    return o.n > cap ? LMK_EINVAL : LMK_OK;
 }
 
 LMK_API int lmk_tokenizer_encode(const lmk_tokenizer *t, const char *text, size_t len,
                                  int first, int32_t *ids, size_t *n_out)
 {
-    *n_out = 0;
-    switch (t->kind) {
-    case LMK_TOK_BYTE:
-        for (size_t i = 0; i < len; i++)
-            ids[i] = t->byte_id[(uint8_t)text[i]];
-        *n_out = len;
-        return LMK_OK;
-    case LMK_TOK_SPM:
-        return encode_spm(t, text, len, first, ids, n_out);
-    case LMK_TOK_GPT2:
-        return encode_gpt2(t, text, len, ids, n_out);
-    }
-    return LMK_EINVAL;
+    return lmk_tokenizer_tokenize(t, text, len, first ? 0 : LMK_TOK_CONTINUE, ids,
+                                  lmk_tokenizer_max_tokens(len), n_out);
 }
 
-LMK_API int lmk_tokenizer_piece(const lmk_tokenizer *t, int32_t id, char *buf, size_t cap)
+/* ---- pieces ---- */
+
+static int piece(const lmk_tokenizer *t, int32_t id, int special, char *buf, size_t cap)
 {
     if (id < 0 || id >= t->n_vocab)
         return -1;
-    char tmp[8];
-    const char *src;
-    size_t n;
     uint8_t ty = t->type[id];
-    if (ty == TT_CONTROL || ty == TT_UNUSED)
-        return 0;
+    const char *src = t->text[id];
+    size_t n = t->len[id], o = 0;
+    if (ty == TT_CONTROL || ty == TT_UNKNOWN || ty == TT_USER) {
+        if (!special && ty != TT_USER)
+            return 0;
+        for (size_t i = 0; i < n; i++, o++)
+            if (o < cap)
+                buf[o] = src[i];
+        return (int)o;
+    }
     if (ty == TT_BYTE) {
-        tmp[0] = (char)byte_token_value(t->text[id], t->len[id]);
-        src = tmp;
-        n = 1;
+        int bv = byte_token_value(src, (uint32_t)n);
+        if (bv < 0)
+            return 0;
         if (cap)
-            buf[0] = tmp[0];
+            buf[0] = (char)bv;
         return 1;
     }
-    src = t->text[id];
-    n = t->len[id];
-    size_t o = 0;
+    if (ty != TT_NORMAL)
+        return 0;
     if (t->kind == LMK_TOK_GPT2) {
-        /* Map code points back to bytes. */
+        /* code points back to bytes; one that is no mapped byte is copied as is */
         for (size_t i = 0; i < n;) {
-            size_t l = utf8_len((uint8_t)src[i]);
-            if (l > n - i)
-                l = n - i;
-            uint32_t cp = (uint8_t)src[i];
-            if (l == 2)
-                cp = ((cp & 0x1f) << 6) | ((uint8_t)src[i + 1] & 0x3f);
-            else if (l == 3)
-                cp = ((cp & 0x0f) << 12) | (((uint8_t)src[i + 1] & 0x3f) << 6) |
-                     ((uint8_t)src[i + 2] & 0x3f);
+            size_t i0 = i;
+            uint32_t cp = lmk_utf8_decode(src, n, &i);
             int byte = -1;
-            for (int b = 0; b < 256 && byte < 0; b++)
-                if (t->b2u[b] == cp)
-                    byte = b;
-            if (byte < 0) { /* not a mapped byte: copy the code point as is */
-                for (size_t q = 0; q < l; q++, o++)
+            if (cp < 0x144)
+                for (int b = 0; b < 256 && byte < 0; b++)
+                    if (t->b2u[b] == cp)
+                        byte = b;
+            if (byte < 0) {
+                for (size_t q = i0; q < i; q++, o++)
                     if (o < cap)
-                        buf[o] = src[i + q];
+                        buf[o] = src[q];
             } else {
                 if (o < cap)
                     buf[o] = (char)byte;
                 o++;
             }
-            i += l;
         }
         return (int)o;
     }
@@ -774,4 +1221,60 @@ LMK_API int lmk_tokenizer_piece(const lmk_tokenizer *t, int32_t id, char *buf, s
         }
     }
     return (int)o;
+}
+
+LMK_API int lmk_tokenizer_piece(const lmk_tokenizer *t, int32_t id, char *buf, size_t cap)
+{
+    return piece(t, id, 0, buf, cap);
+}
+
+LMK_API int lmk_tokenizer_piece_special(const lmk_tokenizer *t, int32_t id, char *buf,
+                                        size_t cap)
+{
+    return piece(t, id, 1, buf, cap);
+}
+
+LMK_API long long lmk_tokenizer_decode(const lmk_tokenizer *t, const int32_t *ids, size_t n,
+                                       int special, char *buf, size_t cap)
+{
+    char *tmp = malloc(t->max_len + 1);
+    if (!tmp)
+        return -1;
+    long long total = 0;
+    int remove_space = t->add_space_prefix;
+    for (size_t i = 0; i < n; i++) {
+        int l = piece(t, ids[i], special, tmp, t->max_len + 1);
+        if (l < 0) {
+            free(tmp);
+            return -1;
+        }
+        const char *p = tmp;
+        if (remove_space && l > 0 && p[0] == ' ') {
+            p++;
+            l--;
+        }
+        remove_space = 0;
+        for (int k = 0; k < l; k++, total++)
+            if ((size_t)total < cap)
+                buf[total] = p[k];
+    }
+    free(tmp);
+    return total;
+}
+
+LMK_API size_t lmk_utf8_complete_prefix(const char *s, size_t n)
+{
+    /* look back at most 3 bytes for the lead byte of an unfinished character */
+    for (size_t k = 1; k <= 3 && k <= n; k++) {
+        uint8_t c = (uint8_t)s[n - k];
+        if ((c & 0xc0) == 0x80)
+            continue; /* continuation byte: keep looking */
+        if (c < 0x80)
+            return n;
+        size_t need = utf8_len(c);
+        if ((c & 0xc0) == 0xc0 && need > k)
+            return n - k;
+        return n;
+    }
+    return n;
 }

@@ -132,6 +132,8 @@ static int env_open(lmk_store *s)
     unsigned flags = ENV_FLAGS;
     if (s->read_only)
         flags |= MDB_RDONLY;
+    if (s->nolock)
+        flags |= MDB_NOLOCK;
     else if (s->sync == LMK_SYNC_NOMETA)
         flags |= MDB_NOMETASYNC;
     else if (s->sync == LMK_SYNC_NONE)
@@ -218,6 +220,24 @@ LMK_API lmk_store_opts lmk_store_opts_default(void)
     return o;
 }
 
+/* lmk_store_pread_fn over a file descriptor (ud: the int fd); a short file is damage. */
+static int pread_full(void *ud, void *buf, size_t len, uint64_t off)
+{
+    int fd = *(int *)ud;
+    size_t got = 0;
+    while (got < len) {
+        ssize_t r = pread(fd, (char *)buf + got, len - got, (off_t)(off + got));
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            return errno;
+        if (r == 0)
+            return LMK_ECORRUPT;
+        got += (size_t)r;
+    }
+    return 0;
+}
+
 /* Reads the head of <dir>/data.mdb and checks it. LMK_ENOTFOUND when the file is absent. */
 static int precheck_data_file(lmk_store *s, lmk_store_header_info *info)
 {
@@ -264,6 +284,9 @@ static int precheck_data_file(lmk_store *s, lmk_store_header_info *info)
     if (!rc) {
         char why[MSG_CAP - 64];
         rc = lmk_store_check_header(head, got, (uint64_t)st.st_size, info, why, sizeof why);
+        /* Writers allocate pages from the free-page tree, which LMDB trusts. */
+        if (!rc && !s->read_only)
+            rc = lmk_store_check_free_tree(info, pread_full, &fd, why, sizeof why);
         if (rc)
             set_msg(s, "%s: %s", s->dir, why);
     }
@@ -336,28 +359,164 @@ static int open_dir(lmk_store *s, const char *dir, int create, struct stat *st)
     return LMK_OK;
 }
 
-/* Writers: takes the exclusive flock on landmark.lock (kept in s->lock_fd until close). */
+/* flock(fd, op | LOCK_NB), retried on EINTR: 0, EWOULDBLOCK or another errno. */
+static int flock_nb(int fd, int op)
+{
+    while (flock(fd, op | LOCK_NB) != 0) {
+        if (errno != EINTR)
+            return errno == EAGAIN ? EWOULDBLOCK : errno;
+    }
+    return 0;
+}
+
+/* Writers: the exclusive flock on the directory itself, then on landmark.lock (what older
+ * builds take). The directory is the lock that counts: an empty, never-changing lock file
+ * is exactly what temp cleaners delete, after which a second writer would create a new
+ * one and lock that. A directory cannot be removed while it holds the session. */
 static int take_writer_lock(lmk_store *s, const char *dir)
 {
+    s->dir_fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (s->dir_fd < 0) {
+        int e = errno;
+        set_msg(s, "open %s: %s", dir, strerror(e));
+        return e;
+    }
+    int e = flock_nb(s->dir_fd, LOCK_EX);
+    if (e == EWOULDBLOCK) {
+        set_msg(s, "%s: session is in use by another process", dir);
+        return LMK_EBUSY;
+    } else if (e) {
+        set_msg(s, "flock %s: %s", dir, strerror(e));
+        return e;
+    }
     char lpath[PATH_MAX + 16];
     snprintf(lpath, sizeof lpath, "%s/landmark.lock", dir);
     s->lock_fd = open(lpath, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
     if (s->lock_fd < 0) {
-        int e = errno;
+        e = errno;
         set_msg(s, "open %s: %s", lpath, strerror(e));
         return e;
     }
-    while (flock(s->lock_fd, LOCK_EX | LOCK_NB) != 0) {
-        if (errno == EINTR)
-            continue;
-        if (errno == EWOULDBLOCK) {
-            set_msg(s, "%s: session is in use by another process", dir);
-            return LMK_EBUSY;
-        }
-        int e = errno;
+    e = flock_nb(s->lock_fd, LOCK_EX);
+    if (e == EWOULDBLOCK) {
+        set_msg(s, "%s: session is in use by another process", dir);
+        return LMK_EBUSY;
+    } else if (e) {
         set_msg(s, "flock %s: %s", lpath, strerror(e));
         return e;
     }
+    return LMK_OK;
+}
+
+/* Bytes of a fresh lock.mdb: LMDB's own size for its default 126 reader slots (it keeps a
+ * larger file as it is, with more slots, and extends a smaller one). */
+#define LOCK_FILE_BYTES 8192
+
+/* Gets lock.mdb ready before LMDB maps it. LMDB extends the file with ftruncate (a sparse
+ * file) and writes its header and reader slots through a shared map: on a full
+ * filesystem the first store to a page without blocks is a SIGBUS, for a writer creating
+ * a session and for a reader taking a slot alike. Allocating the file's blocks here turns
+ * that into ENOSPC. Only holes are filled and only an empty file is extended, so the
+ * layout other processes use is never changed.
+ * Writers keep the descriptor with LOCK_EX on it (s->lmdb_lock_fd): a reader that finds a
+ * writer in the directory but no lock on the lock.mdb at the path knows lock.mdb was
+ * deleted under the writer and that its reader slots would be invisible to it.
+ * Readers fall back to MDB_NOLOCK (s->nolock) when lock.mdb cannot be written (read-only
+ * media, another user's file, a full disk), holding LOCK_SH on the directory so that no
+ * writer of this build starts meanwhile; with a writer already there they are refused. */
+static int prepare_lock_file(lmk_store *s, const char *dir)
+{
+    char path[PATH_MAX + 16];
+    snprintf(path, sizeof path, "%s/lock.mdb", dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    int e = fd < 0 ? errno : 0;
+    if (!e) {
+        struct stat st;
+        if (fstat(fd, &st) != 0)
+            e = errno;
+        else {
+            off_t want = st.st_size > 0 ? st.st_size : LOCK_FILE_BYTES;
+            e = posix_fallocate(fd, 0, want);
+            if (e == EOPNOTSUPP || e == EINVAL)
+                e = 0; /* no way to allocate ahead here; LMDB's own behaviour */
+        }
+    }
+    if (!s->read_only) {
+        if (e) {
+            if (fd >= 0)
+                close(fd);
+            set_msg(s, "%s: preparing %s: %s", dir, path, strerror(e));
+            return e;
+        }
+        /* readers hold LOCK_SH for a moment while they look (below); no writer can */
+        int le;
+        for (int attempt = 0; (le = flock_nb(fd, LOCK_EX)) == EWOULDBLOCK && attempt < 200;
+             attempt++) {
+            struct timespec ts = {0, 5 * 1000 * 1000};
+            nanosleep(&ts, NULL);
+        }
+        if (le) {
+            close(fd);
+            set_msg(s, "flock %s: %s", path, le == EWOULDBLOCK ? "held elsewhere" : strerror(le));
+            return le == EWOULDBLOCK ? LMK_EBUSY : le;
+        }
+        s->lmdb_lock_fd = fd;
+        return LMK_OK;
+    }
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0) {
+        int de = errno;
+        if (fd >= 0)
+            close(fd);
+        set_msg(s, "open %s: %s", dir, strerror(de));
+        return de;
+    }
+    if (!e) {
+        /* lock.mdb is usable: fine unless a writer runs on another (deleted) lock.mdb. A
+         * writer takes the directory before lock.mdb, so retry across that short gap. */
+        int rc = LMK_OK;
+        for (int attempt = 0;; attempt++) {
+            int le = flock_nb(fd, LOCK_SH);
+            if (le == EWOULDBLOCK)
+                break; /* a writer holds this lock.mdb: we share its reader table */
+            if (le)
+                break; /* cannot tell: LMDB's behaviour */
+            flock(fd, LOCK_UN);
+            int de = flock_nb(dfd, LOCK_SH);
+            if (de == 0) {
+                flock(dfd, LOCK_UN); /* no writer now; one that comes uses this lock.mdb */
+                break;
+            }
+            if (de != EWOULDBLOCK)
+                break;
+            if (attempt == 50) {
+                set_msg(s, "%s: lock.mdb was deleted while a writer has the session open; "
+                           "reading beside it is unsafe until it closes", dir);
+                rc = LMK_EBUSY;
+                break;
+            }
+            struct timespec ts = {0, 20 * 1000 * 1000};
+            nanosleep(&ts, NULL);
+        }
+        close(fd);
+        close(dfd);
+        return rc;
+    }
+    if (fd >= 0)
+        close(fd);
+    int de = flock_nb(dfd, LOCK_SH);
+    if (de) {
+        close(dfd);
+        if (de == EWOULDBLOCK) {
+            set_msg(s, "%s: lock.mdb is not usable (%s) and a writer has the session open: "
+                       "cannot read beside it", dir, strerror(e));
+            return LMK_EBUSY;
+        }
+        set_msg(s, "flock %s: %s", dir, strerror(de));
+        return de;
+    }
+    s->dir_fd = dfd;
+    s->nolock = 1;
     return LMK_OK;
 }
 
@@ -381,6 +540,8 @@ LMK_API int lmk_store_open(const char *dir, const lmk_store_opts *opts, lmk_stor
         return ENOMEM;
     }
     s->lock_fd = -1;
+    s->dir_fd = -1;
+    s->lmdb_lock_fd = -1;
     s->read_only = o.read_only ? 1 : 0;
     s->verify = o.verify_reads ? 1 : 0;
     s->sync = o.sync;
@@ -449,6 +610,8 @@ LMK_API int lmk_store_open(const char *dir, const lmk_store_opts *opts, lmk_stor
         want = hinfo.mapsize;
     s->map_size = want;
 
+    if ((rc = prepare_lock_file(s, dir)))
+        goto fail;
     rc = env_open(s);
     if (rc)
         goto fail;
@@ -457,8 +620,12 @@ LMK_API int lmk_store_open(const char *dir, const lmk_store_opts *opts, lmk_stor
 
 fail:
     copy_out_msg(s->msg, errmsg, errmsg_cap);
+    if (s->lmdb_lock_fd >= 0)
+        close(s->lmdb_lock_fd);
     if (s->lock_fd >= 0)
         close(s->lock_fd);
+    if (s->dir_fd >= 0)
+        close(s->dir_fd);
     if (registered)
         reg_remove(s->dev, s->ino);
     free(s);
@@ -480,8 +647,13 @@ LMK_API void lmk_store_close(lmk_store *s)
         mdb_env_close(s->env);
     }
     reg_remove(s->dev, s->ino);
+    /* the flocks are released only after LMDB is closed */
+    if (s->lmdb_lock_fd >= 0)
+        close(s->lmdb_lock_fd);
     if (s->lock_fd >= 0)
-        close(s->lock_fd); /* releases the flock only after LMDB is closed */
+        close(s->lock_fd);
+    if (s->dir_fd >= 0)
+        close(s->dir_fd);
     free(s->arena);
     free(s);
 }

@@ -102,6 +102,12 @@ int lmk_store_del_range(lmk_store *s, const lmk_key *from, const lmk_key *to);
 int lmk_store_batch_commit(lmk_store *s);
 /* Drop the pending batch (no-op when none). */
 void lmk_store_batch_abort(lmk_store *s);
+/* Savepoints inside a pending batch: lmk_store_batch_mark() returns the batch's current
+ * length (0 when none is pending); lmk_store_batch_rollback() drops every operation buffered
+ * after that mark, keeping the batch pending. Returns LMK_OK, LMK_ESTATE (no batch),
+ * LMK_EINVAL (not a mark of this batch). */
+size_t lmk_store_batch_mark(const lmk_store *s);
+int lmk_store_batch_rollback(lmk_store *s, size_t mark);
 
 /* Flush everything committed to stable storage (mdb_env_sync forced). */
 int lmk_store_sync(lmk_store *s);

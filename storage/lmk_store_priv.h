@@ -64,7 +64,13 @@ struct lmk_store {
     int read_only;
     int verify;
     lmk_sync_mode sync;
-    int lock_fd;        /* writer: flock'ed landmark.lock; -1 for readers */
+    int lock_fd;        /* writer: flock'ed landmark.lock (for older builds); -1 for readers */
+    int dir_fd;         /* the session directory: writers hold LOCK_EX on it, lock-less
+                           readers LOCK_SH (a directory cannot be deleted under us the way
+                           an empty lock file can); -1 when not held */
+    int lmdb_lock_fd;   /* writer: lock.mdb, LOCK_EX (flock, beside LMDB's fcntl locks), so
+                           readers can tell whether the writer shares their reader table */
+    int nolock;         /* reader opened with MDB_NOLOCK (lock.mdb unusable; no writer) */
     dev_t dev;
     ino_t ino;
 

@@ -5,6 +5,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "lmk_store_priv.h"
 
@@ -303,6 +305,23 @@ static int grow_map(lmk_store *s)
     return LMK_OK;
 }
 
+/* LMDB counts pages allocated and freed again inside one commit ("loose" pages: a leaf
+ * emptied by the commit's own deletes, a record put and deleted in the same batch) in the
+ * meta page's last page number but never writes them, so the file can end before that page.
+ * The open-time check (lmk_store_check.c) would read such a file as truncated: extend it
+ * over them (sparse; fsynced under LMK_SYNC_FULL). */
+static void cover_last_page(lmk_store *s)
+{
+    MDB_envinfo ei;
+    int fd = -1;
+    struct stat st;
+    if (mdb_env_info(s->env, &ei) || mdb_env_get_fd(s->env, &fd) || fstat(fd, &st))
+        return;
+    off_t need = (off_t)(ei.me_last_pgno + 1) * (off_t)s->psize;
+    if (st.st_size < need && ftruncate(fd, need) == 0 && s->sync == LMK_SYNC_FULL)
+        (void)fdatasync(fd);
+}
+
 LMK_API int lmk_store_batch_commit(lmk_store *s)
 {
     if (!s)
@@ -331,6 +350,7 @@ LMK_API int lmk_store_batch_commit(lmk_store *s)
         }
         return xlate(mrc);
     }
+    cover_last_page(s);
     s->batch_open = 0;
     s->arena_len = 0;
     s->n_ops = 0;
@@ -368,3 +388,31 @@ LMK_API int lmk_store_sync(lmk_store *s)
     return LMK_OK;
 }
 
+
+LMK_API size_t lmk_store_batch_mark(const lmk_store *s)
+{
+    return s && s->batch_open ? s->arena_len : 0;
+}
+
+LMK_API int lmk_store_batch_rollback(lmk_store *s, size_t mark)
+{
+    if (!s)
+        return LMK_EINVAL;
+    int rc = writable(s, "batch_rollback");
+    if (rc)
+        return rc;
+    /* mark must fall on an operation boundary at or before the end */
+    size_t off = 0, n = 0;
+    while (off < mark && off < s->arena_len) {
+        const op_hdr *h = (const op_hdr *)(const void *)(s->arena + off);
+        off += (sizeof(op_hdr) + h->klen + h->vlen + 7) & ~(size_t)7;
+        n++;
+    }
+    if (off != mark) {
+        set_msg(s, "batch_rollback: %zu is not a mark of the pending batch", mark);
+        return LMK_EINVAL;
+    }
+    s->arena_len = mark;
+    s->n_ops = n;
+    return LMK_OK;
+}

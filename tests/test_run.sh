@@ -84,6 +84,19 @@ tok3=$("$LMK" info "$TMP/s2" --json 2>/dev/null | sed -n 's/.*"tokens": \([0-9]*
 # the key frame is part of the fingerprint too
 expect 1 "not written by this model" -- "$LMK" run --session "$TMP/s2" --pos original --prompt x
 
+# ---- --chat: a document opening the conversation, two questions continuing it ----
+expect 2 "unknown --template" -- "$LMK" run --model "$F32" --session "$TMP/c0" --template nope \
+    --prompt hi
+expect 1 "no chat template" -- "$LMK" run --model "$F32" --session "$TMP/c0" --chat --prompt hi
+"$LMK" run --model "$F32" --session "$TMP/c1" --template chatml --system "Answer briefly." \
+    --file "$TMP/doc.txt" --prompt "$Q" --generate 8 -t 2 >"$TMP/ch1.out" 2>"$TMP/ch1.err" ||
+    fail "run --chat: $(cat "$TMP/ch1.err")"
+"$LMK" run --session "$TMP/c1" --prompt "And then?" --generate 8 -t 2 \
+    >"$TMP/ch2.out" 2>"$TMP/ch2.err" || fail "run --chat (second question): $(cat "$TMP/ch2.err")"
+grep -q "turns 2" "$TMP/c1/model-chat.txt" || fail "chat state: $(cat "$TMP/c1/model-chat.txt")"
+expect 1 "started with --chat" -- "$LMK" run --session "$TMP/s2" --chat --template chatml \
+    --prompt x
+
 # an interrupted prefill (SIGINT, then SIGKILL) resumes where the session stops
 head -c 6000 "$KJV" >"$TMP/big.txt"
 "$LMK" run --model "$F32" --session "$TMP/s4" --file "$TMP/big.txt" -t 2 >/dev/null 2>&1 ||

@@ -59,7 +59,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         lmk_tokenizer *tk = NULL;
         if (lmk_tokenizer_from_gguf(g, &tk, err, sizeof err) == 0) {
             static const char text[] = "Hello world, \xe2\x96\x81 it's 2024!\n\xff";
-            int32_t ids[64];
+            int32_t ids[6 * 64 + 2]; /* lmk_tokenizer_max_tokens of the text */
             size_t nt;
             if (lmk_tokenizer_encode(tk, text, sizeof text - 1, 1, ids, &nt) == 0) {
                 char piece[64];
