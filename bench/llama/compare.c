@@ -21,7 +21,7 @@
  * the weights once plus (landmark) the f32 landmarks it scans and the f16 blocks it
  * fetches, (llama.cpp) its whole f16 KV cache. A lower bound on time, printed beside each
  * row. */
-#include "llama_ref_path.h" /* generated: LMK_LLAMA_REF and #include of llama.h */
+#include <llama_ref_path.h> /* generated in the build tree: LMK_LLAMA_REF and llama.h */
 
 #include "lmk_clock.h"
 #include "lmk_error.h"
