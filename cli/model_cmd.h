@@ -34,7 +34,7 @@ extern const lmk_opt_word lmk_cli_top_k_words[], lmk_cli_pos_words[], lmk_cli_mo
     lmk_cli_durability_words[], lmk_cli_dtype_words[];
 #define LMK_MODEL_CLI_OPTS(c)                                                                 \
     {"--model", 0, LMK_OPT_STR, &(c)->model, 0, 0, NULL, NULL, NULL, "M.gguf",                \
-     "the model (llama/mistral; F32, F16, BF16, Q8_0, Q4_0 tensors)"},                        \
+     "the model (llama, qwen2, qwen3, phi3; F32, F16, BF16, Q4-Q8, K-quants, IQ4)"},          \
     {"--top-k", 0, LMK_OPT_INT, &(c)->t.top_k, 0, 1000000, lmk_cli_top_k_words, NULL, NULL,   \
      "K", "blocks retrieved per query and head (default 4; 'all')"},                          \
     {"--recent", 0, LMK_OPT_INT, &(c)->t.n_recent, 0, 1000000, NULL, NULL, NULL, "R",         \
