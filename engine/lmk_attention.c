@@ -71,7 +71,8 @@ static size_t work_bytes(const lmk_session *s, const lmk_attend_opts *o, int64_t
     b = lmk_szadd(b, (L + R) * sizeof(int64_t));
     b = lmk_szadd(b, lmk_szmul(lmk_szmul(rot_rows, D), sizeof(float)));
     b = lmk_szadd(b, lmk_szmul(lmk_szadd(ms_rows, L + 1), sizeof(float)));
-    return lmk_szadd(b, 16 * 64);
+    b = lmk_szadd(b, lmk_szmul(ms + 1, sizeof(int64_t))); /* rblk */
+    return lmk_szadd(b, 17 * 64);
 }
 
 /* Per-thread scratch of one (query, head), carved out of one buffer (work_bytes). */
@@ -86,6 +87,8 @@ typedef struct awork {
     float *rot;             /* rotated copies of token and block keys under a policy */
     float *qr;              /* (head_dim) the query, rotated under a policy */
     float *bsc;             /* (nb, L) block row scores, then weights */
+    int64_t *rblk;          /* (max_sel) under slots: the block whose keys slot j of rot
+                               holds, rotated, from this thread's previous item (-1: none) */
 } awork;
 
 #define CARVE(type, name, count)                                                        \
@@ -110,6 +113,7 @@ static void carve(const actx *a, void *work, awork *x)
     CARVE(float, x->rot, rotating ? (a->max_tok + (size_t)a->max_sel * (L + R)) * D : 1);
     CARVE(float, x->qr, D);
     CARVE(float, x->bsc, ((size_t)a->max_sel + 1) * (L + 1));
+    CARVE(int64_t, x->rblk, a->max_sel + 1);
 }
 
 #undef CARVE
@@ -168,7 +172,11 @@ static void rotate_direct(const actx *a, const qgeo *x, int nb, int64_t nt, int6
 }
 
 /* Block keys (rotated copies under a policy) and the gates: scaled scores of the
- * blocks' landmarks (the maximum over a block's entries when it has several). */
+ * blocks' landmarks (the maximum over a block's entries when it has several). Under slots
+ * the rotated copy of block j depends only on (KV head, block, j), so a thread keeps the
+ * copies of its previous item and reuses those that match (chunk retrieval gives a head's
+ * queries one block set: rotated once per chunk, not per query); the values are the same
+ * bits either way. */
 static void block_gates(const actx *a, const qgeo *x, int kvh, int nb, float scale, awork *w)
 {
     const lmk_session *s = a->s;
@@ -182,7 +190,11 @@ static void block_gates(const actx *a, const qgeo *x, int kvh, int nb, float sca
         w->bk[j] = sl->k;
         w->bv[j] = sl->v;
         const float *lm = lms + (size_t)w->blk[j] * R * D;
-        if (pk != LMK_POS_AS_GIVEN) {
+        if (pk == LMK_POS_SLOTS && w->rblk[j] == w->blk[j]) {
+            float *dst = brot + (size_t)j * (L + R) * D;
+            w->bk[j] = dst;
+            lm = dst + (size_t)L * D;
+        } else if (pk != LMK_POS_AS_GIVEN) {
             int64_t *pos = w->bpos;
             float *dst = brot + (size_t)j * (L + R) * D;
             memcpy(dst, sl->k, (size_t)L * D * 4);
@@ -193,6 +205,7 @@ static void block_gates(const actx *a, const qgeo *x, int kvh, int nb, float sca
             for (int e = 0; e < R; e++)
                 pos[L + e] = pk == LMK_POS_SLOTS ? base + L - 1 : base;
             o->pos->rotate(o->pos->ud, dst, L + R, D, pos);
+            w->rblk[j] = pk == LMK_POS_SLOTS ? w->blk[j] : -1;
             w->bk[j] = dst;
             lm = dst + (size_t)L * D;
         }
@@ -283,6 +296,11 @@ static void attend_one(const actx *a, int64_t i, int h, const float *q, float *o
     const int rows_per_block = s->landmark == LMK_LANDMARK_TOKEN ? L - 1 : L;
     awork w;
     carve(a, work, &w);
+    if (w.rblk[a->max_sel] != kvh) { /* copies of another KV head's blocks */
+        for (int64_t j = 0; j < a->max_sel; j++)
+            w.rblk[j] = -1;
+        w.rblk[a->max_sel] = kvh;
+    }
 
     /* retrieved blocks, in original order (slot order) */
     int nb = a->nsel[i * s->n_heads + h];
@@ -332,12 +350,24 @@ int lmk_attend_compute(const lmk_attend_plan *p, float *out)
             return lmk_sess_fail(s, ENOMEM, "out of memory");
     int64_t items = p->nq * NH;
     const float *q = p->q;
+    /* items head-major, so a thread's consecutive items share a head's blocks; each
+     * thread starts with no rotated copies (rblk all -1 under an impossible KV head) */
+    awork w0;
+    for (int t = 0; t < nthc; t++) {
+        carve(&a, s->work[t].p, &w0);
+        w0.rblk[p->max_sel] = -1;
+    }
+    /* a parallel region costs more than it saves on a small step (a decoding step of a small
+     * model): under about 1M multiply-adds one thread does it all (same results) */
+    double madds = (double)items * (double)(p->max_sel * s->L + (int64_t)p->max_tok) * D;
+    if (madds < (double)(1 << 20))
+        nthc = 1;
 #pragma omp parallel for num_threads(nthc) schedule(static) if (nthc > 1 && items > 1)
     for (int64_t it = 0; it < items; it++) {
-        int64_t i = it / NH;
-        int h = (int)(it % NH);
-        attend_one(&a, i, h, q + (size_t)it * D, out + (size_t)it * D,
-                   s->work[omp_get_thread_num()].p);
+        int64_t i = it % p->nq;
+        int h = (int)(it / p->nq);
+        size_t row = (size_t)i * NH + (size_t)h;
+        attend_one(&a, i, h, q + row * D, out + row * D, s->work[omp_get_thread_num()].p);
     }
     return LMK_OK;
 }

@@ -27,6 +27,24 @@ static void ranking_query(const lmk_session *s, const lmk_attend_opts *o, const 
     o->pos->rotate(o->pos->ud, dst, 1, s->head_dim, &pos);
 }
 
+typedef struct rctx_geo {
+    int64_t i0, i1; /* a run of queries sharing one candidate pool and k */
+    int sparse;     /* chunk retrieval over more than one query */
+} rctx_geo;
+
+/* LMK_RETRIEVE_CHUNK: of a chunk's queries with one candidate pool, only every
+ * CHUNK_SEARCH_STRIDE-th and the last search the index; the union of what they find is then
+ * re-ranked by the maximum exact score over every query of the chunk (chunk_rerank). Searching
+ * every query made a long prefill quadratic in the index scan (every query against every
+ * landmark); this divides that scan by the stride. */
+#define CHUNK_SEARCH_STRIDE 16
+
+static int chunk_searched(const rctx_geo *rg, int64_t i)
+{
+    return !rg->sparse || i == rg->i1 - 1 ||
+           (i - rg->i0) % CHUNK_SEARCH_STRIDE == CHUNK_SEARCH_STRIDE - 1;
+}
+
 typedef struct rctx {
     lmk_session *s;
     int layer;
@@ -77,7 +95,10 @@ static int retrieve_kvh(rctx *r, int kvh, char *msg, size_t msg_cap)
                 }
         } else if (k > 0) {
             int64_t nrow = 0;
+            rctx_geo rg = {i0, i1, o->retrieve == LMK_RETRIEVE_CHUNK && r->nq > 1};
             for (int64_t i = i0; i < i1; i++) {
+                if (!chunk_searched(&rg, i))
+                    continue;
                 if (per_head) {
                     for (int g = 0; g < G; g++)
                         ranking_query(s, o, &r->g[i],
@@ -103,6 +124,8 @@ static int retrieve_kvh(rctx *r, int kvh, char *msg, size_t msg_cap)
             }
             int64_t row = 0;
             for (int64_t i = i0; i < i1; i++) {
+                if (!chunk_searched(&rg, i))
+                    continue;
                 for (int g = 0; g < G; g++) {
                     const int64_t *res = ids + (size_t)(per_head ? row + g : row) * k;
                     int64_t *dst = r->sel + ((size_t)i * NH + kvh * G + g) * r->max_sel;
@@ -203,6 +226,11 @@ int lmk_attend_search(lmk_attend_plan *p)
               s->q_search.p, (float *)s->q_search.p + (size_t)p->nq * s->n_heads * s->head_dim,
               s->ids.p, p->kmax};
     int nth = s->n_threads < H ? s->n_threads : H;
+    /* a parallel region costs more than it saves on a small search (a decoding step of a
+     * small model): under about 1M multiply-adds one thread searches every head */
+    int64_t n_cand = p->T / s->L;
+    if ((double)p->nq * s->n_heads * (double)n_cand * s->head_dim < (double)(1 << 20))
+        nth = 1;
     int rc_any = 0, kvh_err = H;
     /* FAISS opens its own OpenMP regions inside a search. Ours is the one level of
      * parallelism: setting the thread count inside our region changes only that region's

@@ -77,10 +77,11 @@ typedef enum {
     LMK_RETRIEVE_QHEAD = 0,  /* each query head ranks for itself (the paper) */
     LMK_RETRIEVE_KVHEAD = 1, /* one block set per KV head: ranked by the sum of the group's
                                 scores */
-    LMK_RETRIEVE_CHUNK = 2,  /* prefill: one block set per query head for the whole chunk,
-                                ranked by the maximum score over the chunk's queries (each
-                                query still sees only its own candidates). Not equal to
-                                single-token steps; much cheaper for long prefills. */
+    LMK_RETRIEVE_CHUNK = 2,  /* prefill: one block set per query head for the whole chunk:
+                                the candidates every 16th query (and the last) find in the
+                                index, ranked by the maximum score over all the chunk's
+                                queries (each query still sees only its own candidates). Not
+                                equal to single-token steps; much cheaper for long prefills. */
 } lmk_retrieve;
 
 /* Durability of appended data (see lmk_store.h for what each mode can lose). */

@@ -1,0 +1,767 @@
+/* landmark-compare: landmark and llama.cpp on one GGUF model, side by side.
+ *
+ * For every context depth and engine (interleaved: depth 1 landmark, depth 1 llama.cpp,
+ * depth 2 landmark, ...) one child process (this program re-executed with --child) feeds
+ * the same token ids on the same threads: `depth` ids of prefill, then 64 fixed ids one at a
+ * time (decode). The child reports one line; the parent prints the table, --json, --plot.
+ *
+ *   landmark   lmk_ctx over a fresh session: prefill with chunk retrieval under the default
+ *              durability (nometa), 64 decode steps under nometa, the session truncated back
+ *              to the depth and reopened under `none`, 64 decode steps and a sync.
+ *   llama.cpp  libllama through dlopen (the prebuilt CPU libraries of the npm package that
+ *              tests/llama/fetch.sh fetches): flash attention on, f16 K and V cache,
+ *              n_ctx = depth + 64, default n_batch/n_ubatch, the same threads; skipped when its
+ *              KV cache would not fit in half the available memory.
+ *
+ * Peak RSS is getrusage's ru_maxrss of the child (mapped session pages included); session
+ * bytes are the landmark session directory's allocated blocks, "kv" the llama.cpp cache's
+ * bytes. A child over --time-limit seconds is killed (SIGALRM) and its row says so.
+ *
+ * bound tok/s: what one decode token costs at the measured read bandwidth when it reads
+ * the weights once plus (landmark) the f32 landmarks it scans and the f16 blocks it
+ * fetches, (llama.cpp) its whole f16 KV cache. A lower bound on time, printed beside each
+ * row. */
+#include <llama_ref_path.h> /* generated in the build tree: LMK_LLAMA_REF and llama.h */
+
+#include "lmk_clock.h"
+#include "lmk_error.h"
+#include "lmk_fs.h"
+#include "lmk_session.h"
+#include "lmk_gguf.h"
+#include "lmk_model.h"
+#include "lmk_tasks.h"
+#include "lmk_tokenizer.h"
+
+#include <dirent.h>
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+extern char **environ;
+void openblas_set_num_threads(int num_threads);
+
+#define N_DECODE 64
+#define MAX_DEPTHS 32
+
+typedef struct {
+    const char *model, *text, *workdir, *json, *plot, *lib;
+    int64_t depths[MAX_DEPTHS];
+    int n_depths;
+    int threads, time_limit, run_landmark, run_llama;
+} opts;
+
+typedef struct {
+    char engine[16];
+    int64_t depth;
+    char status[32];
+    double prefill_tps, decode_tps, decode_none_tps, rss_mb, disk_mb, seconds, bound_tps;
+    double prefill_cpu, decode_cpu; /* tokens per CPU second */
+} row;
+
+/* ---- small helpers ---- */
+
+static int64_t parse_count(const char *s)
+{
+    char *end;
+    double v = strtod(s, &end);
+    if (*end == 'k' || *end == 'K')
+        v *= 1024, end++;
+    else if (*end == 'm' || *end == 'M')
+        v *= 1024 * 1024, end++;
+    return *end || v < 1 ? -1 : (int64_t)v;
+}
+
+/* CPU seconds of the process so far (every thread, user and system). On a loaded machine
+ * wall time measures the scheduler's share as much as the work; CPU time does not. */
+static double cpu_s(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec * 1e-6 + (double)ru.ru_stime.tv_sec +
+           ru.ru_stime.tv_usec * 1e-6;
+}
+
+static double peak_rss_mb(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_maxrss / 1024.0;
+}
+
+static int64_t dir_bytes(const char *path)
+{
+    DIR *d = opendir(path);
+    if (!d)
+        return 0;
+    int64_t sum = 0;
+    struct dirent *de;
+    char p[4096];
+    struct stat st;
+    while ((de = readdir(d))) {
+        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+            continue;
+        snprintf(p, sizeof p, "%s/%s", path, de->d_name);
+        if (lstat(p, &st) == 0)
+            sum += S_ISDIR(st.st_mode) ? dir_bytes(p) : (int64_t)st.st_blocks * 512;
+    }
+    closedir(d);
+    return sum;
+}
+
+static int32_t *read_tokens(const char *workdir, int64_t n)
+{
+    char p[4096];
+    snprintf(p, sizeof p, "%s/tokens.bin", workdir);
+    FILE *f = fopen(p, "rb");
+    int32_t *ids = malloc((size_t)n * sizeof *ids);
+    if (!f || !ids || fread(ids, sizeof *ids, (size_t)n, f) != (size_t)n) {
+        fprintf(stderr, "landmark-compare: cannot read %lld tokens from %s\n", (long long)n, p);
+        exit(1);
+    }
+    fclose(f);
+    return ids;
+}
+
+/* ---- the landmark child ---- */
+
+static int lmk_child(const opts *o, int64_t depth)
+{
+    char err[512], dir[4096];
+    int32_t *ids = read_tokens(o->workdir, depth + N_DECODE);
+    snprintf(dir, sizeof dir, "%s/session-%lld", o->workdir, (long long)depth);
+    lmk_fs_rmtree(dir);
+
+    lmk_task_opts to = lmk_task_opts_default();
+    to.n_threads = o->threads;
+    lmk_model *m = NULL;
+    if (lmk_task_model_open(o->model, &to, &m, err, sizeof err)) {
+        printf("R status=error:model\n");
+        fprintf(stderr, "landmark-compare: %s\n", err);
+        return 1;
+    }
+    lmk_task_resolve(m, &to);
+    int n_vocab = lmk_model_get_info(m)->n_vocab;
+    float *logits = malloc((size_t)n_vocab * sizeof *logits);
+
+    double t_prefill = 0, t_dec = 0, t_dec_none = 0, c_prefill = 0, c_dec = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        lmk_session_opts so;
+        char fp[256];
+        lmk_model_session_opts(m, (lmk_pos_kind)to.pos, to.block_len, &so, fp);
+        so.create = pass == 0;
+        so.n_threads = o->threads;
+        so.index_spec = to.index_spec;
+        so.dtype = to.dtype;
+        so.durability = pass == 0 ? LMK_DURABLE_NOMETA : LMK_DURABLE_NONE;
+        if (pass == 1) {
+            so.block_len = 0;
+            so.landmark = LMK_LANDMARK_AUTO;
+        }
+        lmk_session *s = NULL;
+        if (lmk_session_open(dir, &so, &s, err, sizeof err)) {
+            printf("R status=error:session\n");
+            fprintf(stderr, "landmark-compare: %s\n", err);
+            return 1;
+        }
+        lmk_ctx_opts co = lmk_ctx_opts_default();
+        co.backend = LMK_ATTN_SESSION;
+        co.session = s;
+        co.pos = (lmk_pos_kind)to.pos;
+        co.mode = (lmk_mode)to.mode;
+        co.fixed_distance = to.fixed_distance;
+        co.next_from = to.next_from;
+        co.chunk = to.chunk;
+        lmk_attend_opts a = lmk_attend_opts_default();
+        a.top_k = to.top_k;
+        a.n_recent = to.n_recent;
+        a.n_sink = to.n_sink;
+        a.n_local = to.n_local;
+        a.retrieve = LMK_RETRIEVE_CHUNK;
+        co.attend = a;
+        lmk_ctx *c = NULL;
+        if (lmk_ctx_open(m, &co, &c, err, sizeof err)) {
+            printf("R status=error:ctx\n");
+            fprintf(stderr, "landmark-compare: %s\n", err);
+            return 1;
+        }
+        int rc = 0;
+        if (pass == 0) {
+            double t0 = lmk_clock_s(), c0 = cpu_s();
+            for (int64_t i = 0; i < depth && !rc; i += to.piece) {
+                int64_t n = depth - i < to.piece ? depth - i : to.piece;
+                rc = lmk_ctx_feed(c, ids + i, n, i + n == depth ? logits : NULL, i + n == depth);
+            }
+            t_prefill = lmk_clock_s() - t0;
+            c_prefill = cpu_s() - c0;
+        }
+        int64_t positions = lmk_ctx_n_past(c);
+        a.retrieve = to.retrieve;
+        lmk_ctx_set_attend(c, &a);
+        lmk_ctx_stats st0, st1;
+        lmk_ctx_get_stats(c, &st0);
+        double t0 = lmk_clock_s(), c0 = cpu_s();
+        for (int i = 0; i < N_DECODE && !rc; i++)
+            rc = lmk_ctx_feed(c, ids + depth + i, 1, logits, 1);
+        if (!rc && pass == 1)
+            rc = lmk_session_sync(s);
+        double t = lmk_clock_s() - t0;
+        lmk_ctx_get_stats(c, &st1);
+        /* where a decode step's time goes (ms per token), on stderr */
+        fprintf(stderr,
+                "landmark-compare: depth %lld decode (%s): %.2f ms/token = weights %.2f + "
+                "attention backend %.2f (search %.2f, fetch %.2f, attention %.2f, the rest "
+                "appends and commits) + other\n",
+                (long long)depth, pass ? "none" : "nometa", 1e3 * t / N_DECODE,
+                1e3 * (st1.matmul_s - st0.matmul_s) / N_DECODE,
+                1e3 * (st1.attn_s - st0.attn_s) / N_DECODE,
+                1e3 * (st1.attend.search_s - st0.attend.search_s) / N_DECODE,
+                1e3 * (st1.attend.fetch_s - st0.attend.fetch_s) / N_DECODE,
+                1e3 * (st1.attend.attn_s - st0.attend.attn_s) / N_DECODE);
+        if (rc) {
+            printf("R status=error:feed\n");
+            fprintf(stderr, "landmark-compare: %s (%s)\n", lmk_ctx_errmsg(c), lmk_strerror(rc));
+            return 1;
+        }
+        if (pass == 0) {
+            t_dec = t;
+            c_dec = cpu_s() - c0;
+            lmk_ctx_free(c);
+            rc = lmk_session_truncate(s, positions);
+            if (rc) {
+                printf("R status=error:truncate\n");
+                return 1;
+            }
+        } else {
+            t_dec_none = t;
+            lmk_ctx_free(c);
+        }
+        lmk_session_close(s);
+    }
+    double disk = (double)dir_bytes(dir);
+    printf("R status=ok prefill_tps=%.3f decode_tps=%.3f decode_none_tps=%.3f rss_mb=%.1f "
+           "disk_mb=%.2f prefill_cpu=%.3f decode_cpu=%.3f\n",
+           depth / t_prefill, N_DECODE / t_dec, N_DECODE / t_dec_none, peak_rss_mb(),
+           disk / 1048576.0, depth / c_prefill, N_DECODE / c_dec);
+    lmk_fs_rmtree(dir);
+    lmk_model_close(m);
+    free(logits);
+    free(ids);
+    return 0;
+}
+
+/* ---- the llama.cpp child ---- */
+
+#define SYM(lib, name)                                                                   \
+    __typeof__(&name) p_##name = (__typeof__(&name))dlsym(lib, #name);                   \
+    if (!p_##name) {                                                                     \
+        printf("R status=error:dlsym\n");                                               \
+        fprintf(stderr, "landmark-compare: %s not found\n", #name);                      \
+        return 1;                                                                        \
+    }
+
+static void quiet_log(enum ggml_log_level level, const char *text, void *ud)
+{
+    (void)ud;
+    if (level == GGML_LOG_LEVEL_ERROR)
+        fputs(text, stderr);
+}
+
+static int llama_child(const opts *o, int64_t depth)
+{
+    char p[4096];
+    const char *libdir = o->lib ? o->lib : LMK_LLAMA_REF "/lib";
+    snprintf(p, sizeof p, "%s/libggml.v0.4.0.so", libdir);
+    void *gl = dlopen(p, RTLD_NOW | RTLD_GLOBAL);
+    snprintf(p, sizeof p, "%s/libllama.v0.4.0.so", libdir);
+    void *ll = gl ? dlopen(p, RTLD_NOW | RTLD_GLOBAL) : NULL;
+    if (!ll) {
+        printf("R status=error:dlopen\n");
+        fprintf(stderr, "landmark-compare: %s\n", dlerror());
+        return 1;
+    }
+    SYM(gl, ggml_backend_load_all_from_path)
+    SYM(ll, llama_log_set)
+    SYM(ll, llama_backend_init)
+    SYM(ll, llama_model_default_params)
+    SYM(ll, llama_model_load_from_file)
+    SYM(ll, llama_context_default_params)
+    SYM(ll, llama_init_from_model)
+    SYM(ll, llama_batch_get_one)
+    SYM(ll, llama_decode)
+    SYM(ll, llama_free)
+    SYM(ll, llama_model_free)
+    p_llama_log_set(quiet_log, NULL);
+    p_ggml_backend_load_all_from_path(libdir);
+    p_llama_backend_init();
+
+    int32_t *ids = read_tokens(o->workdir, depth + N_DECODE);
+    struct llama_model_params mp = p_llama_model_default_params();
+    mp.n_gpu_layers = 0;
+    struct llama_model *model = p_llama_model_load_from_file(o->model, mp);
+    if (!model) {
+        printf("R status=error:model\n");
+        return 1;
+    }
+    struct llama_context_params cp = p_llama_context_default_params();
+    cp.n_ctx = (uint32_t)(depth + N_DECODE);
+    cp.n_threads = cp.n_threads_batch = o->threads;
+    cp.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_ENABLED;
+    cp.type_k = cp.type_v = GGML_TYPE_F16;
+    cp.no_perf = true;
+    struct llama_context *ctx = p_llama_init_from_model(model, cp);
+    if (!ctx) {
+        printf("R status=error:context\n");
+        return 1;
+    }
+    double t0 = lmk_clock_s(), c0 = cpu_s();
+    for (int64_t i = 0; i < depth; i += cp.n_batch) {
+        int32_t n = (int32_t)(depth - i < cp.n_batch ? depth - i : cp.n_batch);
+        if (p_llama_decode(ctx, p_llama_batch_get_one(ids + i, n))) {
+            printf("R status=error:decode\n");
+            return 1;
+        }
+    }
+    double t_prefill = lmk_clock_s() - t0, c_prefill = cpu_s() - c0;
+    t0 = lmk_clock_s();
+    c0 = cpu_s();
+    for (int i = 0; i < N_DECODE; i++)
+        if (p_llama_decode(ctx, p_llama_batch_get_one(ids + depth + i, 1))) {
+            printf("R status=error:decode\n");
+            return 1;
+        }
+    double t_dec = lmk_clock_s() - t0, c_dec = cpu_s() - c0;
+    printf("R status=ok prefill_tps=%.3f decode_tps=%.3f decode_none_tps=%.3f rss_mb=%.1f "
+           "disk_mb=0 prefill_cpu=%.3f decode_cpu=%.3f\n",
+           depth / t_prefill, N_DECODE / t_dec, N_DECODE / t_dec, peak_rss_mb(),
+           depth / c_prefill, N_DECODE / c_dec);
+    p_llama_free(ctx);
+    p_llama_model_free(model);
+    free(ids);
+    return 0;
+}
+
+/* ---- the parent ---- */
+
+typedef struct {
+    int n_layers, n_kv_heads, head_dim, block_len, top_k, n_recent, n_heads;
+    double weight_bytes;
+} shape;
+
+static int read_shape(const char *path, shape *sh)
+{
+    char err[256], arch[64], key[128];
+    lmk_gguf *g = NULL;
+    if (lmk_gguf_open(path, &g, err, sizeof err)) {
+        fprintf(stderr, "landmark-compare: %s\n", err);
+        return 1;
+    }
+    uint32_t nl = 0, nkv = 0, nh = 0, emb = 0, mf = 0;
+    lmk_gguf_get_strz(g, "general.architecture", arch, sizeof arch);
+    snprintf(key, sizeof key, "%s.block_count", arch);
+    lmk_gguf_get_u32(g, key, &nl);
+    snprintf(key, sizeof key, "%s.attention.head_count", arch);
+    lmk_gguf_get_u32(g, key, &nh);
+    snprintf(key, sizeof key, "%s.attention.head_count_kv", arch);
+    if (lmk_gguf_get_u32(g, key, &nkv))
+        nkv = nh;
+    snprintf(key, sizeof key, "%s.embedding_length", arch);
+    lmk_gguf_get_u32(g, key, &emb);
+    int is_lmk = lmk_gguf_get_u32(g, "landmark.mem_freq", &mf) == 0 && mf > 0;
+    lmk_gguf_close(g);
+    struct stat st;
+    stat(path, &st);
+    sh->n_layers = (int)nl;
+    sh->n_heads = (int)nh;
+    sh->n_kv_heads = (int)nkv;
+    sh->head_dim = nh ? (int)(emb / nh) : 0;
+    sh->block_len = is_lmk ? (int)mf + 1 : 64;
+    sh->top_k = 4;
+    sh->n_recent = is_lmk ? 2 : 0;
+    sh->weight_bytes = (double)st.st_size;
+    return 0;
+}
+
+/* Read bandwidth of one thread over 256 MiB, best of 3, bytes/s. */
+static double read_bandwidth(void)
+{
+    size_t n = (size_t)256 << 20;
+    uint64_t *b = malloc(n);
+    if (!b)
+        return 1e10;
+    memset(b, 1, n);
+    double best = 0;
+    volatile uint64_t sink = 0;
+    for (int r = 0; r < 3; r++) {
+        double t0 = lmk_clock_s();
+        uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+        for (size_t i = 0; i < n / 8; i += 4)
+            s0 += b[i], s1 += b[i + 1], s2 += b[i + 2], s3 += b[i + 3];
+        sink += s0 + s1 + s2 + s3;
+        double bw = n / (lmk_clock_s() - t0);
+        if (bw > best)
+            best = bw;
+    }
+    free(b);
+    return best;
+}
+
+static double bound_tps(const shape *sh, const char *engine, int64_t depth, double bw)
+{
+    double bytes = sh->weight_bytes;
+    double kvdim = (double)sh->n_kv_heads * sh->head_dim;
+    if (!strcmp(engine, "landmark")) {
+        double blocks = (double)depth / (sh->block_len - (sh->n_recent ? 1 : 0));
+        double fetched = (double)sh->n_heads * sh->top_k + sh->n_kv_heads * (sh->n_recent + 1);
+        if (fetched * sh->block_len > depth * (double)sh->n_kv_heads)
+            fetched = blocks * sh->n_kv_heads;
+        bytes += sh->n_layers * (blocks * kvdim * 4 + fetched * sh->block_len * sh->head_dim * 4);
+    } else {
+        bytes += sh->n_layers * (double)depth * kvdim * 4; /* K and V, f16 */
+    }
+    return bw / bytes;
+}
+
+static int run_child(const char *self, const opts *o, const char *engine, int64_t depth, row *r)
+{
+    char dstr[32], tstr[16];
+    snprintf(dstr, sizeof dstr, "%lld", (long long)depth);
+    snprintf(tstr, sizeof tstr, "%d", o->threads);
+    const char *argv[20];
+    int k = 0;
+    argv[k++] = self;
+    argv[k++] = "--child";
+    argv[k++] = engine;
+    argv[k++] = dstr;
+    argv[k++] = "--model";
+    argv[k++] = o->model;
+    argv[k++] = "--workdir";
+    argv[k++] = o->workdir;
+    argv[k++] = "-t";
+    argv[k++] = tstr;
+    if (o->lib) {
+        argv[k++] = "--lib";
+        argv[k++] = o->lib;
+    }
+    argv[k] = NULL;
+    int fd[2];
+    if (pipe(fd))
+        return errno;
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, fd[1], 1);
+    posix_spawn_file_actions_addclose(&fa, fd[0]);
+    pid_t pid;
+    double t0 = lmk_clock_s();
+    int rc = posix_spawn(&pid, self, &fa, NULL, (char *const *)argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    close(fd[1]);
+    if (rc) {
+        close(fd[0]);
+        return rc;
+    }
+    FILE *f = fdopen(fd[0], "r");
+    char line[1024];
+    snprintf(r->status, sizeof r->status, "no result");
+    while (fgets(line, sizeof line, f))
+        if (!strncmp(line, "R ", 2)) {
+            char st[32] = "";
+            sscanf(line, "R status=%31s prefill_tps=%lf decode_tps=%lf decode_none_tps=%lf "
+                         "rss_mb=%lf disk_mb=%lf prefill_cpu=%lf decode_cpu=%lf",
+                   st, &r->prefill_tps, &r->decode_tps, &r->decode_none_tps, &r->rss_mb,
+                   &r->disk_mb, &r->prefill_cpu, &r->decode_cpu);
+            snprintf(r->status, sizeof r->status, "%s", st);
+        }
+    fclose(f);
+    int ws = 0;
+    waitpid(pid, &ws, 0);
+    r->seconds = lmk_clock_s() - t0;
+    if (WIFSIGNALED(ws))
+        snprintf(r->status, sizeof r->status, WTERMSIG(ws) == SIGALRM ? "timeout %ds" : "signal %d",
+                 WTERMSIG(ws) == SIGALRM ? o->time_limit : WTERMSIG(ws));
+    return 0;
+}
+
+static int write_tokens(const opts *o, int64_t n)
+{
+    char err[256], p[4096];
+    int32_t *ids = malloc((size_t)n * sizeof *ids);
+    if (!ids)
+        return ENOMEM;
+    lmk_gguf *g = NULL;
+    lmk_tokenizer *t = NULL;
+    int rc = lmk_gguf_open(o->model, &g, err, sizeof err);
+    if (!rc)
+        rc = lmk_tokenizer_from_gguf(g, &t, err, sizeof err);
+    if (rc) {
+        fprintf(stderr, "landmark-compare: %s\n", err);
+        return rc;
+    }
+    int64_t have = 0;
+    if (o->text) {
+        FILE *f = fopen(o->text, "rb");
+        if (!f) {
+            fprintf(stderr, "landmark-compare: cannot open %s\n", o->text);
+            return errno;
+        }
+        size_t cap = 1 << 20;
+        char *buf = malloc(cap);
+        int32_t *tmp = malloc(lmk_tokenizer_max_tokens(cap) * sizeof *tmp);
+        while (have < n) {
+            size_t got = fread(buf, 1, cap, f);
+            if (got == 0) {
+                rewind(f);
+                continue;
+            }
+            size_t nt = 0;
+            if ((rc = lmk_tokenizer_encode(t, buf, got, have == 0, tmp, &nt)))
+                return rc;
+            for (size_t i = 0; i < nt && have < n; i++)
+                ids[have++] = tmp[i];
+        }
+        free(tmp);
+        free(buf);
+        fclose(f);
+    } else {
+        /* random ids below the first special token: a fixed seed */
+        uint64_t s = 42;
+        int nv = lmk_tokenizer_n_vocab(t);
+        int lim = nv > 128000 ? 128000 : nv;
+        for (; have < n; have++) {
+            s += 0x9e3779b97f4a7c15ull;
+            uint64_t z = s;
+            z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+            z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+            ids[have] = (int32_t)((z ^ (z >> 31)) % (uint64_t)lim);
+        }
+    }
+    lmk_tokenizer_free(t);
+    lmk_gguf_close(g);
+    snprintf(p, sizeof p, "%s/tokens.bin", o->workdir);
+    FILE *f = fopen(p, "wb");
+    if (!f || fwrite(ids, sizeof *ids, (size_t)n, f) != (size_t)n || fclose(f)) {
+        fprintf(stderr, "landmark-compare: cannot write %s\n", p);
+        return EIO;
+    }
+    free(ids);
+    return 0;
+}
+
+static void plot(const opts *o, const row *rows, int n)
+{
+    char data[4096], script[4096];
+    snprintf(data, sizeof data, "%s/compare.dat", o->workdir);
+    snprintf(script, sizeof script, "%s/compare.gp", o->workdir);
+    FILE *f = fopen(data, "w");
+    if (!f)
+        return;
+    const char *eng[2] = {"landmark", "llama.cpp"};
+    for (int e = 0; e < 2; e++) {
+        fprintf(f, "# %s\n", eng[e]);
+        for (int i = 0; i < n; i++)
+            if (!strcmp(rows[i].engine, eng[e]) && !strcmp(rows[i].status, "ok"))
+                fprintf(f, "%lld %g %g\n", (long long)rows[i].depth, rows[i].prefill_tps,
+                        rows[i].decode_tps);
+        fprintf(f, "\n\n");
+    }
+    fclose(f);
+    f = fopen(script, "w");
+    if (!f)
+        return;
+    fprintf(f,
+            "set terminal pngcairo size 900,600\nset output '%s'\nset logscale xy\n"
+            "set xlabel 'context depth (tokens)'\nset ylabel 'tokens/s'\nset key outside\n"
+            "set title 'landmark vs llama.cpp, %d threads'\n"
+            "plot '%s' index 0 using 1:2 with linespoints title 'landmark prefill', "
+            "'' index 0 using 1:3 with linespoints title 'landmark decode', "
+            "'' index 1 using 1:2 with linespoints title 'llama.cpp prefill', "
+            "'' index 1 using 1:3 with linespoints title 'llama.cpp decode'\n",
+            o->plot, o->threads, data);
+    fclose(f);
+    char *argv[] = {"gnuplot", script, NULL};
+    pid_t pid;
+    if (posix_spawnp(&pid, "gnuplot", NULL, NULL, argv, environ)) {
+        fprintf(stderr, "landmark-compare: gnuplot not found; data in %s\n", data);
+        return;
+    }
+    int ws;
+    waitpid(pid, &ws, 0);
+}
+
+static void usage(void)
+{
+    fprintf(stderr,
+            "usage: landmark-compare --model GGUF [--depths 1k,4k,16k,64k] [-t N] [--text FILE]\n"
+            "         [--engines landmark,llama] [--time-limit S] [--workdir DIR] [--json FILE]\n"
+            "         [--plot FILE.png] [--lib DIR]\n"
+            "Without --text the tokens are random ids (fixed seed).\n");
+}
+
+int main(int argc, char **argv)
+{
+    opts o = {.workdir = "compare-work", .threads = 2, .time_limit = 900, .run_landmark = 1,
+              .run_llama = 1};
+    const char *child = NULL;
+    int64_t child_depth = 0;
+    const char *depths = "1k,4k,16k,64k";
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--child") && v && i + 2 < argc)
+            child = v, child_depth = parse_count(argv[i + 2]), i += 2;
+        else if (!strcmp(a, "--model") && v)
+            o.model = v, i++;
+        else if (!strcmp(a, "--text") && v)
+            o.text = v, i++;
+        else if (!strcmp(a, "--depths") && v)
+            depths = v, i++;
+        else if (!strcmp(a, "-t") && v)
+            o.threads = atoi(v), i++;
+        else if (!strcmp(a, "--time-limit") && v)
+            o.time_limit = atoi(v), i++;
+        else if (!strcmp(a, "--workdir") && v)
+            o.workdir = v, i++;
+        else if (!strcmp(a, "--json") && v)
+            o.json = v, i++;
+        else if (!strcmp(a, "--plot") && v)
+            o.plot = v, i++;
+        else if (!strcmp(a, "--lib") && v)
+            o.lib = v, i++;
+        else if (!strcmp(a, "--engines") && v) {
+            o.run_landmark = strstr(v, "landmark") != NULL;
+            o.run_llama = strstr(v, "llama") != NULL;
+            i++;
+        } else {
+            usage();
+            return 2;
+        }
+    }
+    if (!o.model || o.threads < 1) {
+        usage();
+        return 2;
+    }
+    if (child) {
+        openblas_set_num_threads(1);
+        if (o.time_limit > 0)
+            alarm((unsigned)o.time_limit);
+        if (!strcmp(child, "landmark"))
+            return lmk_child(&o, child_depth);
+        return llama_child(&o, child_depth);
+    }
+    if (!getenv("OMP_WAIT_POLICY"))
+        setenv("OMP_WAIT_POLICY", "passive", 1);
+    char *dl = strdup(depths);
+    for (char *tok = strtok(dl, ","); tok; tok = strtok(NULL, ",")) {
+        int64_t d = parse_count(tok);
+        if (d < 1 || o.n_depths == MAX_DEPTHS) {
+            fprintf(stderr, "landmark-compare: bad depth '%s'\n", tok);
+            return 2;
+        }
+        o.depths[o.n_depths++] = d;
+    }
+    free(dl);
+    mkdir(o.workdir, 0777);
+    int64_t max_depth = 0;
+    for (int i = 0; i < o.n_depths; i++)
+        if (o.depths[i] > max_depth)
+            max_depth = o.depths[i];
+    shape sh;
+    if (read_shape(o.model, &sh) || write_tokens(&o, max_depth + N_DECODE))
+        return 1;
+    double avail = (double)sysconf(_SC_AVPHYS_PAGES) * (double)sysconf(_SC_PAGESIZE);
+    char self[4096];
+    ssize_t sl = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (sl <= 0)
+        return 1;
+    self[sl] = 0;
+
+    fprintf(stderr, "landmark-compare: %s, %d threads, time limit %d s\n", o.model, o.threads,
+            o.time_limit);
+    row rows[2 * MAX_DEPTHS];
+    int n = 0;
+    for (int i = 0; i < o.n_depths; i++)
+        for (int e = 0; e < 2; e++) {
+            if ((e == 0 && !o.run_landmark) || (e == 1 && !o.run_llama))
+                continue;
+            row *r = &rows[n++];
+            memset(r, 0, sizeof *r);
+            snprintf(r->engine, sizeof r->engine, "%s", e ? "llama.cpp" : "landmark");
+            r->depth = o.depths[i];
+            double kv = 2.0 * sh.n_layers * sh.n_kv_heads * sh.head_dim * 2.0 *
+                        (double)(r->depth + N_DECODE);
+            if (e == 1 && kv > avail / 2) {
+                snprintf(r->status, sizeof r->status, "skip: KV %.1f GB", kv / 1e9);
+            } else if (run_child(self, &o, e ? "llama" : "landmark", r->depth, r)) {
+                snprintf(r->status, sizeof r->status, "spawn failed");
+            }
+            if (e == 1)
+                r->disk_mb = kv / 1048576.0;
+            fprintf(stderr, "  %-9s %8lld  %s  prefill %.1f tok/s  decode %.1f tok/s (%.0f s)\n",
+                    r->engine, (long long)r->depth, r->status, r->prefill_tps, r->decode_tps,
+                    r->seconds);
+        }
+
+    /* measured after the children: ru_maxrss survives exec, so the parent stays small */
+    double bw = read_bandwidth();
+    printf("read bandwidth %.2f GB/s (one thread, 256 MiB, best of 3)\n", bw / 1e9);
+    for (int i = 0; i < n; i++)
+        rows[i].bound_tps = bound_tps(&sh, strcmp(rows[i].engine, "landmark") ? "llama" : "landmark",
+                                      rows[i].depth, bw);
+    printf("| engine | depth | prefill tok/s | decode tok/s | decode none+sync tok/s | bound tok/s "
+           "| prefill tok/cpu-s | decode tok/cpu-s | peak RSS MB | session / KV MB | status |\n"
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
+    for (int i = 0; i < n; i++) {
+        const row *r = &rows[i];
+        char none[32] = "-";
+        if (!strcmp(r->engine, "landmark"))
+            snprintf(none, sizeof none, "%.1f", r->decode_none_tps);
+        printf("| %s | %lld | %.0f | %.1f | %s | %.0f | %.0f | %.1f | %.0f | %.1f | %s |\n",
+               r->engine, (long long)r->depth, r->prefill_tps, r->decode_tps, none, r->bound_tps,
+               r->prefill_cpu, r->decode_cpu, r->rss_mb, r->disk_mb, r->status);
+    }
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < n; j++)
+            if (rows[i].depth == rows[j].depth && !strcmp(rows[i].engine, "landmark") &&
+                !strcmp(rows[j].engine, "llama.cpp") && !strcmp(rows[i].status, "ok") &&
+                !strcmp(rows[j].status, "ok"))
+                printf("depth %lld: landmark/llama.cpp prefill %.2fx, decode %.2fx (per CPU second: "
+                       "prefill %.2fx, decode %.2fx)\n",
+                       (long long)rows[i].depth, rows[i].prefill_tps / rows[j].prefill_tps,
+                       rows[i].decode_tps / rows[j].decode_tps,
+                       rows[i].prefill_cpu / rows[j].prefill_cpu,
+                       rows[i].decode_cpu / rows[j].decode_cpu);
+    if (o.json) {
+        FILE *f = fopen(o.json, "w");
+        if (!f) {
+            fprintf(stderr, "landmark-compare: cannot write %s\n", o.json);
+            return 1;
+        }
+        fprintf(f, "{\"model\":\"%s\",\"threads\":%d,\"read_bandwidth_gbs\":%.2f,\"time_limit_s\":%d,"
+                   "\"n_decode\":%d,\"rows\":[",
+                o.model, o.threads, bw / 1e9, o.time_limit, N_DECODE);
+        for (int i = 0; i < n; i++) {
+            const row *r = &rows[i];
+            fprintf(f, "%s\n{\"engine\":\"%s\",\"depth\":%lld,\"status\":\"%s\",\"prefill_tps\":%.3f,"
+                       "\"decode_tps\":%.3f,\"decode_none_tps\":%.3f,\"bound_tps\":%.1f,"
+                       "\"prefill_tok_per_cpu_s\":%.3f,\"decode_tok_per_cpu_s\":%.3f,"
+                       "\"peak_rss_mb\":%.1f,\"bytes_mb\":%.2f,\"seconds\":%.2f}",
+                    i ? "," : "", r->engine, (long long)r->depth, r->status, r->prefill_tps,
+                    r->decode_tps, r->decode_none_tps, r->bound_tps, r->prefill_cpu, r->decode_cpu,
+                    r->rss_mb, r->disk_mb, r->seconds);
+        }
+        fprintf(f, "]}\n");
+        fclose(f);
+    }
+    if (o.plot)
+        plot(&o, rows, n);
+    return 0;
+}
