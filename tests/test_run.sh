@@ -53,6 +53,16 @@ fi
 head -c 3000000 "$F32" >"$TMP/trunc.gguf"
 expect 1 "truncated" -- "$LMK" run --model "$TMP/trunc.gguf" --session "$TMP/s0" --prompt hi
 
+# a device is not a document: refused at once, not read until memory runs out (memory is
+# capped so that a regression fails instead of eating the machine)
+for cmd in "run --model $F32 --session $TMP/z0 --file /dev/zero" \
+    "passkey --model $F32 --tokens 300 --trials 1 --haystack /dev/zero" \
+    "perplexity --model $F32 --file /dev/zero"; do
+    # shellcheck disable=SC2086
+    expect 1 "not a regular file or a pipe" -- bash -c 'ulimit -v 1500000; exec "$@"' _ "$LMK" $cmd
+done
+[ -e "$TMP/z0/data.mdb" ] && fail "a refused document left a session behind"
+
 # ---- run: document, then questions in later runs ----
 head -c 6000 "$KJV" >"$TMP/doc.txt"
 Q=" And God said unto Noah,"
