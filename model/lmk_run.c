@@ -177,12 +177,47 @@ static void session_log(void *ud, const char *msg)
     lmk_task__log(ud, "%s", msg);
 }
 
+/* The digest sessions were fingerprinted with before lmk-model/2: FNV-1a over the GGUF
+ * header and three 4 KiB samples (start, middle, end) of each tensor's data. */
+static void legacy_digest(const lmk_model *m, char out[17])
+{
+    lmk_gguf *g = lmk_model_gguf((lmk_model *)m);
+    size_t hs;
+    const uint8_t *h = lmk_gguf_header(g, &hs);
+    uint64_t d = 1469598103934665603ull;
+#define MIX(p, n)                                       \
+    for (size_t k = 0; k < (size_t)(n); k++)            \
+        d = (d ^ (p)[k]) * 1099511628211ull;
+    MIX(h, hs)
+    for (int64_t i = 0; i < lmk_gguf_n_tensors(g); i++) {
+        const lmk_gguf_tensor *t = lmk_gguf_tensor_at(g, i);
+        uint64_t n = t->n_bytes, s = n < 4096 ? n : 4096;
+        MIX(t->data, s)
+        MIX(t->data + (n - s) / 2, s)
+        MIX(t->data + (n - s), s)
+    }
+#undef MIX
+    snprintf(out, 17, "%016llx", (unsigned long long)d);
+}
+
+/* fp ("lmk-model/2 gguf=DIGEST rest") in the lmk-model/1 form, with the sampled digest. */
+static void legacy_fingerprint(const lmk_model *m, const char *fp, char *out, size_t cap)
+{
+    const char *rest = strchr(fp, ' ');
+    rest = rest ? strchr(rest + 1, ' ') : NULL;
+    char d[17];
+    legacy_digest(m, d);
+    snprintf(out, cap, "lmk-model/1 gguf=%s%s", d, rest ? rest : "");
+}
+
 /* Open (or create) the session of r->dir; a clear error when the session was written by
- * another model or with another key frame. */
+ * another model or with another key frame. A session fingerprinted in the lmk-model/1
+ * form (samples of the model file) is accepted when that form matches this model file:
+ * it keeps working, with the weaker check it was written with. */
 static int session_open(lmk_run *r, char *err, size_t cap)
 {
     lmk_session_opts so;
-    char fp[256];
+    char fp[256], old[256];
     int create = !r->existed;
     lmk_model_session_opts(r->m, (lmk_pos_kind)r->o.pos, r->o.block_len, &so, fp);
     so.create = create;
@@ -204,11 +239,24 @@ static int session_open(lmk_run *r, char *err, size_t cap)
     ro.read_only = 1;
     lmk_session *ses = NULL;
     lmk_session_info in;
-    if (lmk_session_open(r->dir, &ro, &ses, NULL, 0) == 0 && lmk_session_info_get(ses, &in) == 0)
+    if (lmk_session_open(r->dir, &ro, &ses, NULL, 0) == 0 &&
+        lmk_session_info_get(ses, &in) == 0) {
+        legacy_fingerprint(r->m, fp, old, sizeof old);
+        if (!strncmp(in.fingerprint, "lmk-model/1 ", 12) && !strcmp(in.fingerprint, old)) {
+            lmk_session_close(ses);
+            so.fingerprint = old;
+            rc = lmk_session_open(r->dir, &so, &r->s, err, cap);
+            if (!rc)
+                lmk_task__log(&r->o, "session %s has an lmk-model/1 fingerprint (samples of "
+                              "the model file): accepted for this file; re-create the "
+                              "session for the whole-file check", r->dir);
+            return rc;
+        }
         lmk_model__err(err, cap, rc,
                        "session %s was not written by this model with these settings "
                        "(session: '%s'; now: '%s')",
                        r->dir, in.fingerprint, fp);
+    }
     lmk_session_close(ses);
     return rc;
 }
