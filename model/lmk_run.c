@@ -18,6 +18,8 @@ typedef struct {
     char model[PATH_MAX];
     char pending[PATH_MAX]; /* a document whose prefill has not completed */
     long long pending_base; /* regular tokens in the session before it */
+    long long rewind;       /* -1, or the positions the session held when a run began
+                             * its prompt or generation: more is an unfinished run's */
     int pos, mode, top_k, recent, sink, local, next_from, mem_freq, lm_token, block_len;
     long long fixed_distance;
     int have;
@@ -35,6 +37,7 @@ struct lmk_run {
     float *logits;      /* (n_vocab): the prediction after the last token */
     int have_logits;
     lmk_run_frame frame; /* chat framing of the next prefill (lmk_run_set_frame) */
+    int rewind_marked;  /* this run recorded where to cut back to (mark_rewind) */
 };
 
 static int state_read(const char *dir, run_state *st)
@@ -42,6 +45,7 @@ static int state_read(const char *dir, run_state *st)
     char path[PATH_MAX];
     snprintf(path, sizeof path, "%s/model-run.txt", dir);
     memset(st, 0, sizeof *st);
+    st->rewind = -1;
     FILE *f = fopen(path, "r");
     if (!f)
         return -1;
@@ -60,6 +64,8 @@ static int state_read(const char *dir, run_state *st)
             snprintf(st->pending, sizeof st->pending, "%s", v);
         else if (!strcmp(line, "pending_base"))
             st->pending_base = n;
+        else if (!strcmp(line, "rewind"))
+            st->rewind = n;
 #define F(k, field) else if (!strcmp(line, k)) st->field = (int)n;
         F("pos", pos) F("mode", mode) F("top_k", top_k) F("recent", recent) F("sink", sink)
         F("local", local) F("next_from", next_from) F("mem_freq", mem_freq)
@@ -73,9 +79,11 @@ static int state_read(const char *dir, run_state *st)
 }
 
 /* pending: a document being prefilled (NULL when none) and the session's regular token
- * count before it, so an interrupted prefill can resume where the session stops. */
+ * count before it, so an interrupted prefill can resume where the session stops; rewind
+ * (-1: none): the positions to cut the session back to should this run not finish (its
+ * prompt and generation are then redone by a rerun). */
 static int state_write(const lmk_run *r, const float *logits, const char *pending,
-                       int64_t pending_base)
+                       int64_t pending_base, int64_t rewind)
 {
     char path[PATH_MAX], tmp[PATH_MAX], abs[PATH_MAX];
     const lmk_task_opts *o = &r->o;
@@ -96,6 +104,8 @@ static int state_write(const lmk_run *r, const float *logits, const char *pendin
             o->block_len);
     if (pending)
         fprintf(f, "pending_file=%s\npending_base=%lld\n", pending, (long long)pending_base);
+    if (rewind >= 0)
+        fprintf(f, "rewind=%lld\n", (long long)rewind);
     int rc = fclose(f) ? errno : 0;
     if (!rc && rename(tmp, path))
         rc = errno;
@@ -261,6 +271,23 @@ static int session_open(lmk_run *r, char *err, size_t cap)
     return rc;
 }
 
+/* A run killed during its prompt or generation left more than the rewind mark: cut the
+ * session back to it (the prediction saved there is valid again), so that the rerun redoes
+ * that part as an uninterrupted run would. */
+static int rewind_unfinished(lmk_run *r, char *err, size_t cap)
+{
+    lmk_session_info in;
+    if (!r->existed || !r->st.have || r->st.rewind < 0)
+        return LMK_OK;
+    int rc = lmk_session_info_get(r->s, &in);
+    if (!rc && in.tokens > r->st.rewind) {
+        lmk_task__log(&r->o, "discarding the %lld positions of an unfinished run",
+                      (long long)(in.tokens - r->st.rewind));
+        rc = lmk_session_truncate(r->s, r->st.rewind);
+    }
+    return rc ? lmk_model__err(err, cap, rc, "%s", lmk_session_errmsg(r->s)) : LMK_OK;
+}
+
 LMK_API int lmk_run_open(const char *dir, const char *model_path, const lmk_task_opts *o,
                          lmk_run **out, char *err, size_t cap)
 {
@@ -289,6 +316,8 @@ LMK_API int lmk_run_open(const char *dir, const char *model_path, const lmk_task
         goto fail;
     }
     if ((rc = session_open(r, err, cap)) != 0)
+        goto fail;
+    if ((rc = rewind_unfinished(r, err, cap)) != 0)
         goto fail;
     if ((rc = lmk_task__ctx_open(&r->o, r->m, r->s, &r->c, err, cap)) != 0)
         goto fail;
@@ -400,6 +429,20 @@ static int prefill_tokens(lmk_run *r, const char *doc_id, const char *doc, size_
     return LMK_OK;
 }
 
+/* Record the session's length now as the rewind mark, with the prediction there. */
+static int mark_rewind(lmk_run *r, const char *pending, int64_t pending_base)
+{
+    if (!pending && r->st.pending[0]) { /* keep a pending document of an earlier run */
+        pending = r->st.pending;
+        pending_base = r->st.pending_base;
+    }
+    int rc = state_write(r, r->have_logits ? r->logits : NULL, pending, pending_base,
+                         lmk_ctx_n_past(r->c));
+    if (!rc)
+        r->rewind_marked = 1;
+    return rc;
+}
+
 LMK_API int lmk_run_prefill(lmk_run *r, const char *doc_id, const char *doc, size_t doc_len,
                             const char *prompt, size_t prompt_len, lmk_run_prefill_stats *st,
                             char *err, size_t cap)
@@ -424,7 +467,7 @@ LMK_API int lmk_run_prefill(lmk_run *r, const char *doc_id, const char *doc, siz
             lmk_task__log(&r->o, "resuming %s after the %lld tokens already in the session",
                           doc_id, (long long)skip);
         st->resumed = skip;
-        if ((rc = state_write(r, NULL, doc_id, doc_base)) != 0) {
+        if ((rc = state_write(r, NULL, doc_id, doc_base, -1)) != 0) {
             rc = lmk_model__err(err, cap, rc, "cannot write %s/model-run.txt: %s", r->dir,
                                 strerror(rc));
             goto out;
@@ -435,10 +478,17 @@ LMK_API int lmk_run_prefill(lmk_run *r, const char *doc_id, const char *doc, siz
     if (nd - skip > 0) {
         lmk_attend_opts a = lmk_task__attend(&r->o, r->o.prefill_chunkwise);
         lmk_ctx_set_attend(r->c, &a);
-        rc = lmk_task__feed(&r->o, r->c, d + skip, nd - skip, r->logits, "prefill", err, cap);
+        rc = lmk_task__feed_at(&r->o, r->c, d + skip, nd - skip, skip, r->logits, "prefill",
+                               err, cap);
         if (rc)
             goto out; /* the pending record lets a rerun resume */
         r->have_logits = 1;
+    }
+    /* the document is in: what follows is redone by a rerun should this run not finish */
+    if ((rc = mark_rewind(r, doc ? doc_id : NULL, doc_base)) != 0) {
+        rc = lmk_model__err(err, cap, rc, "cannot write %s/model-run.txt: %s", r->dir,
+                            strerror(rc));
+        goto out;
     }
     if (nq) {
         /* the question decides the answer: per-token retrieval unless it is long */
@@ -446,10 +496,8 @@ LMK_API int lmk_run_prefill(lmk_run *r, const char *doc_id, const char *doc, siz
         lmk_ctx_set_attend(r->c, &a);
         rc = lmk_task__feed(&r->o, r->c, q, nq, r->logits, nq > 4096 ? "prompt" : NULL, err,
                             cap);
-        if (rc) {
-            state_write(r, NULL, NULL, 0);
-            goto out;
-        }
+        if (rc)
+            goto out; /* the rewind mark lets a rerun redo the prompt */
         r->have_logits = 1;
     }
     st->seconds = lmk_clock_s() - t0;
@@ -475,6 +523,12 @@ LMK_API int lmk_run_generate(lmk_run *r, int64_t n, double temp, uint64_t seed,
         return lmk_model__err(err, cap, LMK_ESTATE,
                               "nothing to continue from: give --prompt (the "
                               "session has no saved prediction)");
+    if (n > 0 && !r->rewind_marked) {
+        int wrc = mark_rewind(r, NULL, 0);
+        if (wrc)
+            return lmk_model__err(err, cap, wrc, "cannot write %s/model-run.txt: %s", r->dir,
+                                  strerror(wrc));
+    }
     lmk_attend_opts a = lmk_task__attend(&r->o, 0);
     lmk_ctx_set_attend(r->c, &a);
     uint64_t rng = seed;
@@ -500,7 +554,7 @@ LMK_API int lmk_run_generate(lmk_run *r, int64_t n, double temp, uint64_t seed,
 
 LMK_API int lmk_run_save(lmk_run *r, char *err, size_t cap)
 {
-    int rc = state_write(r, r->logits, NULL, 0);
+    int rc = state_write(r, r->logits, NULL, 0, -1);
     return rc ? lmk_model__err(err, cap, rc, "could not save the session's run state: %s",
                                strerror(rc))
               : LMK_OK;

@@ -132,6 +132,59 @@ for sig in INT KILL; do
     [ "$got" = "$want" ] || fail "after SIG$sig and resume: $got tokens, want $want"
 done
 
+# kill -9 during the prefill, the prompt and the generation: rerunning the same command
+# ends with the uninterrupted run's session data and text, whatever the kill point
+digest() { "$LMK" info "$1" --json 2>/dev/null | sed -n 's/.*"data_digest": "\([0-9a-f]*\)".*/\1/p'; }
+ntok() { "$LMK" info "$1" --json 2>/dev/null | sed -n 's/.*"tokens": \([0-9]*\).*/\1/p'; }
+head -c 3000 "$KJV" >"$TMP/small.txt"
+PQ=$(head -c 20000 "$KJV" | tail -c 440) # per-token retrieval: the prompt takes a while
+KR=(--file "$TMP/small.txt" --prompt "$PQ" --generate 64 --piece 1000 -t 2)
+"$LMK" run --model "$F32" --session "$TMP/k0" "${KR[@]}" >"$TMP/k0.out" 2>"$TMP/k0.err" ||
+    fail "run (uninterrupted): $(cat "$TMP/k0.err")"
+"$LMK" run --model "$F32" --session "$TMP/kd" --file "$TMP/small.txt" -t 2 >/dev/null 2>&1 ||
+    fail "run (document alone)"
+want_d=$(digest "$TMP/k0")
+doc_pos=$(ntok "$TMP/kd")
+# kill_at DIR WHEN: start the run, wait until WHEN holds ('prefill': half of the
+# document in the session; 'prompt': part of the prompt in, no text out yet; 'generate':
+# text out), then kill -9. Prints the phase the kill hit and the positions left.
+kill_at() {
+    local dir=$1 when=$2 n=0 t
+    "$LMK" run --model "$F32" --session "$dir" "${KR[@]}" >"$dir.out" 2>/dev/null &
+    local pid=$!
+    while kill -0 $pid 2>/dev/null && [ $n -lt 600 ]; do
+        n=$((n + 1))
+        if [ "$when" = generate ]; then
+            [ "$(wc -c <"$dir.out")" -ge 8 ] && break
+        else
+            t=$(ntok "$dir")
+            t=${t:-0}
+            [ "$when" = prefill ] && [ "$t" -ge $((doc_pos / 2)) ] && break
+            [ "$when" = prompt ] && [ "$t" -gt "$doc_pos" ] && break
+        fi
+        sleep 0.02
+    done
+    kill -9 $pid 2>/dev/null
+    wait $pid 2>/dev/null
+    t=$(ntok "$dir")
+    if [ -s "$dir.out" ]; then echo -n generate; elif [ "${t:-0}" -lt "$doc_pos" ]; then
+        echo -n prefill; else echo -n prompt; fi
+    echo " ${t:-0}"
+}
+for when in prefill prompt generate prefill; do
+    d=$TMP/k-$when-$RANDOM
+    read -r hit at < <(kill_at "$d" $when)
+    echo "kill -9 in the $hit at $at positions (document: $doc_pos)"
+    [ "$hit" = "$when" ] || echo "NOTICE: the kill meant for the $when hit the $hit"
+    "$LMK" run --model "$F32" --session "$d" "${KR[@]}" >"$d.out2" 2>"$d.err" ||
+        fail "rerun after kill -9 in the $hit: $(cat "$d.err")"
+    [ "$(digest "$d")" = "$want_d" ] ||
+        fail "rerun after kill -9 in the $hit: data digest $(digest "$d"), want $want_d"
+    cmp -s "$d.out2" "$TMP/k0.out" ||
+        fail "rerun after kill -9 in the $hit: text '$(cat "$d.out2")', want '$(cat "$TMP/k0.out")'"
+    rm -rf "$d" "$d".*
+done
+
 # ---- passkey: the JSON keys, and a short run that should pass ----
 "$LMK" passkey --model "$F32" --tokens 600 --trials 3 --haystack "$KJV" --json -t 2 \
     >"$TMP/pk.json" 2>"$TMP/pk.err" || fail "passkey: $(cat "$TMP/pk.err")"
