@@ -38,6 +38,14 @@ expect 1 "not a GGUF file" -- "$LMK" run --model "$TMP/bad.gguf" --session "$TMP
 expect 1 "not a GGUF file" -- "$LMK" passkey --model "$TMP/bad.gguf" --tokens 100
 expect 2 "--model M.gguf is required" -- "$LMK" run --session "$TMP/s0" --prompt hi
 
+# a recorded stream whose shape's size wraps 64 bits to the file's size: refused
+printf 'LMKREC1\000\001\000\000\000\000\010\000\000\000\010\000\000\000\004\000\000' >"$TMP/wrap.rec"
+printf '\000\000\000\000\000\001\000\000\001\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000' >>"$TMP/wrap.rec"
+truncate -s 8388656 "$TMP/wrap.rec"
+expect 1 "over 2^64 bytes" -- bash -c 'ulimit -v 4000000; exec "$@"' _ "$LMK" bench --preset tiny \
+    --recorded "$TMP/wrap.rec" --index Flat
+rm -f "$TMP/wrap.rec"
+
 SHARED=${LMK_SHARED:-$(dirname "$0")/../../shared}
 F32=$SHARED/models/landmark-tiny-kjv-f32.gguf
 Q8=$SHARED/models/landmark-tiny-kjv-q8_0.gguf
