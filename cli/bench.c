@@ -7,6 +7,7 @@
 
 #include "commands.h"
 #include "lmk_bench.h"
+#include "lmk_oracle.h"
 #include "opt.h"
 
 #define CMD "bench"
@@ -44,6 +45,7 @@ typedef struct bench_args {
     long long tokens;
     unsigned long long seed;
     const char *save, *json, *plot;
+    lmk_repr_cfg r;        /* --repr: the representative table of a recorded stream */
 } bench_args;
 
 static const char *preset_of(int argc, char **argv)
@@ -129,6 +131,23 @@ static int opt_sweep(void *ctx, const char *v, char *err, size_t cap)
     return 0;
 }
 
+/* --repr NAME[:R], repeatable: the representative table instead of the index table. */
+static int opt_repr(void *ctx, const char *v, char *err, size_t cap)
+{
+    lmk_repr_cfg *r = &((bench_args *)ctx)->r;
+    if (r->n_cases >= LMK_REPR_MAX_CASES) {
+        snprintf(err, cap, "at most %d --repr options", LMK_REPR_MAX_CASES);
+        return -1;
+    }
+    lmk_opt_repr x = {0, 0};
+    if (lmk_opt_repr_fn(&x, v, err, cap))
+        return -1;
+    r->cases[r->n_cases].landmark = x.landmark;
+    r->cases[r->n_cases].n_repr = x.n_repr ? x.n_repr : 4;
+    r->n_cases++;
+    return 0;
+}
+
 /* ---- the option table ---- */
 
 static const lmk_opt_word dtype_words[] = {{"f16", 1}, {"f32", 0}, {NULL, 0}};
@@ -181,6 +200,17 @@ static int parse(bench_args *a, int argc, char **argv, const char **dir)
             "union|grouped", "softmax (default union: equals dense when all is retrieved)"),
         OPT("--threads", 't', LMK_OPT_INT, &c->threads, 1, 256, NULL, NULL, "N",
             "threads of the engine and of the dense baseline (default 1,\n2 with --preset 1m)"),
+        OPT("--repr", 0, LMK_OPT_FN, a, 0, 0, NULL, opt_repr, "NAME[:R]",
+            "with --recorded: the representative table instead (repeatable):\n"
+            "mean, keys, attn[:R], query[:R], outlier[:R] against the oracle\n"
+            "(the blocks of most dense attention mass); the stream needs one\n"
+            "query per token (`landmark passkey --record FILE`)"),
+        OPT("--local", 0, LMK_OPT_INT, &a->r.n_local, 0, 1 << 24, NULL, NULL, "N",
+            "--repr: local window (default 128)"),
+        OPT("--sink", 0, LMK_OPT_INT, &a->r.n_sink, 0, 1 << 24, NULL, NULL, "N",
+            "--repr: sink tokens (default 4)"),
+        OPT("--eval", 0, LMK_OPT_INT, &a->r.n_eval, 1, 1 << 20, NULL, NULL, "N",
+            "--repr: evaluation positions (default 32)"),
         OPT("--dir", 0, LMK_OPT_STR, dir, 0, 0, NULL, NULL, "DIR",
             "session directory (default: temporary, removed after)"),
         OPT("--json", 0, LMK_OPT_STR, &a->json, 0, 0, NULL, NULL, "FILE",
@@ -231,9 +261,33 @@ int lmk_cmd_bench(int argc, char **argv)
         lmk_bench_cfg_preset(&a.c, pre); /* an unknown name is refused by parse() */
     a.tokens = a.c.tokens;
     a.seed = a.c.seed;
+    a.r = lmk_repr_cfg_default();
+    int given_top_k = a.c.top_k;
     int rc = parse(&a, argc, argv, &a.c.dir);
     if (rc)
         return rc == 1 ? 0 : 2;
+    if (a.r.n_cases > 0) {
+        if (!a.c.recorded) {
+            lmk_cli_error(CMD, "--repr needs --recorded FILE (landmark passkey --record FILE)");
+            return 2;
+        }
+        a.r.recorded = a.c.recorded;
+        a.r.block_len = a.c.block_len;
+        a.r.top_k = a.c.top_k != given_top_k ? a.c.top_k : 8;
+        a.r.threads = a.c.threads;
+        a.r.dir = a.c.dir;
+        lmk_repr_row rows[LMK_REPR_MAX_CASES];
+        char rerr[1024] = "";
+        lmk_cli_set_blas_threads(1); /* the engine's threads are the one level */
+        if ((rc = lmk_repr_bench_run(&a.r, rows, rerr, sizeof rerr))) {
+            lmk_cli_error(CMD, "%s", rerr);
+            return rc == LMK_EINVAL ? 2 : 1;
+        }
+        printf("recorded stream %s: blocks of %d, top-k %d, local %d, sinks %d, %d positions\n",
+               a.r.recorded, a.r.block_len, a.r.top_k, a.r.n_local, a.r.n_sink, a.r.n_eval);
+        lmk_repr_bench_write_table(stdout, &a.r, rows);
+        return 0;
+    }
     a.c.tokens = a.tokens;
     a.c.seed = a.seed;
     a.c.log = log_line;

@@ -106,6 +106,8 @@ void lmk_model_cli_finish(lmk_model_cli *c)
     c->t.durability = (lmk_durability)c->durability;
     if (c->g_fixed)
         c->t.fixed_distance = c->fixed_distance;
+    c->t.landmark = c->repr.landmark;
+    c->t.n_repr = c->repr.n_repr;
     lmk_cli_set_blas_threads(1);
     signal(SIGINT, on_sigint);
 }

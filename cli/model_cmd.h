@@ -18,6 +18,7 @@ typedef struct lmk_model_cli {
     long long chunk, piece, fixed_distance;
     int dtype, durability, g_fixed;
     int quiet;               /* no progress bar (--json) */
+    lmk_opt_repr repr;       /* --repr */
 } lmk_model_cli;
 
 /* Defaults (threads: all cores), callbacks wired to stderr and to Ctrl-C. */
@@ -34,9 +35,10 @@ extern const lmk_opt_word lmk_cli_top_k_words[], lmk_cli_pos_words[], lmk_cli_mo
     lmk_cli_durability_words[], lmk_cli_dtype_words[];
 #define LMK_MODEL_CLI_OPTS(c)                                                                 \
     {"--model", 0, LMK_OPT_STR, &(c)->model, 0, 0, NULL, NULL, NULL, "M.gguf",                \
-     "the model (llama/mistral; F32, F16, BF16, Q8_0, Q4_0 tensors)"},                        \
+     "the model (llama, qwen2, qwen3, phi3; F32, F16, BF16, Q4-Q8, K-quants, IQ4)"},          \
     {"--top-k", 0, LMK_OPT_INT, &(c)->t.top_k, 0, 1000000, lmk_cli_top_k_words, NULL, NULL,   \
-     "K", "blocks retrieved per query and head (default 4; 'all')"},                          \
+     "K", "blocks retrieved per query and head (default 4 for landmark\n"                        \
+     "models, 8 for ordinary ones; 'all')"},                          \
     {"--recent", 0, LMK_OPT_INT, &(c)->t.n_recent, 0, 1000000, NULL, NULL, NULL, "R",         \
      "most recent blocks always kept (default: 2 for landmark models)"},                      \
     {"--mode", 0, LMK_OPT_CHOICE, &(c)->t.mode, 0, 0, lmk_cli_mode_words, NULL, NULL,         \
@@ -53,6 +55,11 @@ extern const lmk_opt_word lmk_cli_top_k_words[], lmk_cli_pos_words[], lmk_cli_mo
      "min(4096, trained context / 2))"},                                                      \
     {"--block-len", 0, LMK_OPT_INT, &(c)->t.block_len, 2, 65536, NULL, NULL, NULL, "L",       \
      "block length for ordinary models (default 64)"},                                        \
+    {"--repr", 0, LMK_OPT_FN, &(c)->repr, 0, 0, NULL, lmk_opt_repr_fn, NULL, "NAME[:R]",      \
+     "block representative of new sessions of ordinary models: mean,\n"                      \
+     "keys (every key indexed), attn[:R] (InfLLM), query[:R]\n"                               \
+     "(query-aware), outlier[:R] (mean + outlying keys); R default 4;\n"                       \
+     "default keys"},                       \
     {"--mem-freq", 0, LMK_OPT_INT, &(c)->t.mem_freq, 0, 65536, NULL, NULL, NULL, "N",         \
      "regular tokens per landmark block (overrides landmark.mem_freq;\n"                      \
      "0 runs a landmark model as an ordinary one)"},                                          \

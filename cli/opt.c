@@ -318,3 +318,38 @@ int lmk_opt_parse(const lmk_opt_spec *s, int argc, char **argv, const char **pos
         *n_pos = npos;
     return 0;
 }
+
+static const char *const k_repr_names[] = {"auto", "mean", "token", "keys", "attn", "query",
+                                           "outlier"};
+
+const char *lmk_opt_repr_name(int landmark)
+{
+    return landmark >= 0 && landmark < 7 ? k_repr_names[landmark] : "?";
+}
+
+int lmk_opt_repr_fn(void *ctx, const char *value, char *err, size_t cap)
+{
+    lmk_opt_repr *r = ctx;
+    const char *colon = strchr(value, ':');
+    size_t nl = colon ? (size_t)(colon - value) : strlen(value);
+    int src = 0;
+    for (int i = 1; i < 7; i++)
+        if (i != 2 && strlen(k_repr_names[i]) == nl && !strncmp(value, k_repr_names[i], nl))
+            src = i;
+    if (!src) {
+        snprintf(err, cap, "one of mean, keys, attn[:R], query[:R], outlier[:R]");
+        return 1;
+    }
+    int n = 0;
+    if (colon) {
+        long long v = lmk_opt_count(colon + 1);
+        if (src < 4 || v < 1 || v > 65536) {
+            snprintf(err, cap, "R (entries per block) only for attn, query and outlier, 1..65536");
+            return 1;
+        }
+        n = (int)v;
+    }
+    r->landmark = src;
+    r->n_repr = n;
+    return 0;
+}

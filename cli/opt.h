@@ -86,4 +86,17 @@ int lmk_opt_count_list(const char *s, long long *out, int cap);
  * many, or -1. */
 int lmk_opt_double_list(const char *s, double min, double max, double *out, int cap);
 
+/* A block representative, "--repr NAME[:R]": mean, keys, attn[:R], query[:R], outlier[:R]
+ * (lmk_landmark_src values of lmk_session.h; R index entries per block, default 4).
+ * An LMK_OPT_FN callback; ctx is an lmk_opt_repr. */
+typedef struct lmk_opt_repr {
+    int landmark; /* lmk_landmark_src; 0 = the model's default */
+    int n_repr;   /* 0 = the default */
+} lmk_opt_repr;
+
+int lmk_opt_repr_fn(void *ctx, const char *value, char *err, size_t cap);
+
+/* The name of a landmark source as --repr spells it ("mean", "token", "keys", ...). */
+const char *lmk_opt_repr_name(int landmark);
+
 #endif

@@ -1,6 +1,9 @@
 /* landmark passkey: the pass-key retrieval test (model/lmk_tasks.h does the work). */
+#include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "commands.h"
 #include "model_cmd.h"
@@ -19,6 +22,105 @@ static int parse_depths(void *ctx, const char *v, char *err, size_t cap)
     return d->n < 1;
 }
 
+/* ---- --record: what the first trial gave its session ---- */
+
+typedef struct recorder {
+    int NL, NH, NKV, D, failed;
+    int64_t *n, *cap;  /* per layer: tokens recorded, room */
+    float **k, **v, **q;
+} recorder;
+
+static void rec_cb(void *ud, int layer, int64_t n, const float *k, const float *v,
+                   const float *q)
+{
+    recorder *r = ud;
+    if (r->failed || layer < 0 || layer >= r->NL)
+        return;
+    size_t kr = (size_t)r->NKV * r->D, qr = (size_t)r->NH * r->D;
+    if (r->n[layer] + n > r->cap[layer]) {
+        int64_t c = (r->n[layer] + n) * 2;
+        float *a = realloc(r->k[layer], (size_t)c * kr * 4);
+        if (a)
+            r->k[layer] = a;
+        float *b = a ? realloc(r->v[layer], (size_t)c * kr * 4) : NULL;
+        if (b)
+            r->v[layer] = b;
+        float *e = b ? realloc(r->q[layer], (size_t)c * qr * 4) : NULL;
+        if (e)
+            r->q[layer] = e;
+        if (!e) {
+            r->failed = 1;
+            return;
+        }
+        r->cap[layer] = c;
+    }
+    memcpy(r->k[layer] + (size_t)r->n[layer] * kr, k, (size_t)n * kr * 4);
+    memcpy(r->v[layer] + (size_t)r->n[layer] * kr, v, (size_t)n * kr * 4);
+    memcpy(r->q[layer] + (size_t)r->n[layer] * qr, q, (size_t)n * qr * 4);
+    r->n[layer] += n;
+}
+
+static int rec_init(recorder *r, const lmk_model *m)
+{
+    const lmk_model_info *mi = lmk_model_get_info(m);
+    r->NL = mi->n_layers, r->NH = mi->n_heads, r->NKV = mi->n_kv_heads, r->D = mi->head_dim;
+    r->n = calloc((size_t)r->NL, sizeof *r->n);
+    r->cap = calloc((size_t)r->NL, sizeof *r->cap);
+    r->k = calloc((size_t)r->NL, sizeof *r->k);
+    r->v = calloc((size_t)r->NL, sizeof *r->v);
+    r->q = calloc((size_t)r->NL, sizeof *r->q);
+    return r->n && r->cap && r->k && r->v && r->q ? 0 : ENOMEM;
+}
+
+/* The LMKREC1 file (README "Recorded streams") with one query per token, f32. */
+static int rec_write(const recorder *r, const char *path)
+{
+    int64_t T = r->n[0];
+    for (int l = 1; l < r->NL; l++)
+        if (r->n[l] != T)
+            T = -1;
+    if (r->failed || T < 1) {
+        lmk_cli_error("passkey", "--record: nothing recorded (out of memory or no session)");
+        return 1;
+    }
+    FILE *f = fopen(path, "wb");
+    if (!f) {
+        lmk_cli_error("passkey", "%s: %s", path, strerror(errno));
+        return 1;
+    }
+    unsigned char h[48] = "LMKREC1";
+    uint32_t u[4] = {(uint32_t)r->NL, (uint32_t)r->NH, (uint32_t)r->NKV, (uint32_t)r->D};
+    uint64_t nt = (uint64_t)T;
+    memcpy(h + 8, u, 16);
+    memcpy(h + 24, &nt, 8);
+    memcpy(h + 32, &nt, 8);
+    int ok = fwrite(h, 1, 48, f) == 48;
+    size_t kr = (size_t)r->NKV * r->D, qr = (size_t)r->NH * r->D;
+    for (int l = 0; ok && l < r->NL; l++)
+        ok = fwrite(r->k[l], 4, (size_t)T * kr, f) == (size_t)T * kr &&
+             fwrite(r->v[l], 4, (size_t)T * kr, f) == (size_t)T * kr &&
+             fwrite(r->q[l], 4, (size_t)T * qr, f) == (size_t)T * qr;
+    if (fclose(f) || !ok) {
+        lmk_cli_error("passkey", "%s: write failed", path);
+        return 1;
+    }
+    return 0;
+}
+
+static void rec_free(recorder *r)
+{
+    for (int l = 0; r->k && l < r->NL; l++) {
+        free(r->k[l]);
+        free(r->v[l]);
+        free(r->q[l]);
+    }
+    free(r->n);
+    free(r->cap);
+    free(r->k);
+    free(r->v);
+    free(r->q);
+}
+
 static void trial_line(void *ud, const lmk_passkey_trial *t)
 {
     (void)ud;
@@ -34,11 +136,14 @@ static void report(const lmk_passkey_result *r, const lmk_passkey_opts *p, int j
         printf("{\"tokens\": %lld, \"trials\": %lld, \"accuracy\": %.4f, "
                "\"prefill_tokens_per_s\": %.1f, \"decode_tokens_per_s\": %.2f, "
                "\"correct\": %d, \"top_k\": %d, \"n_recent\": %d, \"mode\": \"%s\", "
-               "\"pos\": \"%s\", \"prefill_retrieve\": \"%s\", \"depths\": [",
+               "\"pos\": \"%s\", \"prefill_retrieve\": \"%s\", \"repr\": \"%s\", "
+               "\"n_repr\": %d, \"n_sink\": %d, \"n_local\": %d, \"block_len\": %d, "
+               "\"depths\": [",
                (long long)p->tokens, (long long)p->trials, r->accuracy,
                r->prefill_tokens_per_s, r->decode_tokens_per_s, r->correct, t->top_k,
                t->n_recent, lmk_cli_mode_name(t->mode), lmk_cli_pos_name(t->pos),
-               t->prefill_chunkwise ? "chunk" : "token");
+               t->prefill_chunkwise ? "chunk" : "token", lmk_opt_repr_name(t->landmark),
+               t->n_repr, t->n_sink, t->n_local, t->block_len);
         for (int i = 0; i < r->n_bins; i++)
             printf("%s{\"depth\": %.3f, \"trials\": %d, \"correct\": %d}", i ? ", " : "",
                    r->bins[i].depth, r->bins[i].trials, r->bins[i].correct);
@@ -66,6 +171,9 @@ int lmk_cmd_passkey(int argc, char **argv)
     const char *haystack = NULL;
     depth_list depths = {{0}, 0};
     int json = 0;
+    const char *record = NULL;
+    recorder rec;
+    memset(&rec, 0, sizeof rec);
     const lmk_opt opts[] = {
         {"--tokens", 0, LMK_OPT_COUNT, &tokens, 1, 9e18, NULL, NULL, NULL, "N",
          "prompt length in regular tokens (k/m suffixes: 1m = 1048576)"},
@@ -79,6 +187,10 @@ int lmk_cmd_passkey(int argc, char **argv)
          "seed for keys, offsets and depths (default 42)"},
         {"--workdir", 0, LMK_OPT_STR, &c.t.workdir, 0, 0, NULL, NULL, NULL, "DIR",
          "where temporary sessions go (default $TMPDIR or /tmp)"},
+        {"--record", 0, LMK_OPT_STR, &record, 0, 0, NULL, NULL, NULL, "FILE",
+         "write the first trial's stream (keys, values and one query per\n"
+         "token in the ranking frame) for `landmark bench --recorded FILE\n"
+         "--repr ...`"},
         {"--json", 0, LMK_OPT_FLAG, &json, 0, 0, NULL, NULL, NULL, NULL,
          "one JSON object: tokens, trials, accuracy, prefill_tokens_per_s,\n"
          "decode_tokens_per_s, and per-depth details"},
@@ -115,6 +227,14 @@ int lmk_cmd_passkey(int argc, char **argv)
     }
     char *hay = NULL;
     int rc = 1;
+    if (record) {
+        if (rec_init(&rec, m)) {
+            lmk_cli_error("passkey", "out of memory");
+            goto out;
+        }
+        c.t.record = rec_cb;
+        c.t.record_ud = &rec;
+    }
     if (haystack) {
         if (!(hay = lmk_cli_read_file("passkey", haystack, &p.haystack_len)))
             goto out;
@@ -129,9 +249,12 @@ int lmk_cmd_passkey(int argc, char **argv)
         lmk_cli_error("passkey", "%s", err);
         goto out;
     }
+    if (record && rec_write(&rec, record))
+        goto out;
     report(&res, &p, json);
     rc = 0;
 out:
+    rec_free(&rec);
     free(hay);
     lmk_model_close(m);
     return rc;

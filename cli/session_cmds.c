@@ -83,7 +83,11 @@ int lmk_cmd_info(int argc, char **argv)
     if ((rc = lmk_session_info_get(s, &in)) || (rc = lmk_session_data_digest(s, &dig)))
         return finish("info", s, rc);
     const char *dt = in.dtype == LMK_DTYPE_F16 ? "f16" : "f32";
-    const char *lm = in.landmark == LMK_LANDMARK_TOKEN ? "token" : "mean";
+    char lm[48];
+    if (in.landmark >= LMK_LANDMARK_ATTN)
+        snprintf(lm, sizeof lm, "%s:%d", lmk_opt_repr_name(in.landmark), in.n_repr);
+    else
+        snprintf(lm, sizeof lm, "%s", lmk_opt_repr_name(in.landmark));
     if (json) {
         printf("{\"format_version\": %d, \"tokens\": %lld, \"blocks\": %lld, \"layers\": %d, "
                "\"heads\": %d, \"kv_heads\": %d, \"head_dim\": %d, \"block_len\": %d, "

@@ -28,7 +28,10 @@ typedef struct append_job {
     int64_t nseal;   /* blocks sealed by this call */
     float *sk, *sv;  /* (n, n_kv_heads, head_dim): new tokens rounded to the storage dtype */
     uint8_t *enc;    /* one encoded block or token value */
-    float *lms;      /* (n_kv_heads, nseal, head_dim): landmarks of the sealed blocks */
+    float *lms;      /* (n_kv_heads, nseal, R, head_dim): landmarks of the sealed blocks */
+    const float *q;  /* (n, n_heads, head_dim) queries of the new tokens, or NULL */
+    float *rk, *rq, *rs; /* representative scratch: keys (L, D), queries (L, G, D), (2L) */
+    unsigned char *rok;  /* (L) */
     size_t bb;       /* bytes of one encoded block value */
     int64_t nb_txn;  /* sealed blocks when the transaction began */
     uint8_t *keep;   /* explicit transaction: where its sealed blocks are kept, or NULL */
@@ -53,14 +56,20 @@ static int stage_tokens(lmk_session *s, append_job *a, const float *k, const flo
     const int64_t n = a->n;
     size_t stage_bytes = lmk_szmul(lmk_szmul((size_t)n, row), 2 * sizeof(float));
     size_t enc_bytes = 2 * (size_t)(L > 1 ? L : 1) * D * s->esz + 2 * row * s->esz;
+    size_t lm_floats = lmk_szmul((size_t)(a->nseal > 0 ? a->nseal : 1), row * (size_t)s->R);
+    size_t rs_floats = (size_t)L * D * (1 + (size_t)s->group) + 2 * (size_t)L;
     if (lmk_buf_reserve(&s->enc, lmk_szadd(stage_bytes, enc_bytes)) ||
-        lmk_buf_reserve(&s->lmbuf, lmk_szmul((size_t)(a->nseal > 0 ? a->nseal : 1),
-                                             row * sizeof(float))))
+        lmk_buf_reserve(&s->lmbuf, lmk_szadd(lmk_szmul(lmk_szadd(lm_floats, rs_floats),
+                                                       sizeof(float)), (size_t)L)))
         return lmk_sess_fail(s, ENOMEM, "out of memory staging %lld tokens", (long long)n);
     a->sk = s->enc.p;
     a->sv = a->sk + (size_t)n * row;
     a->enc = (uint8_t *)(a->sv + (size_t)n * row);
     a->lms = s->lmbuf.p;
+    a->rk = a->lms + lm_floats;
+    a->rq = a->rk + (size_t)L * D;
+    a->rs = a->rq + (size_t)L * s->group * D;
+    a->rok = (unsigned char *)(a->rs + 2 * (size_t)L);
     lmk_values_round(s, k, (size_t)n * row, a->sk);
     lmk_values_round(s, v, (size_t)n * row, a->sv);
     for (size_t i = 0; i < (size_t)n * row; i++)
@@ -72,22 +81,29 @@ static int stage_tokens(lmk_session *s, append_job *a, const float *k, const flo
     return LMK_OK;
 }
 
-/* Landmark of block b of KV head h into lm (head_dim). */
+/* Landmark of block b of KV head h into lm (R, head_dim): the block's keys (and, for
+ * representatives chosen by queries, its tokens' queries) gathered, then lmk_repr_make. */
 static void make_landmark(const lmk_session *s, const append_job *a, int h, int64_t b,
                           float *lm)
 {
-    const int L = s->L, D = s->head_dim;
+    const int L = s->L, D = s->head_dim, G = s->group, NH = s->n_heads;
     int64_t j0 = (b - a->nb_old) * L; /* first concatenation row of block b */
-    if (s->landmark == LMK_LANDMARK_TOKEN) {
-        memcpy(lm, cat_row(s, a->ly, a->u, a->sk, h, j0 + L - 1), (size_t)D * 4);
-    } else {
-        for (int d = 0; d < D; d++) {
-            double acc = 0;
-            for (int i = 0; i < L; i++)
-                acc += cat_row(s, a->ly, a->u, a->sk, h, j0 + i)[d];
-            lm[d] = (float)(acc / L);
-        }
+    for (int i = 0; i < L; i++)
+        memcpy(a->rk + (size_t)i * D, cat_row(s, a->ly, a->u, a->sk, h, j0 + i), (size_t)D * 4);
+    int wq = lmk_repr_wants_queries(s->landmark);
+    for (int i = 0; wq && i < L; i++) {
+        int64_t j = j0 + i;
+        const float *src = NULL;
+        if (j < a->u)
+            src = a->ly->tail_qok[j] ? a->ly->tail_q + ((size_t)j * NH + (size_t)h * G) * D : NULL;
+        else if (a->q)
+            src = a->q + ((size_t)(j - a->u) * NH + (size_t)h * G) * D;
+        a->rok[i] = src != NULL;
+        if (src)
+            memcpy(a->rq + (size_t)i * G * D, src, (size_t)G * D * 4);
     }
+    lmk_repr_make(s->landmark, L, D, G, s->R, a->rk, wq ? a->rq : NULL, wq ? a->rok : NULL,
+                  a->rs, lm);
 }
 
 /* Into the batch: block and landmark values of every block this call seals. */
@@ -98,7 +114,7 @@ static int put_sealed_blocks(lmk_session *s, const append_job *a)
     for (int64_t b = a->nb_old; b < a->nb_new; b++) {
         int64_t j0 = (b - a->nb_old) * L;
         for (int h = 0; h < H; h++) {
-            float *lm = a->lms + ((size_t)h * a->nseal + (size_t)(b - a->nb_old)) * D;
+            float *lm = a->lms + ((size_t)h * a->nseal + (size_t)(b - a->nb_old)) * s->R * D;
             make_landmark(s, a, h, b, lm);
             for (int i = 0; i < L; i++) {
                 lmk_values_encode(s, cat_row(s, ly, a->u, a->sk, h, j0 + i), (size_t)D,
@@ -114,7 +130,7 @@ static int put_sealed_blocks(lmk_session *s, const append_job *a)
             lmk_key lk = mkkey(LMK_KEY_LANDMARK, a->layer, h, b);
             int rc;
             if ((rc = lmk_store_put(s->st, &bk, a->enc, 2 * (size_t)L * D * s->esz)) ||
-                (rc = lmk_store_put(s->st, &lk, lm, (size_t)D * 4)))
+                (rc = lmk_store_put(s->st, &lk, lm, (size_t)s->R * D * 4)))
                 return rc;
         }
     }
@@ -171,6 +187,21 @@ static void shift_tail(const lmk_session *s, const append_job *a)
             }
         }
     }
+    if (!ly->tail_q)
+        return;
+    const size_t qrow = (size_t)s->n_heads * D;
+    for (int64_t j = first; j < total; j++) {
+        float *dq = ly->tail_q + (size_t)(j - first) * qrow;
+        unsigned char *ok = &ly->tail_qok[j - first];
+        if (j < u) {
+            memmove(dq, ly->tail_q + (size_t)j * qrow, qrow * 4);
+            *ok = ly->tail_qok[j];
+        } else {
+            *ok = a->q != NULL;
+            if (a->q)
+                memcpy(dq, a->q + (size_t)(j - u) * qrow, qrow * 4);
+        }
+    }
 }
 
 int lmk_fault_index_add, lmk_fault_index_truncate, lmk_fault_index_rebuild;
@@ -198,9 +229,10 @@ int lmk_sess_no_txn(lmk_session *s, const char *what)
     return LMK_OK;
 }
 
-int lmk_sess_index_cut(lmk_session *s, int layer, int kvh, int64_t n)
+int lmk_sess_index_cut(lmk_session *s, int layer, int kvh, int64_t nblocks)
 {
     const int H = s->n_kv_heads;
+    const int64_t n = nblocks * s->R; /* index entries */
     lmk_index **slot = &s->idx[layer * H + kvh];
     if (n >= lmk_index_ntotal(*slot))
         return LMK_OK;
@@ -237,7 +269,7 @@ int lmk_sess_index_cut(lmk_session *s, int layer, int kvh, int64_t n)
     s->broken = 1;
     snprintf(s->broken_msg, sizeof s->broken_msg,
              "index L%d H%d could not be cut back to %lld blocks (%s); reopen the session",
-             layer, kvh, (long long)n, msg);
+             layer, kvh, (long long)nblocks, msg);
     return lmk_sess_fail(s, LMK_ESTATE, "%s", s->broken_msg);
 }
 
@@ -292,6 +324,8 @@ int lmk_sess_txn_abort(lmk_session *s)
             }
         }
         ly->ntok = t->ntok0;
+        if (ly->tail_qok) /* the tail's queries are not kept for undo: they count as absent */
+            memset(ly->tail_qok, 0, (size_t)L);
     }
     lmk_store_batch_abort(s->st);
     txn_clear(s);
@@ -320,7 +354,7 @@ static size_t append_bytes(const lmk_session *s, const append_job *a)
     size_t row = (size_t)s->n_kv_heads * s->head_dim;
     int64_t keep_from = a->nb_new * s->L > a->ly->ntok ? a->nb_new * s->L : a->ly->ntok;
     size_t per_block = lmk_szadd(lmk_szmul(a->bb, (size_t)s->n_kv_heads),
-                                 row * sizeof(float));
+                                 lmk_szmul(row * sizeof(float), (size_t)s->R));
     size_t b = lmk_szmul((size_t)a->nseal, per_block);
     b = lmk_szadd(b, lmk_szmul((size_t)(a->ly->ntok + a->n - keep_from), 2 * row * s->esz));
     return lmk_szadd(b, 16);
@@ -329,7 +363,8 @@ static size_t append_bytes(const lmk_session *s, const append_job *a)
 /* One append inside the open transaction. On failure nothing of it remains (the batch is
  * rolled back to where it was, the indices cut back) and the transaction stays usable,
  * unless the session broke (LMK_ESTATE). */
-static int append_in_txn(lmk_session *s, int layer, int64_t n, const float *k, const float *v)
+static int append_in_txn(lmk_session *s, int layer, int64_t n, const float *k, const float *v,
+                         const float *q)
 {
     const int L = s->L, H = s->n_kv_heads, D = s->head_dim;
     lmk_txn_layer *t = &s->txl[layer];
@@ -343,6 +378,7 @@ static int append_in_txn(lmk_session *s, int layer, int64_t n, const float *k, c
     a.u = a.ly->ntok - a.nb_old * L;
     a.nseal = a.nb_new - a.nb_old;
     a.bb = 2 * (size_t)L * D * s->esz;
+    a.q = q;
     int64_t ntok0 = t->touched ? t->ntok0 : a.ly->ntok;
     a.nb_txn = lmk_sealed(ntok0, L);
     size_t bytes = append_bytes(s, &a);
@@ -383,7 +419,8 @@ static int append_in_txn(lmk_session *s, int layer, int64_t n, const float *k, c
         lmk_index *idx = s->idx[layer * H + h_done];
         int injected = fault(&lmk_fault_index_add);
         int arc = injected ? LMK_EINDEX
-                           : lmk_index_add(idx, a.nseal, a.lms + (size_t)h_done * a.nseal * D);
+                           : lmk_index_add(idx, a.nseal * s->R,
+                                           a.lms + (size_t)h_done * a.nseal * s->R * D);
         if (arc) {
             if (injected)
                 lmk_sess_fail(s, arc, "adding landmarks: injected failure");
@@ -415,6 +452,12 @@ static int append_in_txn(lmk_session *s, int layer, int64_t n, const float *k, c
 LMK_API int lmk_session_append(lmk_session *s, int layer, int64_t n, const float *k,
                                const float *v)
 {
+    return lmk_session_append_q(s, layer, n, k, v, NULL);
+}
+
+LMK_API int lmk_session_append_q(lmk_session *s, int layer, int64_t n, const float *k,
+                                 const float *v, const float *q)
+{
     if (!s)
         return LMK_EINVAL;
     if (s->read_only)
@@ -430,10 +473,10 @@ LMK_API int lmk_session_append(lmk_session *s, int layer, int64_t n, const float
     if (n == 0)
         return LMK_OK;
     if (s->txn == LMK_TXN_EXPLICIT)
-        return append_in_txn(s, layer, n, k, v);
+        return append_in_txn(s, layer, n, k, v, q);
     if ((rc = txn_begin(s, LMK_TXN_IMPLICIT)))
         return rc;
-    if ((rc = append_in_txn(s, layer, n, k, v)) || (rc = txn_commit(s))) {
+    if ((rc = append_in_txn(s, layer, n, k, v, q)) || (rc = txn_commit(s))) {
         char why[sizeof s->err];
         memcpy(why, s->err, sizeof why);
         if (lmk_sess_txn_abort(s) == LMK_OK)

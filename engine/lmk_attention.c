@@ -61,14 +61,14 @@ static void token_rows(const actx *a, int kvh, int64_t pos, const float **k, con
 static size_t work_bytes(const lmk_session *s, const lmk_attend_opts *o, int64_t max_sel,
                          size_t max_tok)
 {
-    size_t D = (size_t)s->head_dim, L = (size_t)s->L, ms = (size_t)max_sel;
+    size_t D = (size_t)s->head_dim, L = (size_t)s->L, ms = (size_t)max_sel, R = (size_t)s->R;
     size_t ent = lmk_szadd(max_tok, ms);
     int rotating = o->pos && o->pos->kind != LMK_POS_AS_GIVEN;
     size_t ms_rows = lmk_szmul(ms, L + 1); /* saturating: a saturated total fails to allocate */
-    size_t rot_rows = lmk_szadd(rotating ? lmk_szadd(max_tok, ms_rows) : 0, 2);
+    size_t rot_rows = lmk_szadd(rotating ? lmk_szadd(max_tok, lmk_szmul(ms, L + R)) : 0, 2);
     size_t b = lmk_szmul(ent, 2 * sizeof(void *) + sizeof(float) + sizeof(int64_t));
     b = lmk_szadd(b, lmk_szmul(ms, sizeof(int64_t) + 2 * sizeof(void *) + sizeof(float)));
-    b = lmk_szadd(b, (L + 1) * sizeof(int64_t));
+    b = lmk_szadd(b, (L + R) * sizeof(int64_t));
     b = lmk_szadd(b, lmk_szmul(lmk_szmul(rot_rows, D), sizeof(float)));
     b = lmk_szadd(b, lmk_szmul(lmk_szadd(ms_rows, L + 1), sizeof(float)));
     return lmk_szadd(b, 16 * 64);
@@ -82,7 +82,7 @@ typedef struct awork {
     int64_t *blk;           /* (max_sel) retrieved blocks, ascending */
     const float **bk, **bv; /* (max_sel) K and V of each retrieved block, (L, head_dim) */
     float *gate;            /* (max_sel) scores of their landmarks */
-    int64_t *bpos;          /* (L + 1) positions of one block's rows and landmark */
+    int64_t *bpos;          /* (L + R) positions of one block's rows and landmark entries */
     float *rot;             /* rotated copies of token and block keys under a policy */
     float *qr;              /* (head_dim) the query, rotated under a policy */
     float *bsc;             /* (nb, L) block row scores, then weights */
@@ -94,7 +94,7 @@ typedef struct awork {
 
 static void carve(const actx *a, void *work, awork *x)
 {
-    const int D = a->s->head_dim, L = a->s->L;
+    const int D = a->s->head_dim, L = a->s->L, R = a->s->R;
     const int rotating = a->o->pos && a->o->pos->kind != LMK_POS_AS_GIVEN;
     size_t ent = a->max_tok + (size_t)a->max_sel;
     char *w = work;
@@ -106,8 +106,8 @@ static void carve(const actx *a, void *work, awork *x)
     CARVE(const float *, x->bk, a->max_sel);
     CARVE(const float *, x->bv, a->max_sel);
     CARVE(float, x->gate, a->max_sel);
-    CARVE(int64_t, x->bpos, L + 1);
-    CARVE(float, x->rot, rotating ? (a->max_tok + (size_t)a->max_sel * (L + 1)) * D : 1);
+    CARVE(int64_t, x->bpos, L + R);
+    CARVE(float, x->rot, rotating ? (a->max_tok + (size_t)a->max_sel * (L + R)) * D : 1);
     CARVE(float, x->qr, D);
     CARVE(float, x->bsc, ((size_t)a->max_sel + 1) * (L + 1));
 }
@@ -168,12 +168,12 @@ static void rotate_direct(const actx *a, const qgeo *x, int nb, int64_t nt, int6
 }
 
 /* Block keys (rotated copies under a policy) and the gates: scaled scores of the
- * blocks' landmarks. */
+ * blocks' landmarks (the maximum over a block's entries when it has several). */
 static void block_gates(const actx *a, const qgeo *x, int kvh, int nb, float scale, awork *w)
 {
     const lmk_session *s = a->s;
     const lmk_attend_opts *o = a->o;
-    const int D = s->head_dim, L = s->L;
+    const int D = s->head_dim, L = s->L, R = s->R;
     const lmk_pos_kind pk = o->pos ? o->pos->kind : LMK_POS_AS_GIVEN;
     const float *lms = lmk_index_vectors(s->idx[a->layer * s->n_kv_heads + kvh]);
     float *brot = w->rot + a->max_tok * D;
@@ -181,21 +181,27 @@ static void block_gates(const actx *a, const qgeo *x, int kvh, int nb, float sca
         const lmk_slot *sl = find_slot(a, kvh, w->blk[j]);
         w->bk[j] = sl->k;
         w->bv[j] = sl->v;
-        const float *lm = lms + (size_t)w->blk[j] * D;
+        const float *lm = lms + (size_t)w->blk[j] * R * D;
         if (pk != LMK_POS_AS_GIVEN) {
             int64_t *pos = w->bpos;
-            float *dst = brot + (size_t)j * (L + 1) * D;
+            float *dst = brot + (size_t)j * (L + R) * D;
             memcpy(dst, sl->k, (size_t)L * D * 4);
-            memcpy(dst + (size_t)L * D, lm, (size_t)D * 4);
+            memcpy(dst + (size_t)L * D, lm, (size_t)R * D * 4);
             int64_t base = pk == LMK_POS_SLOTS ? (int64_t)j * L : x->p - o->pos->fixed_distance;
             for (int r = 0; r < L; r++)
                 pos[r] = pk == LMK_POS_SLOTS ? base + r : base;
-            pos[L] = pk == LMK_POS_SLOTS ? base + L - 1 : base;
-            o->pos->rotate(o->pos->ud, dst, L + 1, D, pos);
+            for (int e = 0; e < R; e++)
+                pos[L + e] = pk == LMK_POS_SLOTS ? base + L - 1 : base;
+            o->pos->rotate(o->pos->ud, dst, L + R, D, pos);
             w->bk[j] = dst;
             lm = dst + (size_t)L * D;
         }
-        w->gate[j] = scale * lmk_dot(w->qr, lm, D);
+        float g = lmk_dot(w->qr, lm, D);
+        for (int e = 1; e < R; e++) {
+            float ge = lmk_dot(w->qr, lm + (size_t)e * D, D);
+            g = ge > g ? ge : g;
+        }
+        w->gate[j] = scale * g;
     }
 }
 

@@ -14,7 +14,12 @@
 #include "lmk_store.h"
 
 #include "lmk_export.h"
+/* Version 1: landmark sources MEAN and TOKEN, one landmark vector per block.
+ * Version 2: any source; the config record's last field is n_repr and a landmark record
+ * holds n_repr vectors. New sessions with MEAN or TOKEN are still written as version 1,
+ * so older builds keep opening them; both versions are read. */
 #define LMK_FORMAT_VERSION 1
+#define LMK_FORMAT_VERSION_REPR 2
 #define LMK_MAX_SPEC 127
 #define LMK_MAX_FINGERPRINT 255
 
@@ -24,6 +29,8 @@ typedef struct lmk_layer {
     int64_t ntok;
     float *tail_k; /* (n_kv_heads, L, head_dim): dtype-rounded values as f32 */
     float *tail_v; /* (n_kv_heads, L, head_dim) */
+    float *tail_q; /* (L, n_heads, head_dim): queries of the tail (ATTN, QUERY), else NULL */
+    unsigned char *tail_qok; /* (L): 1 where tail_q holds a query */
 } lmk_layer;
 
 /* Grow-only scratch: the hot path reallocates only when a call needs more than any before. */
@@ -59,6 +66,7 @@ struct lmk_session {
     lmk_dtype dtype;
     size_t esz; /* bytes per stored element */
     lmk_landmark_src landmark;
+    int R; /* index entries per block (n_repr) */
     char spec[LMK_MAX_SPEC + 1];
     char fingerprint[LMK_MAX_FINGERPRINT + 1];
     int read_only;
@@ -194,6 +202,7 @@ int lmk_sess_load_block(lmk_session *s, int layer, int kvh, int64_t b, float *k,
 typedef struct lmk_config_rec {
     uint32_t format_version;
     int32_t n_layers, n_heads, n_kv_heads, head_dim, block_len, dtype, landmark;
+    int32_t n_repr; /* version 2; 1 for version 1 */
     char spec[LMK_MAX_SPEC + 1];
     char fingerprint[LMK_MAX_FINGERPRINT + 1];
 } lmk_config_rec;
@@ -206,5 +215,23 @@ int lmk_config_decode(const void *data, size_t len, lmk_config_rec *c, char *msg
 /* Per-layer record ("layer/<l>"): token count. */
 size_t lmk_layer_rec_encode(int64_t ntok, uint8_t *buf, size_t cap);
 int lmk_layer_rec_decode(const void *data, size_t len, int64_t *ntok);
+
+/* Representatives (lmk_repr.c). */
+
+/* Index entries per block of a source (n_repr given for ATTN, QUERY, OUTLIER). */
+int lmk_repr_count(int landmark, int block_len, int n_repr);
+
+/* 1 when the source chooses its entries by queries. */
+static inline int lmk_repr_wants_queries(int landmark)
+{
+    return landmark == LMK_LANDMARK_ATTN || landmark == LMK_LANDMARK_QUERY;
+}
+
+/* The R entries of one block of one KV head into out (R, D): keys (L, D) of the block;
+ * q (L, G, D) the queries of the block's tokens for the G query heads reading this KV head,
+ * qok (L) which of them are present (q and qok may be NULL: none); scratch >= 2 * L floats.
+ * The naive reference in tests/test_repr.c states the same. */
+void lmk_repr_make(int landmark, int L, int D, int G, int R, const float *keys, const float *q,
+                   const unsigned char *qok, float *scratch, float *out);
 
 #endif

@@ -107,6 +107,8 @@ LMK_API int lmk_session_truncate(lmk_session *s, int64_t n)
                        vl + (size_t)i * row + (size_t)h * D, (size_t)D * 4);
             }
         ly->ntok = n;
+        if (ly->tail_qok)
+            memset(ly->tail_qok, 0, (size_t)L); /* the queries of the kept tail are gone */
         for (int h = 0; h < H; h++) {
             int irc = lmk_sess_index_cut(s, l, h, nb);
             if (irc && !rc)
@@ -353,7 +355,8 @@ LMK_API int lmk_session_verify(lmk_session *s, void (*report)(void *ud, const ch
     /* token counts of the snapshot the walk reads (a writer in another process may have
      * appended since this handle was opened) */
     int64_t *snap = calloc((size_t)s->n_layers, sizeof *snap);
-    float *lm = malloc((size_t)D * sizeof(float));
+    const size_t RD = (size_t)s->R * D;
+    float *lm = malloc(RD * sizeof(float));
     if (!expect || !snap || !lm) {
         free(expect);
         free(snap);
@@ -372,7 +375,7 @@ LMK_API int lmk_session_verify(lmk_session *s, void (*report)(void *ud, const ch
     for (int k = 0; k < 3 && rc == LMK_OK; k++) {
         v.kind = kinds[k];
         v.value_len = kinds[k] == LMK_KEY_BLOCK      ? 2 * (size_t)L * D * s->esz
-                      : kinds[k] == LMK_KEY_LANDMARK ? (size_t)D * 4
+                      : kinds[k] == LMK_KEY_LANDMARK ? (size_t)s->R * D * 4
                                                      : 2 * (size_t)H * D * s->esz;
         for (int l = 0; l < s->n_layers; l++)
             for (int h = 0; h < H; h++) {
@@ -408,17 +411,17 @@ LMK_API int lmk_session_verify(lmk_session *s, void (*report)(void *ud, const ch
                         (long long)s->layers[l].ntok);
                 continue;
             }
-            if (lmk_index_ntotal(idx) != sealed) {
-                vreport(&v, "index L%d H%d covers %lld blocks, %lld are stored", l, h,
-                        (long long)lmk_index_ntotal(idx), (long long)sealed);
+            if (lmk_index_ntotal(idx) != sealed * s->R) {
+                vreport(&v, "index L%d H%d covers %lld entries, %lld blocks of %d are stored", l,
+                        h, (long long)lmk_index_ntotal(idx), (long long)sealed, s->R);
                 continue;
             }
             const float *vec = lmk_index_vectors(idx);
             for (int64_t b = 0; b < sealed; b++) {
                 lmk_key key = mkkey(LMK_KEY_LANDMARK, l, h, b);
                 size_t len = 0;
-                int grc = lmk_store_get(s->st, &key, lm, (size_t)D * 4, &len);
-                if (grc == LMK_OK && memcmp(lm, vec + (size_t)b * D, (size_t)D * 4) != 0) {
+                int grc = lmk_store_get(s->st, &key, lm, RD * 4, &len);
+                if (grc == LMK_OK && memcmp(lm, vec + (size_t)b * RD, RD * 4) != 0) {
                     vreport(&v, "index L%d H%d block %lld differs from the stored landmark", l,
                             h, (long long)b);
                     break;

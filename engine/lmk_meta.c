@@ -22,7 +22,8 @@ size_t lmk_config_encode(const lmk_config_rec *c, uint8_t *buf, size_t cap)
     lmk_put_u32le(p, c->format_version);
     p += 4;
     const int32_t f[8] = {c->n_layers, c->n_heads, c->n_kv_heads, c->head_dim,
-                          c->block_len, c->dtype, c->landmark, 0};
+                          c->block_len, c->dtype, c->landmark,
+                          c->format_version >= LMK_FORMAT_VERSION_REPR ? c->n_repr : 0};
     for (int i = 0; i < 8; i++, p += 4)
         lmk_put_u32le(p, (uint32_t)f[i]);
     lmk_put_u16le(p, (uint16_t)sl);
@@ -49,9 +50,9 @@ int lmk_config_decode(const void *data, size_t len, lmk_config_rec *c, char *msg
         return LMK_ECORRUPT;
     }
     c->format_version = lmk_get_u32le(b + 4);
-    if (c->format_version != LMK_FORMAT_VERSION) {
-        snprintf(msg, msg_cap, "session format version %u, this build reads version %d",
-                 c->format_version, LMK_FORMAT_VERSION);
+    if (c->format_version != LMK_FORMAT_VERSION && c->format_version != LMK_FORMAT_VERSION_REPR) {
+        snprintf(msg, msg_cap, "session format version %u, this build reads versions %d and %d",
+                 c->format_version, LMK_FORMAT_VERSION, LMK_FORMAT_VERSION_REPR);
         return LMK_EVERSION;
     }
     int32_t f[8];
@@ -64,6 +65,7 @@ int lmk_config_decode(const void *data, size_t len, lmk_config_rec *c, char *msg
     c->block_len = f[4];
     c->dtype = f[5];
     c->landmark = f[6];
+    c->n_repr = c->format_version >= LMK_FORMAT_VERSION_REPR ? f[7] : 1;
     size_t off = 40;
     size_t sl = lmk_get_u16le(b + off);
     if (sl > LMK_MAX_SPEC || off + 2 + sl + 2 + 4 > len)
@@ -80,8 +82,13 @@ int lmk_config_decode(const void *data, size_t len, lmk_config_rec *c, char *msg
         c->n_kv_heads > 65535 || c->n_heads < c->n_kv_heads || c->n_heads % c->n_kv_heads ||
         c->head_dim < 1 || c->head_dim > 65536 || c->block_len < 1 ||
         c->block_len > (1 << 20) || (c->dtype != LMK_DTYPE_F32 && c->dtype != LMK_DTYPE_F16) ||
-        (c->landmark != LMK_LANDMARK_MEAN && c->landmark != LMK_LANDMARK_TOKEN) ||
-        f[7] != 0 || strlen(c->spec) != sl || strlen(c->fingerprint) != fl)
+        (c->format_version == LMK_FORMAT_VERSION
+             ? (c->landmark != LMK_LANDMARK_MEAN && c->landmark != LMK_LANDMARK_TOKEN) || f[7] != 0
+             : c->landmark < LMK_LANDMARK_MEAN || c->landmark > LMK_LANDMARK_OUTLIER ||
+                   c->block_len < (c->landmark == LMK_LANDMARK_TOKEN ? 2 : 1) ||
+                   c->n_repr != lmk_repr_count(c->landmark, c->block_len, c->n_repr) ||
+                   c->n_repr < 1 || c->n_repr > c->block_len) ||
+        strlen(c->spec) != sl || strlen(c->fingerprint) != fl)
         goto bad;
     return LMK_OK;
 bad:

@@ -95,7 +95,7 @@ static int retrieve_kvh(rctx *r, int kvh, char *msg, size_t msg_cap)
                     }
                 }
             }
-            int rc = lmk_index_search(idx, nrow, qs, (int)k, pool, &sp, ids, NULL);
+            int rc = lmk_index_search_groups(idx, nrow, qs, (int)k, s->R, pool, &sp, ids, NULL);
             if (rc) {
                 snprintf(msg, msg_cap, "searching layer %d head %d: %s", r->layer, kvh,
                          lmk_index_errmsg(idx));
@@ -156,7 +156,13 @@ static void chunk_rerank(rctx *r, int kvh, int64_t *cand, float *best)
             for (int64_t i = 0; i < r->nq; i++) {
                 if (cand[j] >= r->g[i].C - r->g[i].F)
                     continue;
-                float sc = lmk_dot(r->q + ((size_t)i * NH + h) * D, lms + (size_t)cand[j] * D, D);
+                const float *qi = r->q + ((size_t)i * NH + h) * D;
+                const float *lb = lms + (size_t)cand[j] * s->R * D;
+                float sc = lmk_dot(qi, lb, D);
+                for (int e = 1; e < s->R; e++) {
+                    float se = lmk_dot(qi, lb + (size_t)e * D, D);
+                    sc = se > sc ? se : sc;
+                }
                 if (sc > m)
                     m = sc;
             }

@@ -106,6 +106,12 @@ static int alloc_state(lmk_session *s)
         s->layers[l].tail_v = calloc(tail, sizeof(float));
         if (!s->layers[l].tail_k || !s->layers[l].tail_v)
             return ENOMEM;
+        if (lmk_repr_wants_queries(s->landmark)) {
+            s->layers[l].tail_q = calloc((size_t)s->L * s->n_heads * s->head_dim, sizeof(float));
+            s->layers[l].tail_qok = calloc((size_t)s->L, 1);
+            if (!s->layers[l].tail_q || !s->layers[l].tail_qok)
+                return ENOMEM;
+        }
     }
     return 0;
 }
@@ -170,7 +176,8 @@ static int lm_cb(void *ud, const lmk_key *key, const void *val, size_t len)
     lm_scan *t = ud;
     int h = key->head;
     int64_t b = (int64_t)key->index;
-    if (h >= t->s->n_kv_heads || len != (size_t)t->s->head_dim * 4) {
+    const size_t RD = (size_t)t->s->R * t->s->head_dim;
+    if (h >= t->s->n_kv_heads || len != RD * 4) {
         t->bad = 1;
         return 1;
     }
@@ -178,7 +185,7 @@ static int lm_cb(void *ud, const lmk_key *key, const void *val, size_t len)
         /* the index file must hold exactly the stored landmarks: after a truncation and
          * another continuation, a file saved earlier can cover the right count with other
          * vectors */
-        if (t->have && t->have[h] && memcmp(val, t->have[h] + (size_t)b * t->s->head_dim, len))
+        if (t->have && t->have[h] && memcmp(val, t->have[h] + (size_t)b * RD, len))
             t->mismatch[h] = 1;
         return 0;
     }
@@ -188,7 +195,7 @@ static int lm_cb(void *ud, const lmk_key *key, const void *val, size_t len)
         t->bad = 1;
         return 1;
     }
-    memcpy(t->dst[h] + (size_t)(b - t->from[h]) * t->s->head_dim, val, len);
+    memcpy(t->dst[h] + (size_t)(b - t->from[h]) * RD, val, len);
     t->got[h]++;
     return 0;
 }
@@ -217,10 +224,11 @@ static int sync_indices(lmk_session *s, int layer)
         int lrc = lmk_index_load(path, s->spec, s->head_dim, &idx, msg, sizeof msg);
         if (lrc == LMK_OK) {
             int64_t nt = lmk_index_ntotal(idx);
-            if (nt > sealed) {
-                logf_(s, "index L%d H%d covers %lld blocks, session has %lld: truncated", layer,
-                      h, (long long)nt, (long long)sealed);
-                if ((rc = lmk_index_truncate(idx, sealed)) != LMK_OK) {
+            if (nt > sealed * s->R || nt % s->R) {
+                int64_t keep = nt / s->R < sealed ? nt / s->R : sealed;
+                logf_(s, "index L%d H%d covers %lld entries, session has %lld blocks of %d: "
+                      "truncated", layer, h, (long long)nt, (long long)sealed, s->R);
+                if ((rc = lmk_index_truncate(idx, keep * s->R)) != LMK_OK) {
                     rc = lmk_sess_index_fail(s, rc, idx, "truncating an index");
                     lmk_index_free(idx);
                     goto out;
@@ -247,14 +255,14 @@ static int sync_indices(lmk_session *s, int layer)
     for (int pass = 0; pass < 2; pass++) {
         for (int h = 0; h < H; h++) {
             lmk_index *idx = s->idx[layer * H + h];
-            from[h] = lmk_index_ntotal(idx);
+            from[h] = lmk_index_ntotal(idx) / s->R;
             got[h] = 0;
             mismatch[h] = 0;
             have[h] = pass == 0 ? lmk_index_vectors(idx) : NULL;
             free(dst[h]);
             dst[h] = NULL;
             if (from[h] < sealed) {
-                dst[h] = malloc((size_t)(sealed - from[h]) * s->head_dim * sizeof(float));
+                dst[h] = malloc((size_t)(sealed - from[h]) * s->R * s->head_dim * sizeof(float));
                 if (!dst[h]) {
                     rc = lmk_sess_fail(s, ENOMEM, "out of memory rebuilding indices");
                     goto out;
@@ -298,7 +306,7 @@ static int sync_indices(lmk_session *s, int layer)
             logf_(s, "index L%d H%d caught up by %lld blocks", layer, h,
                   (long long)(sealed - from[h]));
         lmk_index *idx = s->idx[layer * H + h];
-        int arc = lmk_index_add(idx, got[h], dst[h]);
+        int arc = lmk_index_add(idx, got[h] * s->R, dst[h]);
         if (arc) {
             rc = lmk_sess_index_fail(s, arc, idx, "rebuilding an index");
             goto out;
@@ -368,6 +376,9 @@ static int check_shape(lmk_session *s, const lmk_session_opts *o, const lmk_conf
     SAME(dtype, "dtype");
     SAME(landmark, "landmark source");
 #undef SAME
+    if (o->n_repr && c->landmark >= LMK_LANDMARK_ATTN && o->n_repr != c->n_repr)
+        return lmk_sess_fail(s, LMK_EMISMATCH, "session has %d representatives per block, "
+                             "%d requested", c->n_repr, o->n_repr);
     if (o->index_spec && strcmp(o->index_spec, c->spec) != 0)
         return lmk_sess_fail(s, LMK_EMISMATCH,
                              "session indexes with \"%s\", \"%s\" requested (use reindex)",
@@ -408,8 +419,16 @@ static int validate_new(lmk_session *s, const lmk_session_opts *o, lmk_config_re
                              c->block_len);
     if (c->dtype != LMK_DTYPE_F32 && c->dtype != LMK_DTYPE_F16)
         return lmk_sess_fail(s, LMK_EINVAL, "unknown dtype %d", c->dtype);
-    if (c->landmark != LMK_LANDMARK_MEAN && c->landmark != LMK_LANDMARK_TOKEN)
+    if (c->landmark < LMK_LANDMARK_MEAN || c->landmark > LMK_LANDMARK_OUTLIER)
         return lmk_sess_fail(s, LMK_EINVAL, "unknown landmark source %d", c->landmark);
+    if (c->landmark > LMK_LANDMARK_TOKEN)
+        c->format_version = LMK_FORMAT_VERSION_REPR;
+    if (o->n_repr < 0 || (o->n_repr > 0 && c->landmark >= LMK_LANDMARK_ATTN &&
+                          o->n_repr > c->block_len))
+        return lmk_sess_fail(s, LMK_EINVAL, "n_repr must be in 1..block_len (got %d)",
+                             o->n_repr);
+    c->n_repr = lmk_repr_count(c->landmark, c->block_len,
+                               o->n_repr ? o->n_repr : (c->block_len < 4 ? c->block_len : 4));
     if (c->landmark == LMK_LANDMARK_TOKEN && c->block_len < 2)
         return lmk_sess_fail(s, LMK_EINVAL, "landmark tokens need block_len >= 2");
     if (strlen(spec) > LMK_MAX_SPEC || strlen(fp) > LMK_MAX_FINGERPRINT)
@@ -440,6 +459,7 @@ static void apply_config(lmk_session *s, const lmk_config_rec *c)
     s->dtype = (lmk_dtype)c->dtype;
     s->esz = s->dtype == LMK_DTYPE_F16 ? 2 : 4;
     s->landmark = (lmk_landmark_src)c->landmark;
+    s->R = c->n_repr > 0 ? c->n_repr : 1;
     snprintf(s->spec, sizeof s->spec, "%s", c->spec);
     snprintf(s->fingerprint, sizeof s->fingerprint, "%s", c->fingerprint);
 }
@@ -594,6 +614,8 @@ LMK_API void lmk_session_close(lmk_session *s)
         for (int l = 0; l < s->n_layers; l++) {
             free(s->layers[l].tail_k);
             free(s->layers[l].tail_v);
+            free(s->layers[l].tail_q);
+            free(s->layers[l].tail_qok);
         }
     lmk_store_close(s->st);
     free(s->idx);
@@ -637,7 +659,9 @@ LMK_API int lmk_session_info_get(lmk_session *s, lmk_session_info *info)
     if (!s || !info)
         return LMK_EINVAL;
     memset(info, 0, sizeof *info);
-    info->format_version = LMK_FORMAT_VERSION;
+    info->format_version = s->landmark > LMK_LANDMARK_TOKEN ? LMK_FORMAT_VERSION_REPR
+                                                            : LMK_FORMAT_VERSION;
+    info->n_repr = s->R;
     info->n_layers = s->n_layers;
     info->n_heads = s->n_heads;
     info->n_kv_heads = s->n_kv_heads;
@@ -682,7 +706,11 @@ LMK_API int lmk_session_landmark(lmk_session *s, int layer, int kv_head, int64_t
         return s ? lmk_sess_fail(s, LMK_EINVAL, "no landmark (%d, %d, %lld)", layer, kv_head,
                                  (long long)b)
                  : LMK_EINVAL;
-    memcpy(l, lmk_index_vectors(idx) + (size_t)b * s->head_dim, (size_t)s->head_dim * 4);
+    if (b >= lmk_index_ntotal(idx) / s->R)
+        return lmk_sess_fail(s, LMK_EINVAL, "no landmark (%d, %d, %lld)", layer, kv_head,
+                             (long long)b);
+    memcpy(l, lmk_index_vectors(idx) + (size_t)b * s->R * s->head_dim,
+           (size_t)s->R * s->head_dim * 4);
     return LMK_OK;
 }
 

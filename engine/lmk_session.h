@@ -57,6 +57,18 @@ typedef enum {
     LMK_LANDMARK_AUTO = 0,  /* MEAN when creating, the stored source when reopening */
     LMK_LANDMARK_MEAN = 1,  /* training-free: mean of the block's stored keys */
     LMK_LANDMARK_TOKEN = 2, /* the block's last position is a landmark token (block_len >= 2) */
+    /* Training-free representatives with several index entries per block (n_repr of them;
+     * a block scores the maximum over its entries, entry e of block b has index id
+     * b * n_repr + e). See "Retrieval for ordinary models" in the README. */
+    LMK_LANDMARK_KEYS = 3,    /* every key of the block (n_repr = block_len): the upper limit
+                                 of representative-key schemes */
+    LMK_LANDMARK_ATTN = 4,    /* InfLLM's representative tokens: the n_repr keys that received
+                                 the most attention (summed softmax weights) from the queries
+                                 of the block's own tokens (lmk_session_append_q) */
+    LMK_LANDMARK_QUERY = 5,   /* query-aware (RetrievalAttention's idea): the n_repr keys with
+                                 the highest single score from any of those queries */
+    LMK_LANDMARK_OUTLIER = 6, /* ShadowKV's outliers: the mean key plus the n_repr - 1 keys
+                                 farthest from it (L2) */
 } lmk_landmark_src;
 
 typedef enum { LMK_MODE_GROUPED = 0, LMK_MODE_UNION = 1 } lmk_mode;
@@ -90,6 +102,10 @@ typedef struct lmk_session_opts {
     int block_len;    /* >= 1 (>= 2 with LMK_LANDMARK_TOKEN); 0 = 64 when creating */
     lmk_dtype dtype;  /* storage dtype */
     lmk_landmark_src landmark;
+    /* Index entries per block for ATTN, QUERY and OUTLIER (0 = 4 when creating, the stored
+     * count when reopening; another value: LMK_EMISMATCH). MEAN and TOKEN have 1, KEYS has
+     * block_len. */
+    int n_repr;
     const char *index_spec; /* lmk_index.h; NULL = "Flat" when creating, keep when reopening;
                                another spec than the stored one: LMK_EMISMATCH (reindex) */
     /* Model fingerprint (any string, <= 255 bytes); NULL on reopen = do not check,
@@ -131,6 +147,16 @@ const char *lmk_session_errmsg(const lmk_session *s);
  * limit), LMK_EREADONLY, LMK_ESTATE (session broken, see below), LMK_EINDEX, LMK_ESTORE,
  * LMK_EMAPFULL, ENOMEM, ENOSPC or another errno. */
 int lmk_session_append(lmk_session *s, int layer, int64_t n, const float *k, const float *v);
+
+/* As lmk_session_append(), with the queries of the same tokens, q (n, n_heads, head_dim)
+ * (may be NULL), in the frame blocks are ranked in. Sessions whose representatives are
+ * chosen by queries (LMK_LANDMARK_ATTN, LMK_LANDMARK_QUERY) keep the queries of the
+ * unsealed tail in memory; when a block is sealed, query j of the block scores keys
+ * i <= j of the same block (the block's own causal attention, summed over the query heads
+ * reading the KV head). Queries missing (NULL, or a session reopened mid-block) count as
+ * absent; a block with none takes the keys of largest norm. Other sources ignore q. */
+int lmk_session_append_q(lmk_session *s, int layer, int64_t n, const float *k, const float *v,
+                         const float *q);
 
 /* ---- transactions ----
  * lmk_session_begin() opens a transaction on a writable handle; the appends that follow,
@@ -239,6 +265,7 @@ typedef struct lmk_session_info {
     int n_layers, n_heads, n_kv_heads, head_dim, block_len;
     lmk_dtype dtype;
     lmk_landmark_src landmark;
+    int n_repr;            /* index entries per block */
     char index_spec[128];
     char fingerprint[256];
     int64_t tokens;        /* tokens appended at every layer (the minimum over layers) */
@@ -285,7 +312,8 @@ struct lmk_index *lmk_session_index(lmk_session *s, int layer, int kv_head);
  * references and tests. */
 int lmk_session_read_kv(lmk_session *s, int layer, int64_t t0, int64_t n, float *k, float *v);
 
-/* Copy the landmark of block b of (layer, kv_head) into l (head_dim). */
+/* Copy the landmark of block b of (layer, kv_head) into l (n_repr, head_dim): its index
+ * entries (one vector except for multi-entry representatives). */
 int lmk_session_landmark(lmk_session *s, int layer, int kv_head, int64_t b, float *l);
 
 #ifdef __cplusplus

@@ -366,6 +366,10 @@ LMK_API void lmk_index_free(lmk_index *idx)
     free(idx->h_s);
     free(idx->h_i);
     free(idx->s_x);
+    free(idx->g_i);
+    free(idx->g_s);
+    free(idx->w_i);
+    free(idx->w_s);
     free(idx);
 }
 

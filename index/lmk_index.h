@@ -86,6 +86,16 @@ int lmk_index_truncate(lmk_index *idx, int64_t n);
 int lmk_index_search(lmk_index *idx, int64_t nq, const float *q, int k, int64_t limit,
                      const lmk_search_params *params, int64_t *ids, float *scores);
 
+/* Multi-entry items: entries [i * group, (i + 1) * group) form item i (ids are items), and
+ * an item scores the maximum over its entries. Finds, for each query, the k items with the
+ * best entries among items < limit_items (<= 0: all), best first, -1 padded; scores (may be
+ * NULL) as the index computed them. Searches the top k * min(group, 8) entries, widening
+ * (x4) until k distinct items are found or every allowed entry was seen, so with an exact index the
+ * result is the exact top-k by maximum. group 1 is lmk_index_search(). Returns as that. */
+int lmk_index_search_groups(lmk_index *idx, int64_t nq, const float *q, int k, int group,
+                            int64_t limit_items, const lmk_search_params *params,
+                            int64_t *ids, float *scores);
+
 int64_t lmk_index_ntotal(const lmk_index *idx);
 int lmk_index_dim(const lmk_index *idx);
 /* 1 once FAISS is trained (always 1 for specs without training). */

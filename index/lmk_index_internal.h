@@ -66,6 +66,14 @@ struct lmk_index {
     size_t h_cap;
     float *s_x;      /* (n, fdim) "+l2" vectors being added */
     size_t s_x_cap;
+    int64_t *g_i;    /* (nq, kk) multi-entry search: entry ids (lmk_index_group.c) */
+    size_t g_cap;
+    float *g_s;      /* (kk) their scores */
+    size_t g_scap;
+    int64_t *w_i;    /* (kk) multi-entry search, one query widened */
+    size_t w_cap;
+    float *w_s;
+    size_t w_scap;
 
     char err[ERR_CAP];
 };

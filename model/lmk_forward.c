@@ -11,13 +11,19 @@
 #include "lmk_clock.h"
 #include "lmk_export.h"
 #include "lmk_model_impl.h"
+#include "lmk_quant.h"
 
 #define DENSE_QB 16 /* dense reference: queries per score block */
 
 /* ---- forward pass pieces ---- */
 
-/* y (n, w->rows) = x (n, w->cols) . w^T, or += when acc. Fixed 64-row tiles of w, one
- * single-threaded BLAS call each, so the result is the same for any thread count. */
+/* y (n, w->rows) = x (n, w->cols) . w^T, or += when acc. Fixed 64-row tiles of w, so the
+ * result is the same for any thread count:
+ *   aligned F32 weights: one single-threaded BLAS call per tile, in place;
+ *   other types, n >= GEMM_MIN_ROWS: the tile's rows expanded to f32 (ggml's values) into
+ *     per-thread scratch, then one BLAS call;
+ *   other types, n < GEMM_MIN_ROWS: x quantized once to lmk_quant activation blocks, then
+ *     integer dot products of each weight row with each input row. */
 static void matmul(lmk_ctx *c, const wmat *w, const float *x, int64_t n, float *y, int acc)
 {
     int64_t n_tiles = (w->rows + TILE_ROWS - 1) / TILE_ROWS, cols = w->cols, rows = w->rows;
@@ -26,13 +32,34 @@ static void matmul(lmk_ctx *c, const wmat *w, const float *x, int64_t n, float *
         nt = (int)n_tiles;
     if ((double)n * (double)rows * (double)cols < (double)(1 << 21))
         nt = 1; /* a parallel region costs more than it saves on small products */
+    int use_act = !w->f && n < GEMM_MIN_ROWS;
+    size_t ab = 0;
+    if (use_act) {
+        lmk_quant_act_size(w->type, cols, &ab); /* checked at open */
+        for (int64_t i = 0; i < n; i++)
+            if (lmk_quant_act_quantize(w->type, x + i * cols, cols, c->act + i * ab) != LMK_OK)
+                use_act = 0; /* a non-finite input: the f32 path propagates it as BLAS would */
+    }
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 1) if (nt > 1)
     for (int64_t t = 0; t < n_tiles; t++) {
         int64_t r0 = t * TILE_ROWS, nr = rows - r0 < TILE_ROWS ? rows - r0 : TILE_ROWS;
+        if (use_act) {
+            for (int64_t r = r0; r < r0 + nr; r++) {
+                const uint8_t *wr = w->data + (size_t)r * w->row_bytes;
+                for (int64_t i = 0; i < n; i++) {
+                    float d = 0;
+                    lmk_quant_dot_act(w->type, wr, c->act + i * ab, cols, LMK_QUANT_PATH_AUTO,
+                                      &d);
+                    y[i * rows + r] = acc ? y[i * rows + r] + d : d;
+                }
+            }
+            continue;
+        }
         const float *wt = w->f ? w->f + r0 * cols : NULL;
         if (!wt) {
             float *s = c->tile[omp_get_thread_num()];
-            lmk_gguf_tensor_rows_f32(w->t, r0, nr, s); /* type checked at open */
+            lmk_quant_dequantize_row(w->type, w->data + (size_t)r0 * w->row_bytes, nr * cols,
+                                     LMK_QUANT_PATH_AUTO, s);
             wt = s;
         }
         if (n == 1)
@@ -43,6 +70,14 @@ static void matmul(lmk_ctx *c, const wmat *w, const float *x, int64_t n, float *
                         1.0f, x, (int)cols, wt, (int)cols, acc ? 1.0f : 0.0f, y + r0,
                         (int)rows);
     }
+}
+
+/* y (n, d) += b (d) */
+static void add_bias(float *y, const float *b, int64_t n, int d)
+{
+    for (int64_t i = 0; i < n; i++)
+        for (int j = 0; j < d; j++)
+            y[i * d + j] += b[j];
 }
 
 static void rmsnorm(const float *x, const float *w, int64_t n, int E, float eps, float *y)
@@ -174,7 +209,21 @@ static int attention(lmk_ctx *c, int layer, int64_t n, float *out)
         lmk_model__rope_rows(c->m, c->q, n, H->n_heads, c->n_past);
         lmk_model__rope_rows(c->m, c->k, n, H->n_kv_heads, c->n_past);
     }
-    int rc = lmk_session_append(c->o.session, layer, n, c->k, c->v);
+    const float *qsel = NULL;
+    if (c->want_q) {
+        /* the ranking frame: under fixed positions a query meets every retrieved key at the
+         * fixed distance; otherwise the frame keys are stored in */
+        memcpy(c->qsel, c->q, (size_t)n * H->n_heads * H->head_dim * sizeof(float));
+        if (c->o.pos == LMK_POS_FIXED) {
+            for (int64_t i = 0; i < n * H->n_heads; i++)
+                c->qpos[i] = c->o.fixed_distance;
+            lmk_model_rotate(c->m, c->qsel, (int)(n * H->n_heads), H->head_dim, c->qpos);
+        }
+        qsel = c->qsel;
+    }
+    if (c->o.record)
+        c->o.record(c->o.record_ud, layer, n, c->k, c->v, qsel);
+    int rc = lmk_session_append_q(c->o.session, layer, n, c->k, c->v, qsel);
     if (rc)
         return lmk_model__err(c->err, sizeof c->err, rc, "session append (layer %d): %s", layer,
                               lmk_session_errmsg(c->o.session));
@@ -250,13 +299,24 @@ static int forward(lmk_ctx *c, const int32_t *ids, int64_t n, int n_out, float *
                               lmk_session_errmsg(ses));
     double t0 = lmk_clock_s(), ta = 0;
     for (int64_t i = 0; i < n; i++)
-        lmk_gguf_tensor_rows_f32(m->embd.t, ids[i], 1, c->x + i * E);
+        lmk_quant_dequantize_row(m->embd.type, m->embd.data + (size_t)ids[i] * m->embd.row_bytes,
+                                 E, LMK_QUANT_PATH_AUTO, c->x + i * E);
     for (int l = 0; l < H->n_layers; l++) {
         const layer_w *L = &m->layers[l];
         rmsnorm(c->x, L->attn_norm, n, E, H->rms_eps, c->xn);
         matmul(c, &L->wq, c->xn, n, c->q, 0);
         matmul(c, &L->wk, c->xn, n, c->k, 0);
         matmul(c, &L->wv, c->xn, n, c->v, 0);
+        int nq = H->n_heads * H->head_dim, nkv = H->n_kv_heads * H->head_dim;
+        if (L->bq) { /* qwen2 */
+            add_bias(c->q, L->bq, n, nq);
+            add_bias(c->k, L->bk, n, nkv);
+            add_bias(c->v, L->bv, n, nkv);
+        }
+        if (L->q_norm) { /* qwen3: RMSNorm of every head's query and key, before rotation */
+            rmsnorm(c->q, L->q_norm, n * H->n_heads, H->head_dim, H->rms_eps, c->q);
+            rmsnorm(c->k, L->k_norm, n * H->n_kv_heads, H->head_dim, H->rms_eps, c->k);
+        }
         double t1 = lmk_clock_s();
         rc = attention(c, l, n, c->att_out);
         ta += lmk_clock_s() - t1;

@@ -7,6 +7,7 @@
 #include "lmk_export.h"
 #include "lmk_f16.h"
 #include "lmk_le.h"
+#include "lmk_quant.h"
 
 /* ---- tensor types: block size and bytes per block (GGML numbering) ---- */
 
@@ -41,8 +42,8 @@ static const type_info *find_type(uint32_t t)
 
 LMK_API int lmk_ggml_convertible(uint32_t t)
 {
-    return t == LMK_GGML_F32 || t == LMK_GGML_F16 || t == LMK_GGML_BF16 || t == LMK_GGML_Q8_0 ||
-           t == LMK_GGML_Q4_0;
+    lmk_quant_info qi;
+    return lmk_quant_type_info(t, &qi) == LMK_OK;
 }
 
 LMK_API const char *lmk_ggml_type_name(uint32_t type)
@@ -111,8 +112,12 @@ LMK_API int lmk_ggml_to_f32(uint32_t type, const void *src, int64_t n, float *ds
             }
         }
         return LMK_OK;
-    default:
-        return LMK_EUNSUPPORTED;
+    default: /* the K-quants, Q4_1, Q5_x, IQ4_x: bit-identical to ggml's to_float */
+        if (!lmk_ggml_convertible(type))
+            return LMK_EUNSUPPORTED;
+        return lmk_quant_dequantize_row(type, src, n, LMK_QUANT_PATH_AUTO, dst) == LMK_OK
+                   ? LMK_OK
+                   : LMK_EINVAL;
     }
 }
 

@@ -1,5 +1,6 @@
-/* landmark — GGML tensor types: their block layout, and conversion of tensor data to and
- * from f32 (F32, F16, BF16, Q8_0, Q4_0).
+/* landmark — GGML tensor types: their block layout, and conversion of tensor data to f32
+ * (every type lmk_quant.h supports: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K..Q6_K,
+ * IQ4_NL, IQ4_XS) and from f32 (F32, F16, BF16, Q8_0, Q4_0).
  *
  * A GGML type stores elements in blocks: `blck` elements take `block_bytes` bytes (1 and 4
  * for F32; 32 and 34 for Q8_0). Data is little-endian whatever the host. The functions
@@ -17,9 +18,9 @@
 extern "C" {
 #endif
 
-/* Tensor types (GGML numbering) that can be converted to and from f32. Other known types
- * have a layout (lmk_ggml_type_size) but are refused with LMK_EUNSUPPORTED by the
- * conversions. */
+/* Tensor types (GGML numbering) that can be converted to and from f32. The other types of
+ * lmk_quant.h convert to f32 only; other known types have a layout (lmk_ggml_type_size) but
+ * are refused with LMK_EUNSUPPORTED by the conversions. */
 typedef enum {
     LMK_GGML_F32 = 0,
     LMK_GGML_F16 = 1,
@@ -37,7 +38,7 @@ const char *lmk_ggml_type_name(uint32_t type);
  * untouched). */
 int lmk_ggml_type_size(uint32_t type, uint32_t *blck, uint32_t *block_bytes);
 
-/* 1 when `type` is one of lmk_ggml_type (convertible), else 0. */
+/* 1 when `type` converts to f32 (one of lmk_quant.h's types), else 0. */
 int lmk_ggml_convertible(uint32_t type);
 
 /* Bytes taken by one row of row_len elements of `type` (0 when the type is not convertible
@@ -49,8 +50,9 @@ uint64_t lmk_ggml_row_bytes(uint32_t type, int64_t row_len);
  * the block), LMK_EUNSUPPORTED (type). */
 int lmk_ggml_to_f32(uint32_t type, const void *src, int64_t n, float *dst);
 
-/* The reverse: quantize/round n f32 values into dst (lmk_ggml_row_bytes(type, n) bytes).
- * Q8_0 and Q4_0 use GGML's reference quantization. Same return codes. */
+/* The reverse, for lmk_ggml_type only: quantize/round n f32 values into dst
+ * (lmk_ggml_row_bytes(type, n) bytes). Q8_0 and Q4_0 use GGML's reference quantization.
+ * Same return codes. */
 int lmk_ggml_from_f32(uint32_t type, const float *src, int64_t n, void *dst);
 
 #ifdef __cplusplus

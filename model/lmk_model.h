@@ -9,26 +9,32 @@
  *     reference: the training-time computation for landmark models, full causal attention
  *     for ordinary ones).
  *
- * Supported: architectures `llama` and `mistral` (RMSNorm, rotary attention with grouped
- * KV heads, SwiGLU FFN, untied or tied output), tensors F32, F16, BF16, Q8_0 and Q4_0,
- * rotary encoding of adjacent pairs ("normal" mode) with optional linear scaling and
- * per-frequency factors (rope_freqs.weight). Anything else is refused at open with
- * LMK_EUNSUPPORTED and a message naming it.
+ * Supported: architectures `llama` (Llama 1-3.2, Mistral; `mistral` is accepted as an
+ * alias), `qwen2` (Q/K/V biases), `qwen3` (per-head Q/K RMSNorm, key_length heads) and
+ * `phi3` (fused QKV and gate/up tensors): RMSNorm, rotary attention with grouped KV heads,
+ * SwiGLU FFN, untied or tied output; rotary encoding of adjacent pairs (llama) or of halves
+ * (the others) with optional linear scaling and per-frequency factors (rope_freqs.weight).
+ * Tensors F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K,
+ * IQ4_NL and IQ4_XS, in any mix. Anything else is refused at open with LMK_EUNSUPPORTED and
+ * a message naming it (and the tensor).
  *
  * Landmark-trained models carry GGUF keys landmark.mem_freq (regular tokens per block) and
  * landmark.token_id; lmk_ctx_feed then inserts the landmark token after every mem_freq
  * regular tokens, so blocks are mem_freq + 1 positions with the landmark last.
  *
- * Weights: F32 tensors are used in place from the file mapping; other types are converted
- * to f32 once at open while the converted size stays within opts.convert_limit (the
- * default, 4 GiB, covers every model that fits this machine's RAM as f32), otherwise they
- * stay in their GGUF type and are converted tile by tile (64 rows) inside each matrix
- * product, into per-thread scratch.
+ * Weights: every matrix is used in place from the file mapping, in its GGUF type; nothing
+ * is converted at open, so a run's memory is the mapped file plus working buffers.
+ * Products over fewer than 8 input rows (decoding) quantize the inputs once (lmk_quant.h
+ * activation blocks) and take integer dot products with the weight blocks; larger ones
+ * (prefill chunks) expand one 64-row tile of the weights at a time to f32 in per-thread
+ * scratch and multiply it with OpenBLAS; aligned F32 weights go to OpenBLAS directly.
+ * lmk_quant picks its AVX2/FMA or portable kernels at run time (LMK_PORTABLE=1 forces the
+ * portable ones).
  *
  * Threads: matrix products are split into fixed 64-row tiles run on n_threads OpenMP
- * threads, each tile one single-threaded OpenBLAS call; results do not depend on the
- * thread count. Programs should call openblas_set_num_threads(1) (the landmark command
- * does) so that OpenBLAS does not start threads of its own under ours.
+ * threads; results do not depend on the thread count. Programs should call
+ * openblas_set_num_threads(1) (the landmark command does) so that OpenBLAS does not start
+ * threads of its own under ours.
  */
 #ifndef LMK_MODEL_H
 #define LMK_MODEL_H
@@ -49,8 +55,6 @@ typedef struct lmk_model lmk_model;
 
 typedef struct lmk_model_opts {
     int n_threads;          /* >= 1, default 1 */
-    int64_t convert_limit;  /* bytes of f32 the non-F32 weights may be converted to at open;
-                               default 4 GiB; 0 converts tiles on the fly */
     int mem_freq;           /* -1 (default): landmark.mem_freq from the file, or none;
                                0: run as an ordinary model; > 0: override */
     int landmark_token;     /* -1 (default): landmark.token_id from the file */
@@ -130,6 +134,13 @@ typedef struct lmk_ctx_opts {
     /* Called after each chunk with (positions done, positions in this call); may be NULL. */
     void (*progress)(void *ud, int64_t done, int64_t total);
     void *progress_ud;
+    /* SESSION: called for every layer of every chunk with what the session is given: keys
+     * and values (n, n_kv_heads, head_dim) as appended, and the queries (n, n_heads,
+     * head_dim) in the frame blocks are ranked in (under LMK_POS_FIXED rotated at
+     * fixed_distance); for recording streams (landmark bench --recorded). May be NULL. */
+    void (*record)(void *ud, int layer, int64_t n, const float *k, const float *v,
+                   const float *q);
+    void *record_ud;
 } lmk_ctx_opts;
 
 lmk_ctx_opts lmk_ctx_opts_default(void);

@@ -27,6 +27,8 @@ LMK_API void lmk_ctx_free(lmk_ctx *c)
     free(c->x);
     free(c->xn);
     free(c->q);
+    free(c->qsel);
+    free(c->qpos);
     free(c->k);
     free(c->v);
     free(c->att_out);
@@ -40,6 +42,7 @@ LMK_API void lmk_ctx_free(lmk_ctx *c)
         for (int i = 0; i < c->n_thr; i++)
             free(c->tile[i]);
     free(c->tile);
+    free(c->act);
     if (c->kc)
         for (int l = 0; l < c->m->info.n_layers; l++) {
             free(c->kc[l]);
@@ -129,6 +132,8 @@ LMK_API int lmk_ctx_open(lmk_model *m, const lmk_ctx_opts *opts, lmk_ctx **out, 
                 }
                 break;
             }
+        c->want_q = si.landmark == LMK_LANDMARK_ATTN || si.landmark == LMK_LANDMARK_QUERY ||
+                    c->o.record != NULL;
         c->att = c->o.attend;
         c->att.mode = c->o.mode;
         c->pol.kind = c->o.pos;
@@ -162,15 +167,24 @@ LMK_API int lmk_ctx_open(lmk_model *m, const lmk_ctx_opts *opts, lmk_ctx **out, 
     c->ids = malloc((size_t)C * sizeof(int32_t));
     c->lrow = malloc((size_t)C * sizeof(int));
     c->ldst = malloc((size_t)C * sizeof(int64_t));
+    if (c->want_q) {
+        c->qsel = malloc((size_t)C * nq * sizeof(float));
+        c->qpos = malloc((size_t)C * H->n_heads * sizeof(int64_t));
+        if (!c->qsel || !c->qpos) {
+            rc = lmk_model__err(err, cap, ENOMEM, "out of memory");
+            goto fail;
+        }
+    }
     c->n_thr = m->n_threads;
     c->tile = calloc((size_t)c->n_thr, sizeof *c->tile);
     c->sc = calloc((size_t)c->n_thr, sizeof *c->sc);
     c->sc_cap = calloc((size_t)c->n_thr, sizeof *c->sc_cap);
+    c->act = malloc((size_t)c->o.chunk * (m->act_row_bytes ? m->act_row_bytes : 1));
     int64_t maxcols = E > H->n_ff ? E : H->n_ff;
     if (nq > maxcols)
         maxcols = nq;
     int ok = c->x && c->xn && c->q && c->k && c->v && c->att_out && c->hg && c->hu &&
-             c->ids && c->lrow && c->ldst && c->tile && c->sc && c->sc_cap;
+             c->ids && c->lrow && c->ldst && c->tile && c->sc && c->sc_cap && c->act;
     for (int i = 0; ok && i < c->n_thr; i++)
         ok = (c->tile[i] = malloc((size_t)TILE_ROWS * maxcols * sizeof(float))) != NULL;
     if (!ok) {

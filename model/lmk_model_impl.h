@@ -11,19 +11,30 @@
 #include "lmk_model_err.h"
 
 #define TILE_ROWS 64      /* output rows per matrix-product tile (fixed: thread-independent) */
+#define GEMM_MIN_ROWS 8   /* products over at least this many input rows expand a tile of the
+                             weights to f32 and use BLAS; fewer use lmk_quant's integer dots */
 #define ROPE_TABLE 8192   /* positions with precomputed cos/sin */
 
-/* A weight matrix (rows, cols) = GGUF dims {cols, rows}. f is NULL when the matrix stays
- * in its GGUF type and is converted tile by tile. */
+/* A weight matrix (rows, cols) = GGUF dims {cols, rows}, or a range of rows of one (the
+ * fused QKV and gate/up tensors of phi3): row r is row_bytes bytes of `type` at
+ * data + r * row_bytes, in place in the file mapping. f: the same rows as f32 when the
+ * type is F32 and the data is aligned (BLAS reads them directly), else NULL. */
 typedef struct {
     const lmk_gguf_tensor *t;
+    const uint8_t *data;
     const float *f;
-    float *owned;
+    uint32_t type;
+    size_t row_bytes;
     int64_t rows, cols;
 } wmat;
 
+typedef enum { ROPE_NORM = 0, ROPE_NEOX = 1 } rope_kind; /* adjacent pairs / halves */
+
 typedef struct {
-    float *attn_norm, *ffn_norm; /* (n_embd) */
+    float *attn_norm, *ffn_norm;  /* (n_embd) */
+    float *bq, *bk, *bv;          /* qwen2: (n_heads * head_dim), (n_kv_heads * head_dim) x 2;
+                                     else NULL */
+    float *q_norm, *k_norm;       /* qwen3: per-head RMSNorm weights (head_dim); else NULL */
     wmat wq, wk, wv, wo, wg, wu, wd;
 } layer_w;
 
@@ -34,6 +45,10 @@ struct lmk_model {
     layer_w *layers;
     wmat embd, out;
     float *out_norm;
+    rope_kind rope;
+    size_t act_row_bytes; /* lmk_quant activation buffer of one input row, the most any
+                             weight needs */
+    float *freq_factors; /* rope_freqs.weight (rope_dim / 2), or NULL */
     double *inv_freq;  /* (rope_dim / 2) */
     float *rope_cs;    /* (ROPE_TABLE, 2, rope_dim): rope_coef layout */
     int n_threads;
@@ -50,12 +65,18 @@ struct lmk_ctx {
     int n_thr;             /* threads scratch was sized for */
     /* scratch (chunk rows) */
     float *x, *xn, *q, *k, *v, *att_out, *hg, *hu;
+    /* representatives chosen by queries, or a recording: the chunk's queries in the
+     * ranking frame */
+    int want_q;
+    float *qsel;           /* (chunk, n_heads, head_dim) */
+    int64_t *qpos;         /* (chunk * n_heads) */
     float *lg;             /* (lg_rows, n_vocab), grown to the most logit rows asked for */
     int lg_rows;
     int32_t *ids;
     int *lrow;             /* chunk rows whose logits are wanted */
     int64_t *ldst;         /* and where they go */
     float **tile;          /* per thread: TILE_ROWS x max cols */
+    uint8_t *act;          /* (GEMM_MIN_ROWS, act_row_bytes): quantized input rows */
     /* dense backend */
     float **kc, **vc;      /* per layer (cap, n_kv_heads, head_dim), keys rotated */
     int64_t cap;
@@ -66,9 +87,10 @@ struct lmk_ctx {
 };
 
 /* Rotary encoding (lmk_rope.c). rope_init fills m->inv_freq and m->rope_cs from the
- * model's hyperparameters; freq_factors (rope_dim / 2, or NULL) divide the frequencies.
+ * model's hyperparameters; m->freq_factors (rope_dim / 2, or NULL) divide the frequencies.
+ * Angles and their cos/sin are computed in f32 exactly as ggml's CPU rope computes them.
  * Returns LMK_OK or ENOMEM. */
-int lmk_model__rope_init(lmk_model *m, const float *freq_factors);
+int lmk_model__rope_init(lmk_model *m);
 /* Rotate x (n, n_heads, head_dim): row i to position pos0 + i. */
 void lmk_model__rope_rows(const lmk_model *m, float *x, int64_t n, int n_heads, int64_t pos0);
 

@@ -1,6 +1,6 @@
-/* Loading a GGUF LLaMA-family model: hyperparameters, weights (kept in their GGUF type and
- * converted tile by tile, or converted to f32 up front within convert_limit), rotary tables
- * and the digest that fingerprints sessions. */
+/* Loading a GGUF LLaMA-family model (llama, mistral, qwen2, qwen3, phi3): hyperparameters,
+ * weights (used in place from the file mapping, in their GGUF type), rotary tables and the
+ * digest that fingerprints sessions. */
 #include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -9,13 +9,13 @@
 
 #include "lmk_export.h"
 #include "lmk_model_impl.h"
+#include "lmk_quant.h"
 
 LMK_API lmk_model_opts lmk_model_opts_default(void)
 {
     lmk_model_opts o;
     memset(&o, 0, sizeof o);
     o.n_threads = 1;
-    o.convert_limit = (int64_t)4 << 30;
     o.mem_freq = -1;
     o.landmark_token = -1;
     return o;
@@ -41,8 +41,9 @@ static int get_tensor(lmk_model *m, const char *name, int64_t cols, int64_t rows
                               (long long)rows);
     if (!t->supported)
         return lmk_model__err(err, cap, LMK_EUNSUPPORTED,
-                              "tensor '%s' has type %s, which is not "
-                              "supported (F32, F16, BF16, Q8_0 and Q4_0 are)",
+                              "tensor '%s' has type %s, which is not supported (F32, F16, "
+                              "BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, "
+                              "Q6_K, IQ4_NL and IQ4_XS are)",
                               name, lmk_ggml_type_name(t->type));
     return LMK_OK;
 }
@@ -60,38 +61,37 @@ static int load_vec(lmk_model *m, const char *name, int64_t n, float **out, char
     return lmk_gguf_tensor_rows_f32(t, 0, 1, *out);
 }
 
+/* Rows [row0, row0 + rows) of the tensor `name` of total_rows rows of cols values, in
+ * place: nothing is copied or converted. */
+static int load_mat_rows(lmk_model *m, const char *name, int64_t total_rows, int64_t row0,
+                         int64_t rows, int64_t cols, wmat *w, char *err, size_t cap)
+{
+    memset(w, 0, sizeof *w);
+    int rc = get_tensor(m, name, cols, total_rows, &w->t, err, cap);
+    if (rc)
+        return rc;
+    size_t rb;
+    if (lmk_quant_row_size(w->t->type, cols, &rb) != LMK_OK)
+        return lmk_model__err(err, cap, LMK_EFORMAT, "tensor '%s': rows of %lld values do not "
+                              "fit type %s", name, (long long)cols, lmk_ggml_type_name(w->t->type));
+    size_t ab;
+    if (lmk_quant_act_size(w->t->type, cols, &ab) == LMK_OK && ab > m->act_row_bytes)
+        m->act_row_bytes = ab;
+    w->type = w->t->type;
+    w->row_bytes = rb;
+    w->data = w->t->data + (size_t)row0 * rb;
+    w->rows = rows;
+    w->cols = cols;
+    if (w->type == LMK_GGML_F32 && ((uintptr_t)w->data % sizeof(float)) == 0)
+        w->f = (const float *)(const void *)w->data;
+    return LMK_OK;
+}
+
 static int load_mat(lmk_model *m, const char *name, int64_t rows, int64_t cols, wmat *w,
                     char *err, size_t cap)
 {
-    memset(w, 0, sizeof *w);
-    int rc = get_tensor(m, name, cols, rows, &w->t, err, cap);
-    if (rc)
-        return rc;
-    w->rows = rows;
-    w->cols = cols;
-    if (w->t->type == LMK_GGML_F32 && ((uintptr_t)w->t->data % sizeof(float)) == 0)
-        w->f = (const float *)(const void *)w->t->data;
-    return LMK_OK;
+    return load_mat_rows(m, name, rows, 0, rows, cols, w, err, cap);
 }
-
-static int convert_mat(wmat *w)
-{
-    if (w->f || !w->t)
-        return LMK_OK;
-    w->owned = malloc((size_t)(w->rows * w->cols) * sizeof(float));
-    if (!w->owned)
-        return ENOMEM;
-    int rc = lmk_gguf_tensor_rows_f32(w->t, 0, w->rows, w->owned);
-    if (rc) {
-        free(w->owned);
-        w->owned = NULL;
-        return rc;
-    }
-    w->f = w->owned;
-    return LMK_OK;
-}
-
-static void free_mat(wmat *w) { free(w->owned); }
 
 LMK_API void lmk_model_close(lmk_model *m)
 {
@@ -102,20 +102,16 @@ LMK_API void lmk_model_close(lmk_model *m)
             layer_w *L = &m->layers[l];
             free(L->attn_norm);
             free(L->ffn_norm);
-            free_mat(&L->wq);
-            free_mat(&L->wk);
-            free_mat(&L->wv);
-            free_mat(&L->wo);
-            free_mat(&L->wg);
-            free_mat(&L->wu);
-            free_mat(&L->wd);
+            free(L->bq);
+            free(L->bk);
+            free(L->bv);
+            free(L->q_norm);
+            free(L->k_norm);
         }
         free(m->layers);
     }
-    free_mat(&m->embd);
-    if (m->out.owned != m->embd.owned)
-        free_mat(&m->out);
     free(m->out_norm);
+    free(m->freq_factors);
     free(m->inv_freq);
     free(m->rope_cs);
     lmk_tokenizer_free(m->tok);
@@ -195,10 +191,14 @@ static int load_hparams(lmk_model *m, const lmk_model_opts *o, char *err, size_t
     int rc = lmk_gguf_get_strz(m->g, "general.architecture", H->arch, sizeof H->arch);
     if (rc)
         return lmk_model__err(err, cap, rc, "%s", lmk_gguf_errmsg(m->g));
-    if (strcmp(H->arch, "llama") && strcmp(H->arch, "mistral"))
+    if (strcmp(H->arch, "llama") && strcmp(H->arch, "mistral") && strcmp(H->arch, "qwen2") &&
+        strcmp(H->arch, "qwen3") && strcmp(H->arch, "phi3"))
         return lmk_model__err(err, cap, LMK_EUNSUPPORTED,
-                              "architecture '%s' is not supported (llama and mistral are)",
+                              "architecture '%s' is not supported (llama, mistral, qwen2, "
+                              "qwen3 and phi3 are)",
                               H->arch);
+    /* ggml's rope type per architecture: llama's adjacent pairs, the others' halves. */
+    m->rope = strcmp(H->arch, "llama") && strcmp(H->arch, "mistral") ? ROPE_NEOX : ROPE_NORM;
     if (lmk_gguf_get_strz(m->g, "general.name", H->name, sizeof H->name) != 0)
         snprintf(H->name, sizeof H->name, "%s", "(unnamed)");
     uint32_t v;
@@ -223,19 +223,23 @@ static int load_hparams(lmk_model *m, const lmk_model_opts *o, char *err, size_t
                               "integer (per-layer KV head counts are not supported)",
                               H->arch);
     H->n_kv_heads = (int)v;
+    uint32_t key_len = 0, val_len = 0;
+    int have_kl = arch_key_u32(m, "attention.key_length", &key_len, 0, err, cap) == 0;
+    if (arch_key_u32(m, "attention.value_length", &val_len, 0, err, cap) == 0 && have_kl &&
+        val_len != key_len)
+        return lmk_model__err(err, cap, LMK_EUNSUPPORTED,
+                              "value_length %u differs from key_length %u", val_len, key_len);
     if (H->n_layers < 1 || H->n_layers > 4096 || H->n_embd < 2 || H->n_embd > (1 << 17) ||
         H->n_ff < 1 || H->n_ff > (1 << 20) || H->n_heads < 1 || H->n_heads > 4096 ||
-        H->n_kv_heads < 1 || H->n_heads % H->n_kv_heads || H->n_embd % H->n_heads)
+        H->n_kv_heads < 1 || H->n_heads % H->n_kv_heads ||
+        (!have_kl && H->n_embd % H->n_heads) || (have_kl && (key_len < 2 || key_len > 4096)))
         return lmk_model__err(
             err, cap, LMK_EFORMAT,
             "inconsistent hyperparameters: %d layers, width %d, ffn %d, %d heads, "
             "%d KV heads",
             H->n_layers, H->n_embd, H->n_ff, H->n_heads, H->n_kv_heads);
-    H->head_dim = H->n_embd / H->n_heads;
-    if (arch_key_u32(m, "attention.key_length", &v, 0, err, cap) == 0 &&
-        (int)v != H->head_dim)
-        return lmk_model__err(err, cap, LMK_EUNSUPPORTED,
-                              "key_length %u differs from width/heads %d", v, H->head_dim);
+    /* qwen3 has heads wider than width / heads (key_length). */
+    H->head_dim = have_kl ? (int)key_len : H->n_embd / H->n_heads;
     H->rope_dim = H->head_dim;
     if (arch_key_u32(m, "rope.dimension_count", &v, 0, err, cap) == 0)
         H->rope_dim = (int)v;
@@ -338,8 +342,18 @@ LMK_API int lmk_model_open(const char *path, const lmk_model_opts *opts, lmk_mod
     }
     if ((rc = load_vec(m, "output_norm.weight", E, &m->out_norm, err, cap)) != 0)
         goto fail;
-    if (lmk_gguf_find_tensor(m->g, "blk.0.attn_q.bias")) {
-        rc = lmk_model__err(err, cap, LMK_EUNSUPPORTED, "attention biases are not supported");
+    int is_qwen2 = !strcmp(H->arch, "qwen2"), is_qwen3 = !strcmp(H->arch, "qwen3");
+    int is_phi3 = !strcmp(H->arch, "phi3");
+    if (!is_qwen2 && lmk_gguf_find_tensor(m->g, "blk.0.attn_q.bias")) {
+        rc = lmk_model__err(err, cap, LMK_EUNSUPPORTED,
+                            "attention biases are not supported for architecture '%s'", H->arch);
+        goto fail;
+    }
+    if (is_phi3 && (lmk_gguf_find_tensor(m->g, "rope_factors_long.weight") ||
+                    lmk_gguf_find_tensor(m->g, "rope_factors_short.weight"))) {
+        rc = lmk_model__err(err, cap, LMK_EUNSUPPORTED,
+                            "phi3 long-context rope factors (rope_factors_long/short) are not "
+                            "supported");
         goto fail;
     }
     m->layers = calloc((size_t)H->n_layers, sizeof *m->layers);
@@ -347,63 +361,73 @@ LMK_API int lmk_model_open(const char *path, const lmk_model_opts *opts, lmk_mod
         rc = lmk_model__err(err, cap, ENOMEM, "out of memory");
         goto fail;
     }
-    int64_t convert_bytes = 0;
     for (int l = 0; l < H->n_layers; l++) {
         layer_w *L = &m->layers[l];
         char nm[96];
-#define LOADV(field, suffix)                                                       \
-    snprintf(nm, sizeof nm, "blk.%d." suffix ".weight", l);                        \
-    if ((rc = load_vec(m, nm, E, &L->field, err, cap)) != 0)                       \
+#define NAME(suffix) snprintf(nm, sizeof nm, "blk.%d." suffix, l)
+#define TRY(call)                                                                  \
+    if ((rc = (call)) != 0)                                                        \
         goto fail;
-#define LOADM(field, suffix, rows, cols)                                           \
-    snprintf(nm, sizeof nm, "blk.%d." suffix ".weight", l);                        \
-    if ((rc = load_mat(m, nm, rows, cols, &L->field, err, cap)) != 0)              \
-        goto fail;                                                                 \
-    if (!L->field.f)                                                               \
-        convert_bytes += (int64_t)(rows) * (cols) * 4;
-        LOADV(attn_norm, "attn_norm");
-        LOADV(ffn_norm, "ffn_norm");
-        LOADM(wq, "attn_q", nq, E);
-        LOADM(wk, "attn_k", nkv, E);
-        LOADM(wv, "attn_v", nkv, E);
-        LOADM(wo, "attn_output", E, nq);
-        LOADM(wg, "ffn_gate", H->n_ff, E);
-        LOADM(wu, "ffn_up", H->n_ff, E);
-        LOADM(wd, "ffn_down", E, H->n_ff);
-#undef LOADV
-#undef LOADM
-    }
-    if (!m->out.f)
-        convert_bytes += (int64_t)H->n_vocab * E * 4;
-    if (convert_bytes <= o.convert_limit) {
-        for (int l = 0; l < H->n_layers && !rc; l++) {
-            layer_w *L = &m->layers[l];
-            wmat *all[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->wg, &L->wu, &L->wd};
-            for (size_t i = 0; i < sizeof all / sizeof all[0] && !rc; i++)
-                rc = convert_mat(all[i]);
+        NAME("attn_norm.weight");
+        TRY(load_vec(m, nm, E, &L->attn_norm, err, cap));
+        NAME("ffn_norm.weight");
+        TRY(load_vec(m, nm, E, &L->ffn_norm, err, cap));
+        NAME("attn_qkv.weight");
+        if (is_phi3 && lmk_gguf_find_tensor(m->g, nm)) { /* fused: rows q | k | v */
+            int64_t tot = (int64_t)nq + 2 * nkv;
+            TRY(load_mat_rows(m, nm, tot, 0, nq, E, &L->wq, err, cap));
+            TRY(load_mat_rows(m, nm, tot, nq, nkv, E, &L->wk, err, cap));
+            TRY(load_mat_rows(m, nm, tot, nq + nkv, nkv, E, &L->wv, err, cap));
+        } else {
+            NAME("attn_q.weight");
+            TRY(load_mat(m, nm, nq, E, &L->wq, err, cap));
+            NAME("attn_k.weight");
+            TRY(load_mat(m, nm, nkv, E, &L->wk, err, cap));
+            NAME("attn_v.weight");
+            TRY(load_mat(m, nm, nkv, E, &L->wv, err, cap));
         }
-        if (!rc) {
-            int tied = m->out.t == m->embd.t;
-            rc = convert_mat(&m->out);
-            if (tied)
-                m->embd = m->out, m->out.owned = m->embd.owned;
+        NAME("attn_output.weight");
+        TRY(load_mat(m, nm, E, nq, &L->wo, err, cap));
+        if (is_phi3) { /* fused: rows gate | up */
+            NAME("ffn_up.weight");
+            TRY(load_mat_rows(m, nm, 2 * (int64_t)H->n_ff, 0, H->n_ff, E, &L->wg, err, cap));
+            TRY(load_mat_rows(m, nm, 2 * (int64_t)H->n_ff, H->n_ff, H->n_ff, E, &L->wu, err,
+                              cap));
+        } else {
+            NAME("ffn_gate.weight");
+            TRY(load_mat(m, nm, H->n_ff, E, &L->wg, err, cap));
+            NAME("ffn_up.weight");
+            TRY(load_mat(m, nm, H->n_ff, E, &L->wu, err, cap));
         }
-        if (rc) {
-            rc = lmk_model__err(err, cap, rc, "converting weights to f32: %s", lmk_strerror(rc));
-            goto fail;
+        NAME("ffn_down.weight");
+        TRY(load_mat(m, nm, E, H->n_ff, &L->wd, err, cap));
+        if (is_qwen2) {
+            NAME("attn_q.bias");
+            TRY(load_vec(m, nm, nq, &L->bq, err, cap));
+            NAME("attn_k.bias");
+            TRY(load_vec(m, nm, nkv, &L->bk, err, cap));
+            NAME("attn_v.bias");
+            TRY(load_vec(m, nm, nkv, &L->bv, err, cap));
         }
+        if (is_qwen3) {
+            NAME("attn_q_norm.weight");
+            TRY(load_vec(m, nm, hd, &L->q_norm, err, cap));
+            NAME("attn_k_norm.weight");
+            TRY(load_vec(m, nm, hd, &L->k_norm, err, cap));
+        }
+#undef NAME
+#undef TRY
     }
     H->weight_type = m->layers[0].wq.t->type;
     H->n_params = 0;
     for (int64_t i = 0; i < lmk_gguf_n_tensors(m->g); i++)
         H->n_params += (uint64_t)lmk_gguf_tensor_at(m->g, i)->n_elements;
 
-    float *ff = NULL; /* rope_freqs.weight (llama 3.1) divides each frequency */
+    /* rope_freqs.weight (llama 3.1, 3.2) divides each frequency */
     if (lmk_gguf_find_tensor(m->g, "rope_freqs.weight") &&
-        (rc = load_vec(m, "rope_freqs.weight", H->rope_dim / 2, &ff, err, cap)) != 0)
+        (rc = load_vec(m, "rope_freqs.weight", H->rope_dim / 2, &m->freq_factors, err, cap)) != 0)
         goto fail;
-    rc = lmk_model__rope_init(m, ff);
-    free(ff);
+    rc = lmk_model__rope_init(m);
     if (rc) {
         rc = lmk_model__err(err, cap, rc, "out of memory");
         goto fail;

@@ -152,6 +152,20 @@ typedef struct {
     int64_t prefill_tok, decode_tok;
 } speed;
 
+/* The caller's record callback, open while the first trial feeds its prompt and question. */
+typedef struct rec_gate {
+    const lmk_task_opts *o;
+    int on;
+} rec_gate;
+
+static void rec_gated(void *ud, int layer, int64_t n, const float *k, const float *v,
+                      const float *q)
+{
+    rec_gate *g = ud;
+    if (g->on)
+        g->o->record(g->o->record_ud, layer, n, k, v, q);
+}
+
 /* One trial on a fresh temporary session: prefill ids (n) and the question (tq, n_q),
  * answer into ans (8 bytes). Fills tr's outcome and adds to the timings. */
 static int trial_run(lmk_model *m, const lmk_task_opts *o, const int32_t *ids, int64_t n,
@@ -175,6 +189,8 @@ static int trial_run(lmk_model *m, const lmk_task_opts *o, const int32_t *ids, i
         lmk_ctx_set_attend(c, &a);
         rc = lmk_task__feed(o, c, tq, n_q, logits, NULL, err, cap);
     }
+    if (o->record_ud && o->record == rec_gated)
+        ((rec_gate *)o->record_ud)->on = 0; /* the stream ends with the question */
     double t1 = lmk_clock_s();
     int feeds = 0;
     if (!rc)
@@ -232,8 +248,12 @@ LMK_API int lmk_passkey_eval(lmk_model *m, const lmk_task_opts *opts, const lmk_
         int64_t n = 0, n_q = 0;
         char ans[8];
         rc = trial_prompt(m, p, &rng, tr.key, tr.depth, ids, &n, &tq, &n_q, err, cap);
+        lmk_task_opts ot = o;
+        rec_gate gate = {&o, trial == 0};
+        ot.record = o.record && trial == 0 ? rec_gated : NULL;
+        ot.record_ud = ot.record ? &gate : NULL;
         if (!rc)
-            rc = trial_run(m, &o, ids, n, tq, n_q, logits, ans, &tr, &sp, err, cap);
+            rc = trial_run(m, &ot, ids, n, tq, n_q, logits, ans, &tr, &sp, err, cap);
         free(tq);
         tq = NULL;
         if (rc)

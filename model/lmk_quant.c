@@ -282,15 +282,23 @@ LMK_API int lmk_quant_act_quantize(uint32_t type, const float *x, int64_t n, voi
             float v = fabsf(xb[k]);
             amax = v > amax ? v : amax;
         }
-        /* 127 / amax in double: in f32 it overflows for a subnormal amax */
+        /* Blocks of 32 are quantized as ggml's quantize_row_q8_0 does (its Q8_0 / Q8_1
+         * activations): q = round-to-nearest-even(x * (127 / amax)) in f32 and the scale
+         * rounded to f16, so that products match llama.cpp's to f32 rounding (without
+         * this, its f16 scales alone move a random 2-layer model's logits by tenths).
+         * 127 / amax in double where f32 overflows (a subnormal amax). */
         float d = amax / 127.0f;
+        float idf = amax > 0 ? 127.0f / amax : 0.0f;
         double id = amax > 0 ? 127.0 / amax : 0.0;
+        int ggml32 = bs == 32 && isfinite(idf);
+        if (bs == 32)
+            d = lmk_f16_to_f32(lmk_f32_to_f16(d));
         int8_t *q = (int8_t *)(a + 4 + 2 * ng);
         int16_t bsum[16];
         for (int g = 0; g < ng; g++) {
             int s = 0;
             for (int k = 16 * g; k < 16 * g + 16; k++) {
-                long v = lround(xb[k] * id);
+                long v = ggml32 ? lrintf(xb[k] * idf) : lround(xb[k] * id);
                 v = v > 127 ? 127 : v < -127 ? -127 : v;
                 q[k] = (int8_t)v;
                 s += (int)v;

@@ -1,5 +1,6 @@
 /* Rotary position encoding: cos/sin tables for the first ROPE_TABLE positions, computed
- * in double beyond; applied to query and key rows in the layout rope_coef describes. */
+ * the same way beyond; applied to query and key rows, to adjacent pairs (llama) or to
+ * halves (qwen2, qwen3, phi3). */
 #include <errno.h>
 #include <math.h>
 #include <stdint.h>
@@ -11,7 +12,30 @@
 #include "lmk_export.h"
 #include "lmk_model_impl.h"
 
-int lmk_model__rope_init(lmk_model *m, const float *ff)
+/* cos/sin of position pos into C = (c0, c0, c1, c1, ...), S = (-s0, s0, -s1, s1, ...)
+ * (rope_dim entries each), the way ggml's CPU rope forms them: the angle of pair i is
+ * pos * base^(-2i/rope_dim) built by repeated f32 multiplication, divided by the pair's
+ * frequency factor, times 1/scale, then cosf/sinf. Matching that bit for bit keeps f32
+ * logits within 1e-4 of llama.cpp's over hundreds of positions. */
+static void rope_coef_compute(const lmk_model *m, int64_t pos, float *C)
+{
+    int rd = m->info.rope_dim;
+    float *S = C + rd;
+    float theta_scale = powf(m->info.rope_base, -2.0f / (float)rd);
+    float freq_scale = 1.0f / m->info.rope_scale;
+    float theta = (float)pos;
+    for (int i = 0; i < rd / 2; i++) {
+        float ff = m->freq_factors ? m->freq_factors[i] : 1.0f;
+        float th = freq_scale * (theta / ff);
+        float c = cosf(th), sn = sinf(th);
+        C[2 * i] = C[2 * i + 1] = c;
+        S[2 * i] = -sn;
+        S[2 * i + 1] = sn;
+        theta *= theta_scale;
+    }
+}
+
+int lmk_model__rope_init(lmk_model *m)
 {
     const lmk_model_info *H = &m->info;
     int half = H->rope_dim / 2;
@@ -21,43 +45,29 @@ int lmk_model__rope_init(lmk_model *m, const float *ff)
         return ENOMEM;
     for (int i = 0; i < half; i++) {
         m->inv_freq[i] = pow((double)H->rope_base, -2.0 * i / H->rope_dim);
-        if (ff)
-            m->inv_freq[i] /= ff[i];
+        if (m->freq_factors)
+            m->inv_freq[i] /= m->freq_factors[i];
     }
-    for (int64_t p = 0; p < ROPE_TABLE; p++) {
-        float *C = m->rope_cs + (size_t)p * H->rope_dim * 2, *S = C + H->rope_dim;
-        for (int i = 0; i < half; i++) {
-            double th = (double)p / H->rope_scale * m->inv_freq[i];
-            C[2 * i] = C[2 * i + 1] = (float)cos(th);
-            S[2 * i] = -(float)sin(th);
-            S[2 * i + 1] = (float)sin(th);
-        }
-    }
+    for (int64_t p = 0; p < ROPE_TABLE; p++)
+        rope_coef_compute(m, p, m->rope_cs + (size_t)p * H->rope_dim * 2);
     return LMK_OK;
 }
 
-
 /* Rotation coefficients of one position, laid out for rope_apply: C = (c0, c0, c1, c1, ...),
  * S = (-s0, s0, -s1, s1, ...) over rope_dim entries. Table rows for small positions (the
- * slots policy never leaves them); computed in double otherwise. */
+ * slots policy never leaves them); computed the same way otherwise. */
 static const float *rope_coef(const lmk_model *m, int64_t pos, float *buf)
 {
     int rd = m->info.rope_dim;
     if (pos >= 0 && pos < ROPE_TABLE)
         return m->rope_cs + (size_t)pos * rd * 2;
-    double p = (double)pos / m->info.rope_scale;
-    for (int i = 0; i < rd / 2; i++) {
-        double th = p * m->inv_freq[i];
-        float c = (float)cos(th), sn = (float)sin(th);
-        buf[2 * i] = buf[2 * i + 1] = c;
-        buf[rd + 2 * i] = -sn;
-        buf[rd + 2 * i + 1] = sn;
-    }
+    rope_coef_compute(m, pos, buf);
     return buf;
 }
 
-/* x' = x * C + swap_pairs(x) * S: a' = a c - b s, b' = b c + a s for each adjacent pair. */
-static void rope_apply(float *x, const float *cs, int rd)
+/* Adjacent pairs (llama): x' = x * C + swap_pairs(x) * S, i.e. a' = a c - b s,
+ * b' = b c + a s for each pair (a, b) = (x[2i], x[2i+1]). */
+static void rope_apply_norm(float *x, const float *cs, int rd)
 {
     const float *C = cs, *S = cs + rd;
     int j = 0;
@@ -77,6 +87,26 @@ static void rope_apply(float *x, const float *cs, int rd)
     }
 }
 
+/* Halves (qwen2, qwen3, phi3; ggml's NEOX mode): pair i is (x[i], x[i + rd/2]). */
+static void rope_apply_neox(float *x, const float *cs, int rd)
+{
+    const float *C = cs, *S = cs + rd;
+    int h = rd / 2;
+    for (int i = 0; i < h; i++) {
+        float a = x[i], b = x[i + h], c = C[2 * i], s = S[2 * i + 1];
+        x[i] = a * c - b * s;
+        x[i + h] = a * s + b * c;
+    }
+}
+
+static void rope_apply(const lmk_model *m, float *x, const float *cs, int rd)
+{
+    if (m->rope == ROPE_NEOX)
+        rope_apply_neox(x, cs, rd);
+    else
+        rope_apply_norm(x, cs, rd);
+}
+
 LMK_API void lmk_model_rotate(void *model, float *x, int n, int head_dim, const int64_t *pos)
 {
     const lmk_model *m = model;
@@ -89,7 +119,7 @@ LMK_API void lmk_model_rotate(void *model, float *x, int n, int head_dim, const 
     for (int i = 0; i < n; i++) {
         if (pos[i] != last || !cs) /* runs of one position (fixed policy) share coefficients */
             cs = rope_coef(m, last = pos[i], buf);
-        rope_apply(x + (size_t)i * head_dim, cs, rd);
+        rope_apply(m, x + (size_t)i * head_dim, cs, rd);
     }
 }
 
@@ -101,6 +131,6 @@ void lmk_model__rope_rows(const lmk_model *m, float *x, int64_t n, int n_heads, 
     for (int64_t i = 0; i < n; i++) {
         const float *cs = rope_coef(m, pos0 + i, buf);
         for (int h = 0; h < n_heads; h++)
-            rope_apply(x + ((size_t)i * n_heads + h) * hd, cs, rd);
+            rope_apply(m, x + ((size_t)i * n_heads + h) * hd, cs, rd);
     }
 }

@@ -238,6 +238,7 @@ static int session_open(lmk_run *r, char *err, size_t cap)
     if (create) {
         so.index_spec = r->o.index_spec;
         so.dtype = r->o.dtype;
+        lmk_task__repr(&r->o, r->m, &so);
     } else {
         so.block_len = 0;
         so.landmark = LMK_LANDMARK_AUTO;

@@ -64,8 +64,11 @@ LMK_API void lmk_task_resolve(const lmk_model *m, lmk_task_opts *o)
 {
     const lmk_model_info *mi = lmk_model_get_info(m);
     int lm = mi->mem_freq > 0;
+    /* Ordinary models: every key indexed and 8 blocks, chosen by the pass-key and oracle
+     * measurements of README "Retrieval for ordinary models"; the mean key (the previous
+     * default) finds a pass key beyond the window in a quarter of the trials at best. */
     if (o->top_k == LMK_TASK_AUTO)
-        o->top_k = 4;
+        o->top_k = lm ? 4 : 8;
     if (o->next_from == LMK_TASK_AUTO)
         o->next_from = LMK_NEXT_FROM_LANDMARK;
     if (o->pos == LMK_TASK_AUTO)
@@ -82,6 +85,14 @@ LMK_API void lmk_task_resolve(const lmk_model *m, lmk_task_opts *o)
     }
     if (o->fixed_distance == LMK_TASK_AUTO)
         o->fixed_distance = o->n_local > 0 ? o->n_local : o->block_len;
+    if (lm || o->landmark <= 0)
+        o->landmark = lm ? LMK_LANDMARK_TOKEN : LMK_LANDMARK_KEYS;
+    if (o->landmark == LMK_LANDMARK_KEYS)
+        o->n_repr = o->block_len;
+    else if (o->landmark >= LMK_LANDMARK_ATTN)
+        o->n_repr = o->n_repr > 0 ? o->n_repr : 4;
+    else
+        o->n_repr = 1;
 }
 
 LMK_API int lmk_task_tokenize(const lmk_model *m, const char *text, size_t len, int first,
@@ -167,6 +178,8 @@ int lmk_task__ctx_open(const lmk_task_opts *o, lmk_model *m, lmk_session *s, lmk
     co.attend = lmk_task__attend(o, 0);
     co.next_from = o->next_from;
     co.chunk = o->chunk;
+    co.record = o->record;
+    co.record_ud = o->record_ud;
     return lmk_ctx_open(m, &co, out, err, cap);
 }
 
@@ -198,6 +211,14 @@ int lmk_task__feed(const lmk_task_opts *o, lmk_ctx *c, const int32_t *ids, int64
     return lmk_task__feed_at(o, c, ids, n, 0, logits, what, err, cap);
 }
 
+void lmk_task__repr(const lmk_task_opts *o, const lmk_model *m, lmk_session_opts *so)
+{
+    if (lmk_model_get_info(m)->mem_freq > 0 || o->landmark <= 0)
+        return;
+    so->landmark = (lmk_landmark_src)o->landmark;
+    so->n_repr = o->n_repr;
+}
+
 /* ---- temporary sessions ---- */
 
 int lmk_task__temp_open(const lmk_task_opts *o, const lmk_model *m, const char *name,
@@ -219,6 +240,7 @@ int lmk_task__temp_open(const lmk_task_opts *o, const lmk_model *m, const char *
     so.index_spec = o->index_spec;
     so.dtype = o->dtype;
     so.durability = LMK_DURABLE_NONE; /* scratch data: nothing to keep after a crash */
+    lmk_task__repr(o, m, &so);
     int rc = lmk_session_open(dir, &so, out, err, cap);
     if (rc)
         lmk_task__temp_close(NULL, dir);

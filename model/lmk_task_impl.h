@@ -34,6 +34,9 @@ int lmk_task__feed_at(const lmk_task_opts *o, lmk_ctx *c, const int32_t *ids, in
 /* A temporary session for task `name` ("passkey"): a new directory under o->workdir (or
  * $TMPDIR, /tmp) in dir, and the session opened in it (durability NONE). On failure the
  * directory is removed. */
+/* The representative o asks for into a new session's options (ordinary models only). */
+void lmk_task__repr(const lmk_task_opts *o, const lmk_model *m, lmk_session_opts *so);
+
 int lmk_task__temp_open(const lmk_task_opts *o, const lmk_model *m, const char *name,
                         char *dir, size_t dir_cap, lmk_session **out, char *err, size_t cap);
 /* Close s and remove its directory (flat: made by lmk_task__temp_open). */

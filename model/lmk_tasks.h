@@ -39,7 +39,8 @@ typedef struct lmk_task_opts {
     int mem_freq;         /* regular tokens per landmark block; -1: the file's (0: ordinary) */
     int landmark_token;   /* -1: the file's landmark.token_id */
     /* retrieval */
-    int top_k;            /* blocks per query and head, or LMK_TOP_K_ALL; AUTO: 4 */
+    int top_k;            /* blocks per query and head, or LMK_TOP_K_ALL; AUTO: 4 for
+                           * landmark models, 8 for ordinary ones */
     int n_recent;         /* most recent blocks always kept; AUTO: 2 landmark models, else 0 */
     int n_sink;           /* first tokens always attended; AUTO: 4 for ordinary models with
                            * fixed positions, else 0 */
@@ -53,6 +54,11 @@ typedef struct lmk_task_opts {
     int prefill_chunkwise; /* 1 (default): document prefill retrieves one block set per chunk
                             * and head; 0: per token */
     int block_len;        /* block length of ordinary models (default 64) */
+    /* block representative of new sessions of ordinary models (landmark models keep their
+     * landmark tokens): an lmk_landmark_src (0: the default, LMK_LANDMARK_KEYS), n_repr the
+     * entries per block of ATTN, QUERY, OUTLIER (0: 4) */
+    int landmark;
+    int n_repr;
     int chunk;            /* positions per prefill step (default 256) */
     int64_t piece;        /* tokens between interrupt checks and progress calls (8192) */
     /* new sessions */
@@ -66,6 +72,11 @@ typedef struct lmk_task_opts {
     lmk_task_progress_fn progress; /* may be NULL */
     void *ud;             /* passed to log and progress */
     const volatile sig_atomic_t *interrupt; /* nonzero stops the work (may be NULL) */
+    /* What every context gives its session, per layer and chunk (lmk_ctx_opts.record); the
+     * pass-key test calls it for its first trial's prompt and question only. May be NULL. */
+    void (*record)(void *ud, int layer, int64_t n, const float *k, const float *v,
+                   const float *q);
+    void *record_ud;
 } lmk_task_opts;
 
 lmk_task_opts lmk_task_opts_default(void);

@@ -41,7 +41,7 @@ static int test_known_blocks(void)
         CHECK(out[j] == 0.25f * (float)(j - 8));
         CHECK(out[j + 16] == 0.25f * (float)(15 - j - 8));
     }
-    CHECK_RC(lmk_ggml_to_f32(12 /* Q4_K */, q4, 256, out), LMK_EUNSUPPORTED);
+    CHECK_RC(lmk_ggml_to_f32(16 /* IQ2_XXS */, q4, 256, out), LMK_EUNSUPPORTED);
     CHECK(lmk_ggml_row_bytes(LMK_GGML_Q8_0, 64) == 68);
     CHECK(lmk_ggml_row_bytes(LMK_GGML_Q8_0, 33) == 0);
     CHECK(!strcmp(lmk_ggml_type_name(12), "Q4_K"));

@@ -50,7 +50,7 @@ static int add_w(lmk_gguf_writer *w, const mcfg *c, const char *name, int64_t co
     int64_t dims[2] = {cols, rows};
     int rc;
     if (c->bad_type && !strcmp(name, "blk.0.ffn_up.weight")) {
-        size_t nb = (size_t)(n / 256) * 144; /* Q4_K-sized bytes */
+        size_t nb = (size_t)(n / 256) * 66; /* IQ2_XXS-sized bytes */
         rc = lmk_gguf_writer_add_raw(w, name, 2, dims, c->bad_type, d, nb);
     } else {
         rc = lmk_gguf_writer_add_tensor(w, name, rows > 1 ? 2 : 1, dims, type, d);
@@ -136,12 +136,10 @@ static int write_model(const char *path, const mcfg *c)
     return 0;
 }
 
-static lmk_model *open_model(const char *path, int threads, int64_t convert_limit)
+static lmk_model *open_model(const char *path, int threads)
 {
     lmk_model_opts mo = lmk_model_opts_default();
     mo.n_threads = threads;
-    if (convert_limit >= 0)
-        mo.convert_limit = convert_limit;
     lmk_model *m = NULL;
     char err[512];
     int rc = lmk_model_open(path, &mo, &m, err, sizeof err);
@@ -276,7 +274,7 @@ static int test_exact_vs_dense(void)
         mc.mem_freq = cases[k].mem_freq;
         snprintf(path, sizeof path, "%s/exact-%zu.gguf", tmp_root, k);
         REQUIRE(write_model(path, &mc) == 0);
-        lmk_model *m = open_model(path, 1, -1);
+        lmk_model *m = open_model(path, 1);
         REQUIRE(m);
         REQUIRE_OK(run_dense(m, cases[k].mode, ids, n, 96, ld));
         sess_cfg sc = {cases[k].pos, cases[k].mode, LMK_TOP_K_ALL, cases[k].n_recent,
@@ -297,7 +295,7 @@ static int test_exact_vs_dense(void)
         mc.mem_freq = 15;
         snprintf(path, sizeof path, "%s/exact-1.gguf", tmp_root);
         REQUIRE(write_model(path, &mc) == 0);
-        lmk_model *m = open_model(path, 1, -1);
+        lmk_model *m = open_model(path, 1);
         REQUIRE(m);
         REQUIRE_OK(run_dense(m, LMK_MODE_GROUPED, ids, n, 96, ld));
         sess_cfg sc = {LMK_POS_SLOTS, LMK_MODE_GROUPED, 2, 1, 0, 128, LMK_DTYPE_F32,
@@ -328,7 +326,7 @@ static int test_reopen(void)
     mc.mem_freq = 15;
     snprintf(path, sizeof path, "%s/reopen.gguf", tmp_root);
     REQUIRE(write_model(path, &mc) == 0);
-    lmk_model *m = open_model(path, 1, -1);
+    lmk_model *m = open_model(path, 1);
     REQUIRE(m);
     const int64_t n = 500, cut = 237; /* the cut falls inside a block */
     int32_t *ids = malloc(n * sizeof *ids);
@@ -367,7 +365,7 @@ static int test_reopen(void)
     mc.seed = 8;
     snprintf(path2, sizeof path2, "%s/reopen-other.gguf", tmp_root);
     REQUIRE(write_model(path2, &mc) == 0);
-    lmk_model *m2 = open_model(path2, 1, -1);
+    lmk_model *m2 = open_model(path2, 1);
     REQUIRE(m2);
     CHECK(strcmp(lmk_model_get_info(m)->digest, lmk_model_get_info(m2)->digest) != 0);
     lmk_session_opts so;
@@ -410,7 +408,7 @@ static int test_types_threads(void)
         mc.wtype = types[t];
         snprintf(path, sizeof path, "%s/type-%zu.gguf", tmp_root, t);
         REQUIRE(write_model(path, &mc) == 0);
-        lmk_model *m = open_model(path, 1, -1);
+        lmk_model *m = open_model(path, 1);
         REQUIRE(m);
         CHECK(lmk_model_get_info(m)->weight_type == types[t]);
         REQUIRE_OK(run_dense(m, LMK_MODE_GROUPED, ids, n, 64, a));
@@ -420,9 +418,8 @@ static int test_types_threads(void)
         printf("%-5s vs F32: max logit difference %.3g\n", lmk_ggml_type_name(types[t]), dt);
         CHECK(dt <= tol[t]);
         lmk_model_close(m);
-        /* converting tiles inside each product gives the same numbers as converting at
-         * load, with any number of threads */
-        m = open_model(path, 2, 0);
+        /* the same numbers with any number of threads */
+        m = open_model(path, 2);
         REQUIRE(m);
         REQUIRE_OK(run_dense(m, LMK_MODE_GROUPED, ids, n, 64, b));
         CHECK(max_diff(a, b, (size_t)n * V) == 0);
@@ -430,7 +427,7 @@ static int test_types_threads(void)
     }
     /* threads through the session: identical */
     snprintf(path, sizeof path, "%s/type-3.gguf", tmp_root);
-    lmk_model *m1 = open_model(path, 1, -1), *m2 = open_model(path, 2, -1);
+    lmk_model *m1 = open_model(path, 1), *m2 = open_model(path, 2);
     REQUIRE(m1 && m2);
     sess_cfg sc = {LMK_POS_SLOTS, LMK_MODE_GROUPED, 2, 1, 0, 100, LMK_DTYPE_F16,
                    LMK_RETRIEVE_QHEAD};
@@ -462,7 +459,7 @@ static int test_incremental(void)
     mc.mem_freq = 7;
     snprintf(path, sizeof path, "%s/incr.gguf", tmp_root);
     REQUIRE(write_model(path, &mc) == 0);
-    lmk_model *m = open_model(path, 1, -1);
+    lmk_model *m = open_model(path, 1);
     REQUIRE(m);
     const int64_t n = 70;
     int32_t ids[70];
@@ -506,7 +503,7 @@ static int test_incremental(void)
     lmk_model_close(m);
     mc.mem_freq = 0;
     REQUIRE(write_model(path, &mc) == 0);
-    m = open_model(path, 1, -1);
+    m = open_model(path, 1);
     REQUIRE(m);
     co.mode = LMK_MODE_GROUPED;
     CHECK_RC(lmk_ctx_open(m, &co, &c, err, sizeof err), LMK_EINVAL);
@@ -546,10 +543,10 @@ static int test_model_errors(void)
     mc.omit_tensor = "blk.1.ffn_up.weight";
     expect_open_error(&mc, LMK_ENOTFOUND, "blk.1.ffn_up.weight");
     mc = cfg_default();
-    mc.bad_type = 12;
+    mc.bad_type = 16; /* IQ2_XXS: a GGML type landmark does not run */
     mc.n_ff = 256;
     mc.n_embd = 256;
-    expect_open_error(&mc, LMK_EUNSUPPORTED, "Q4_K");
+    expect_open_error(&mc, LMK_EUNSUPPORTED, "blk.0.ffn_up.weight' has type IQ2_XXS");
     mc = cfg_default();
     mc.kv_array = 1;
     expect_open_error(&mc, LMK_EUNSUPPORTED, "head_count_kv");
@@ -663,7 +660,7 @@ static int test_shared_model(void)
         free(js);
         return 0;
     }
-    lmk_model *m = open_model(f32, 2, -1), *mq = open_model(q8, 2, -1);
+    lmk_model *m = open_model(f32, 2), *mq = open_model(q8, 2);
     REQUIRE(m && mq);
     const lmk_model_info *mi = lmk_model_get_info(m);
     CHECK(mi->mem_freq == 31 && mi->landmark_token == 256 && mi->n_layers == 4 && mi->n_vocab == 258);
