@@ -146,7 +146,7 @@ digest() { "$LMK" info "$1" --json 2>/dev/null | sed -n 's/.*"data_digest": "\([
 ntok() { "$LMK" info "$1" --json 2>/dev/null | sed -n 's/.*"tokens": \([0-9]*\).*/\1/p'; }
 head -c 3000 "$KJV" >"$TMP/small.txt"
 PQ=$(head -c 20000 "$KJV" | tail -c 440) # per-token retrieval: the prompt takes a while
-KR=(--file "$TMP/small.txt" --prompt "$PQ" --generate 64 --piece 1000 -t 2)
+KR=(--file "$TMP/small.txt" --prompt "$PQ" --generate 64 --piece 1000 --chunk 64 -t 2)
 "$LMK" run --model "$F32" --session "$TMP/k0" "${KR[@]}" >"$TMP/k0.out" 2>"$TMP/k0.err" ||
     fail "run (uninterrupted): $(cat "$TMP/k0.err")"
 "$LMK" run --model "$F32" --session "$TMP/kd" --file "$TMP/small.txt" -t 2 >/dev/null 2>&1 ||
@@ -164,11 +164,13 @@ kill_at() {
         n=$((n + 1))
         if [ "$when" = generate ]; then
             [ "$(wc -c <"$dir.out")" -ge 8 ] && break
+        elif [ "$when" = prompt ]; then
+            # the document is in and the prompt begun (the prompt is quick: poll cheaply)
+            grep -qs '^rewind=' "$dir/model-run.txt" && sleep 0.05 && break
         else
             t=$(ntok "$dir")
             t=${t:-0}
             [ "$when" = prefill ] && [ "$t" -ge $((doc_pos / 2)) ] && break
-            [ "$when" = prompt ] && [ "$t" -gt "$doc_pos" ] && break
         fi
         sleep 0.02
     done
