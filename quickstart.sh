@@ -12,7 +12,7 @@ what=${1:-demo}
 
 packages=(meson ninja-build pkg-config gcc g++ clang libclang-rt-dev libfaiss-dev liblmdb-dev
           libopenblas-dev gnuplot-nox python3 python3-numpy python3-cffi python3-pytest
-          python3-mesonpy python3-pip)
+          python3-mesonpy python3-pip libmicrohttpd-dev libjansson-dev curl jq)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

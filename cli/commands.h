@@ -15,6 +15,7 @@ int lmk_cmd_bench(int argc, char **argv);
 int lmk_cmd_run(int argc, char **argv);
 int lmk_cmd_passkey(int argc, char **argv);
 int lmk_cmd_perplexity(int argc, char **argv);
+int lmk_cmd_serve(int argc, char **argv);
 
 /* Shared helpers of the command line (cli/landmark.c). */
 /* Print "landmark <cmd>: <message>" to stderr (one line). */

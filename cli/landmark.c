@@ -57,6 +57,7 @@ static const cmd cmds[] = {
     {"run", lmk_cmd_run, "run a GGUF model over a document with retrieval attention"},
     {"passkey", lmk_cmd_passkey, "pass-key retrieval accuracy of a GGUF model"},
     {"perplexity", lmk_cmd_perplexity, "perplexity of a GGUF model over a file"},
+    {"serve", lmk_cmd_serve, "serve sessions over HTTP (OpenAI-compatible API)"},
 };
 
 static void usage(FILE *f)

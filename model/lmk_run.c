@@ -38,6 +38,9 @@ struct lmk_run {
     int have_logits;
     lmk_run_frame frame; /* chat framing of the next prefill (lmk_run_set_frame) */
     int rewind_marked;  /* this run recorded where to cut back to (mark_rewind) */
+    /* lmk_run_begin: a session transaction, and the prediction lmk_run_abort restores */
+    int in_txn, mark_have_logits;
+    float *mark_logits; /* (n_vocab) */
 };
 
 static int state_read(const char *dir, run_state *st)
@@ -336,12 +339,15 @@ LMK_API void lmk_run_close(lmk_run *r)
     if (!r)
         return;
     lmk_ctx_free(r->c);
+    if (r->s && r->in_txn) /* an answer not kept */
+        lmk_session_abort(r->s);
     /* durability none: sync once here */
     if (r->s && r->o.durability == LMK_DURABLE_NONE && lmk_session_sync(r->s))
         lmk_task__log(&r->o, "syncing the session: %s", lmk_session_errmsg(r->s));
     lmk_session_close(r->s);
     lmk_model_close(r->m);
     free(r->logits);
+    free(r->mark_logits);
     free(r);
 }
 
@@ -433,6 +439,8 @@ static int prefill_tokens(lmk_run *r, const char *doc_id, const char *doc, size_
 /* Record the session's length now as the rewind mark, with the prediction there. */
 static int mark_rewind(lmk_run *r, const char *pending, int64_t pending_base)
 {
+    if (r->in_txn) /* lmk_run_begin: a kill leaves the session as it was anyway */
+        return LMK_OK;
     if (!pending && r->st.pending[0]) { /* keep a pending document of an earlier run */
         pending = r->st.pending;
         pending_base = r->st.pending_base;
@@ -559,4 +567,41 @@ LMK_API int lmk_run_save(lmk_run *r, char *err, size_t cap)
     return rc ? lmk_model__err(err, cap, rc, "could not save the session's run state: %s",
                                strerror(rc))
               : LMK_OK;
+}
+
+/* ---- answering without changing the session ---- */
+
+LMK_API int lmk_run_begin(lmk_run *r, char *err, size_t cap)
+{
+    const lmk_model_info *mi = lmk_model_get_info(r->m);
+    if (r->in_txn)
+        return lmk_model__err(err, cap, LMK_ESTATE, "a transaction is open already");
+    if (!r->mark_logits && !(r->mark_logits = malloc((size_t)mi->n_vocab * sizeof(float))))
+        return lmk_model__err(err, cap, ENOMEM, "out of memory");
+    int rc = lmk_session_begin(r->s);
+    if (rc)
+        return lmk_model__err(err, cap, rc, "%s", lmk_session_errmsg(r->s));
+    memcpy(r->mark_logits, r->logits, (size_t)mi->n_vocab * sizeof(float));
+    r->mark_have_logits = r->have_logits;
+    r->in_txn = 1;
+    return LMK_OK;
+}
+
+LMK_API int lmk_run_abort(lmk_run *r, char *err, size_t cap)
+{
+    const lmk_model_info *mi = lmk_model_get_info(r->m);
+    if (!r->in_txn)
+        return lmk_model__err(err, cap, LMK_ESTATE, "no transaction is open");
+    r->in_txn = 0;
+    /* the context caches the session's length: a new one over the restored session */
+    lmk_ctx_free(r->c);
+    r->c = NULL;
+    int rc = lmk_session_abort(r->s);
+    if (rc)
+        return lmk_model__err(err, cap, rc, "undoing the answer: %s", lmk_session_errmsg(r->s));
+    if ((rc = lmk_task__ctx_open(&r->o, r->m, r->s, &r->c, err, cap)) != 0)
+        return rc;
+    memcpy(r->logits, r->mark_logits, (size_t)mi->n_vocab * sizeof(float));
+    r->have_logits = r->mark_have_logits;
+    return LMK_OK;
 }

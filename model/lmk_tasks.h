@@ -187,6 +187,18 @@ int lmk_run_generate(lmk_run *r, int64_t n, double temp, uint64_t seed,
  * for a later run. Returns LMK_OK or an errno. */
 int lmk_run_save(lmk_run *r, char *err, size_t cap);
 
+/* Open a session transaction (lmk_session_begin): what lmk_run_prefill and lmk_run_generate
+ * add after it is undone by lmk_run_abort (the tokens, and the prediction goes back to the
+ * one before), so a question can be answered without changing the session; a process
+ * killed meanwhile leaves the session as it was. The writes must fit the transaction limit
+ * (LMK_SESSION_TXN_MAX_BYTES: a feed over it fails with LMK_EINVAL). Do not call
+ * lmk_run_save in between; lmk_run_close aborts an open transaction.
+ * Returns LMK_OK, LMK_ESTATE (one is open), the session's error, ENOMEM. */
+int lmk_run_begin(lmk_run *r, char *err, size_t cap);
+/* Undo the transaction of lmk_run_begin. Returns LMK_OK, LMK_ESTATE (none open), or the
+ * session's error (the handle should then be closed). */
+int lmk_run_abort(lmk_run *r, char *err, size_t cap);
+
 /* ---- pass-key retrieval ----
  * Hide "The pass key is NNNNN. Remember it. NNNNN is the pass key. " at a depth of a
  * tokens-long haystack, ask " What is the pass key? The pass key is" and compare the first

@@ -345,23 +345,31 @@ static int build_specials(lmk_gguf *g, lmk_tokenizer *t, char *err, size_t cap)
     return LMK_OK;
 }
 
+/* tokenizer.ggml.pre to the split llama.cpp uses for it (llama_vocab::impl::load and
+ * llm_tokenizer_bpe): the names below share one regex set each. "default" and a missing
+ * key are llama.cpp's LLAMA_VOCAB_PRE_TYPE_DEFAULT; names llama.cpp does not know (it
+ * rejects them) get the GPT-2 split. */
 static int pre_kind(const char *pre)
 {
     static const char *const llama3[] = {"llama3", "llama-v3", "llama-bpe", "falcon3",
-                                         "falcon-h1", "pixtral", "midm-2.0", "lfm2", NULL};
-    static const char *const qwen2[] = {"qwen2", "deepseek-r1-qwen", "stablelm2", "hunyuan",
-                                        NULL};
+                                         "falcon-h1", "pixtral", "midm-2.0", "lfm2",
+                                         "jina-v5-nano", NULL};
+    static const char *const qwen2[] = {"qwen2", "deepseek-r1-qwen", "kormo", "f2llmv2",
+                                        "megrez", "stablelm2", "hunyuan", "solar-open", NULL};
     static const char *const gpt2[] = {"gpt-2", "phi-2", "jina-es", "jina-de", "gigachat",
                                        "jina-v2-es", "jina-v2-de", "a.x-4.0", "mellum",
-                                       "modern-bert", "mpt", "olmo", "jais", "trillion",
-                                       NULL};
-    if (str_in(pre, (uint32_t)strlen(pre), llama3))
+                                       "modern-bert", "exaone4", "mpt", "olmo", "jais",
+                                       "trillion", "granite-docling", NULL};
+    uint32_t n = (uint32_t)strlen(pre);
+    if (n == 0 || !strcmp(pre, "default"))
+        return PRE_DEFAULT;
+    if (str_in(pre, n, llama3))
         return PRE_LLAMA3;
-    if (str_in(pre, (uint32_t)strlen(pre), qwen2))
+    if (str_in(pre, n, qwen2))
         return PRE_QWEN2;
-    if (str_in(pre, (uint32_t)strlen(pre), gpt2))
+    if (str_in(pre, n, gpt2))
         return PRE_GPT2;
-    return PRE_DEFAULT;
+    return PRE_GPT2; /* not a llama.cpp name */
 }
 
 LMK_API int lmk_tokenizer_from_gguf(lmk_gguf *g, lmk_tokenizer **out, char *err, size_t cap)
@@ -862,6 +870,34 @@ static size_t split_llama3(const cps *c, size_t pos, int max_digits)
     return pos + 1;
 }
 
+/* llama.cpp's DEFAULT pre-tokenizer applies four regexes in turn, each splitting every
+ * piece the previous ones left (unicode_regex_split: a match and the text between matches
+ * are pieces):
+ *   [\p{P}\$\+<=>\^~\|]+                   std::regex over the "collapsed" text
+ *   the GPT-2 regex                       unicode_regex_split_custom_gpt2
+ *   \p{N}+                                std::regex over the collapsed text
+ *   [0-9][0-9][0-9]                       std::wregex
+ * In the collapsed text an ASCII code point stands for itself and any other for its
+ * category (whitespace first), so \p{P} and \p{N} keep their ASCII meaning (P: the ASCII
+ * punctuation !"#%&'()*,-./:;?@[\]_{}; N: 0-9) and their category beyond. */
+static int is_default_punct(uint32_t cp)
+{
+    if (cp < 128)
+        return cp && strchr("!\"#%&'()*,-./:;?@[\\]_{}$+<=>^~|", (int)cp) != NULL;
+    unsigned f = lmk_unicode_flags(cp);
+    return !(f & LMK_UCAT_SPACE) && (f & LMK_UCAT_PUNCT);
+}
+
+static int is_default_number(uint32_t cp)
+{
+    if (cp < 128)
+        return cp >= '0' && cp <= '9';
+    unsigned f = lmk_unicode_flags(cp);
+    return !(f & LMK_UCAT_SPACE) && (f & LMK_UCAT_NUMBER);
+}
+
+static int is_ascii_digit(uint32_t cp) { return cp >= '0' && cp <= '9'; }
+
 typedef struct {
     uint32_t *cp;
     char *w;   /* byte-encoded pre-token */
@@ -869,6 +905,109 @@ typedef struct {
     size_t cap_cp, cap_w;
     bpe b;
 } bpe_work;
+
+/* The pre-token W->cp[pos..end) through the byte encoding and the merges. */
+static int encode_piece(const lmk_tokenizer *t, bpe_work *W, size_t pos, size_t end, sink *o)
+{
+    /* byte-encode: every UTF-8 byte of the code points as a (<= 2-byte) code point */
+    size_t need = (end - pos) * 8 + 1;
+    if (need > W->cap_w) {
+        char *nw = realloc(W->w, need);
+        if (!nw)
+            return ENOMEM;
+        W->w = nw;
+        sym *ns = realloc(W->s, need * sizeof *ns);
+        if (!ns)
+            return ENOMEM;
+        W->s = ns;
+        W->cap_w = need;
+    }
+    size_t wl = 0;
+    int nsym = 0;
+    for (size_t i = pos; i < end; i++) {
+        char u8[4];
+        size_t l = lmk_utf8_encode(W->cp[i], u8);
+        for (size_t j = 0; j < l; j++) {
+            size_t bl = lmk_utf8_encode(t->b2u[(uint8_t)u8[j]], W->w + wl);
+            W->s[nsym].off = wl;
+            W->s[nsym].n = bl;
+            W->s[nsym].prev = nsym - 1;
+            W->s[nsym].next = nsym + 1;
+            nsym++;
+            wl += bl;
+        }
+    }
+    W->s[nsym - 1].next = -1;
+    int32_t whole = t->ignore_merges ? hmap_get(&t->vocab, W->w, wl) : -1;
+    if (whole >= 0) {
+        put(o, whole);
+        return LMK_OK;
+    }
+    W->b.text = W->w;
+    W->b.s = W->s;
+    W->b.q.n = 0;
+    if (bpe_run(&W->b, nsym))
+        return ENOMEM;
+    for (int j = 0; j != -1; j = W->s[j].next) {
+        const char *p = W->w + W->s[j].off;
+        int32_t id = hmap_get(&t->vocab, p, W->s[j].n);
+        if (id >= 0) {
+            put(o, id);
+            continue;
+        }
+        /* llama.cpp: each byte of the symbol as a one-byte token, when there is one */
+        for (size_t q = 0; q < W->s[j].n; q++) {
+            int32_t bid = hmap_get(&t->vocab, p + q, 1);
+            if (bid >= 0)
+                put(o, bid);
+        }
+    }
+    return LMK_OK;
+}
+
+/* The DEFAULT pre-tokenizer over W->cp[0..ncp) (see is_default_punct). */
+static int encode_default(const lmk_tokenizer *t, bpe_work *W, size_t ncp, sink *o)
+{
+    const uint32_t *cp = W->cp;
+    int rc;
+    /* 1: maximal runs of punctuation, and the runs between them */
+    for (size_t a = 0, b; a < ncp; a = b) {
+        int p = is_default_punct(cp[a]);
+        for (b = a + 1; b < ncp && is_default_punct(cp[b]) == p; b++)
+            ;
+        /* 2: the GPT-2 split, bounded by the piece */
+        cps c = {cp + a, b - a};
+        for (size_t pos = 0, end; pos < c.n; pos = end) {
+            end = split_gpt2(&c, pos);
+            if (end <= pos || end > c.n) /* cannot happen; keeps the loop finite */
+                end = pos + 1;
+            /* 3: maximal runs of \p{N}, and the runs between them */
+            for (size_t q = a + pos, r; q < a + end; q = r) {
+                int nu = is_default_number(cp[q]);
+                for (r = q + 1; r < a + end && is_default_number(cp[r]) == nu; r++)
+                    ;
+                /* 4: [0-9][0-9][0-9] from the left; the text between as pieces */
+                size_t g = q;
+                for (size_t i = q; i + 3 <= r;) {
+                    if (is_ascii_digit(cp[i]) && is_ascii_digit(cp[i + 1]) &&
+                        is_ascii_digit(cp[i + 2])) {
+                        if (g < i && (rc = encode_piece(t, W, g, i, o)))
+                            return rc;
+                        if ((rc = encode_piece(t, W, i, i + 3, o)))
+                            return rc;
+                        i += 3;
+                        g = i;
+                    } else {
+                        i++;
+                    }
+                }
+                if (g < r && (rc = encode_piece(t, W, g, r, o)))
+                    return rc;
+            }
+        }
+    }
+    return LMK_OK;
+}
 
 /* One text fragment through the pre-split and the merges. */
 static int encode_gpt2(const lmk_tokenizer *t, const char *text, size_t len, bpe_work *W,
@@ -884,6 +1023,8 @@ static int encode_gpt2(const lmk_tokenizer *t, const char *text, size_t len, bpe
     size_t ncp = 0;
     for (size_t off = 0; off < len;)
         W->cp[ncp++] = lmk_utf8_decode(text, len, &off);
+    if (t->pre == PRE_DEFAULT)
+        return encode_default(t, W, ncp, o);
     cps c = {W->cp, ncp};
     for (size_t pos = 0; pos < ncp;) {
         size_t end = t->pre == PRE_LLAMA3  ? split_llama3(&c, pos, 3)
@@ -891,60 +1032,10 @@ static int encode_gpt2(const lmk_tokenizer *t, const char *text, size_t len, bpe
                                            : split_gpt2(&c, pos);
         if (end <= pos || end > ncp) /* cannot happen; keeps the loop finite */
             end = pos + 1;
-        /* byte-encode: every UTF-8 byte of the code points as a (<= 2-byte) code point */
-        size_t need = (end - pos) * 8 + 1;
-        if (need > W->cap_w) {
-            char *nw = realloc(W->w, need);
-            if (!nw)
-                return ENOMEM;
-            W->w = nw;
-            sym *ns = realloc(W->s, need * sizeof *ns);
-            if (!ns)
-                return ENOMEM;
-            W->s = ns;
-            W->cap_w = need;
-        }
-        size_t wl = 0;
-        int nsym = 0;
-        for (size_t i = pos; i < end; i++) {
-            char u8[4];
-            size_t l = lmk_utf8_encode(W->cp[i], u8);
-            for (size_t j = 0; j < l; j++) {
-                size_t bl = lmk_utf8_encode(t->b2u[(uint8_t)u8[j]], W->w + wl);
-                W->s[nsym].off = wl;
-                W->s[nsym].n = bl;
-                W->s[nsym].prev = nsym - 1;
-                W->s[nsym].next = nsym + 1;
-                nsym++;
-                wl += bl;
-            }
-        }
-        W->s[nsym - 1].next = -1;
+        int rc = encode_piece(t, W, pos, end, o);
+        if (rc)
+            return rc;
         pos = end;
-        int32_t whole = t->ignore_merges ? hmap_get(&t->vocab, W->w, wl) : -1;
-        if (whole >= 0) {
-            put(o, whole);
-            continue;
-        }
-        W->b.text = W->w;
-        W->b.s = W->s;
-        W->b.q.n = 0;
-        if (bpe_run(&W->b, nsym))
-            return ENOMEM;
-        for (int j = 0; j != -1; j = W->s[j].next) {
-            const char *p = W->w + W->s[j].off;
-            int32_t id = hmap_get(&t->vocab, p, W->s[j].n);
-            if (id >= 0) {
-                put(o, id);
-                continue;
-            }
-            /* llama.cpp: each byte of the symbol as a one-byte token, when there is one */
-            for (size_t q = 0; q < W->s[j].n; q++) {
-                int32_t bid = hmap_get(&t->vocab, p + q, 1);
-                if (bid >= 0)
-                    put(o, bid);
-            }
-        }
     }
     return LMK_OK;
 }

@@ -104,7 +104,8 @@ int lmk_tokenizer_tokenize_segments(const lmk_tokenizer *t, const lmk_tok_segmen
  * add_eos_token; defaults as llama.cpp's: BOS for `llama` and llama3-style vocabularies). */
 int lmk_tokenizer_add_bos(const lmk_tokenizer *t);
 int lmk_tokenizer_add_eos(const lmk_tokenizer *t);
-/* The pre-tokenizer in use: "llama3", "qwen2", "gpt2", "default" (GPT-2 split), or "" for
+/* The pre-tokenizer in use: "llama3", "qwen2", "gpt2" (also for names llama.cpp does not
+ * know), "default" (llama.cpp's DEFAULT: "default" or no tokenizer.ggml.pre), or "" for
  * SentencePiece and byte vocabularies. */
 const char *lmk_tokenizer_pre(const lmk_tokenizer *t);
 /* Whether id ends a turn or the text (EOS, EOT, end-of-turn markers). */

@@ -347,11 +347,39 @@ static int test_unicode(void)
     return 0;
 }
 
+/* tokenizer.ggml.pre to the split: "default" and no key give llama.cpp's DEFAULT, which
+ * isolates punctuation before the GPT-2 split ("'the": "'" "the", not "'t" "he"). */
+static int test_default_pre(void)
+{
+    static const struct {
+        const char *pre, *kind;
+    } cases[] = {{"default", "default"}, {NULL, "default"},    {"gpt-2", "gpt2"},
+                 {"exaone4", "gpt2"},     {"megrez", "qwen2"}, {"jina-v5-nano", "llama3"},
+                 {"no-such-pre", "gpt2"}};
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        vocab v;
+        if (bpe_vocab(&v, cases[i].pre))
+            return 1;
+        CHECK(!strcmp(lmk_tokenizer_pre(v.t), cases[i].kind));
+        int32_t ids[16];
+        size_t n;
+        REQUIRE_OK(lmk_tokenizer_tokenize(v.t, "'the x the", 10, 0, ids, 16, &n));
+        if (!strcmp(cases[i].kind, "default"))
+            CHECK(n == 5 && ids[0] == '\'' && ids[1] == 257 && ids[3] == 'x' && ids[4] == 259);
+        else if (!strcmp(cases[i].kind, "gpt2"))
+            CHECK(n == 7 && ids[0] == '\'' && ids[1] == 't' && ids[2] == 'h' && ids[3] == 'e' &&
+                  ids[6] == 259);
+        vocab_free(&v);
+    }
+    return 0;
+}
+
 int main(void)
 {
     test_spm_bound();
     test_specials();
     test_round_trips();
+    test_default_pre();
     test_unicode();
     if (lmk_test_failures)
         fprintf(stderr, "%d failures\n", lmk_test_failures);
