@@ -2,6 +2,7 @@
  * queries of the synthetic or recorded stream. */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -63,12 +64,18 @@ int bench_rec_open(const char *path, bench_rec *r, char *err, size_t cap)
     r->n_tokens = (int64_t)nt;
     r->n_queries = (int64_t)nq;
     r->f16 = (int)dt;
-    uint64_t esz = dt ? 2 : 4;
-    uint64_t per_layer = (2 * nt * u[2] + nq * u[1]) * u[3] * esz;
-    uint64_t want = REC_HEADER + per_layer * u[0];
-    if ((uint64_t)st.st_size != want) {
-        snprintf(err, cap, "%s: %llu bytes, the header's shape needs %llu", path,
-                 (unsigned long long)st.st_size, (unsigned long long)want);
+    /* the size the shape names, in 128 bits: a shape whose size wraps 64 bits is refused */
+    unsigned __int128 esz = dt ? 2 : 4;
+    unsigned __int128 per_layer =
+        ((unsigned __int128)2 * nt * u[2] + (unsigned __int128)nq * u[1]) * u[3] * esz;
+    unsigned __int128 want128 = REC_HEADER + per_layer * u[0];
+    uint64_t want = want128 > UINT64_MAX ? UINT64_MAX : (uint64_t)want128;
+    if ((unsigned __int128)(uint64_t)st.st_size != want128) {
+        if (want128 > UINT64_MAX)
+            snprintf(err, cap, "%s: header out of range (its shape needs over 2^64 bytes)", path);
+        else
+            snprintf(err, cap, "%s: %llu bytes, the header's shape needs %llu", path,
+                     (unsigned long long)st.st_size, (unsigned long long)want);
         close(r->fd);
         r->fd = -1;
         return LMK_EFORMAT;

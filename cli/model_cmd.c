@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <sys/stat.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -111,11 +112,31 @@ void lmk_model_cli_finish(lmk_model_cli *c)
     signal(SIGINT, on_sigint);
 }
 
+int lmk_cli_check_input(const char *cmd, const char *path)
+{
+    struct stat sb;
+    if (stat(path, &sb)) {
+        lmk_cli_error(cmd, "%s: %s", path, strerror(errno));
+        return 1;
+    }
+    if (!(S_ISREG(sb.st_mode) || S_ISFIFO(sb.st_mode))) {
+        lmk_cli_error(cmd, "%s is not a regular file or a pipe", path);
+        return 1;
+    }
+    return 0;
+}
+
 char *lmk_cli_read_file(const char *cmd, const char *path, size_t *len)
 {
     FILE *f = fopen(path, "rb");
     if (!f) {
         lmk_cli_error(cmd, "%s: %s", path, strerror(errno));
+        return NULL;
+    }
+    struct stat sb;
+    if (fstat(fileno(f), &sb) || !(S_ISREG(sb.st_mode) || S_ISFIFO(sb.st_mode))) {
+        lmk_cli_error(cmd, "%s is not a regular file or a pipe", path);
+        fclose(f);
         return NULL;
     }
     size_t cap = 1 << 16, n = 0;

@@ -90,6 +90,9 @@ extern const lmk_opt_word lmk_cli_top_k_words[], lmk_cli_pos_words[], lmk_cli_mo
 
 /* The whole of a file, malloc'ed (NULL after printing "landmark CMD: PATH: reason"). */
 char *lmk_cli_read_file(const char *cmd, const char *path, size_t *len);
+/* Whether path is an input lmk_cli_read_file accepts: a regular file or a pipe (a device
+ * such as /dev/zero never ends). Returns 0, or 1 after printing the error. */
+int lmk_cli_check_input(const char *cmd, const char *path);
 /* "slots", "fixed", "original" and "grouped", "union". */
 const char *lmk_cli_pos_name(int pos);
 const char *lmk_cli_mode_name(int mode);

@@ -268,6 +268,8 @@ int lmk_cmd_run(int argc, char **argv)
     lmk_chat_state prior;
     if (exists && !co.on && lmk_chat_state_read(session, &prior) == 0 && prior.format >= 0)
         co.on = 1; /* a conversation goes on as one */
+    if (file && lmk_cli_check_input("run", file))
+        return 1; /* before a session is created */
     char err[1024];
     lmk_run *r = NULL;
     if (lmk_run_open(session, c.model, &c.t, &r, err, sizeof err)) {

@@ -74,8 +74,10 @@ typedef struct lmk_model_info {
     int bos, eos;           /* -1 when none */
     uint32_t weight_type;   /* GGML type of attn_q of layer 0 */
     uint64_t n_params;
-    char digest[17];        /* hex of a 64-bit hash of the GGUF header and samples of every
-                               tensor's data: equal files give equal digests */
+    char digest[17];        /* hex of a 64-bit hash of the whole GGUF header and of every
+                               byte of every tensor's data: equal files give equal digests,
+                               a change anywhere a different one (barring a 64-bit
+                               collision; not proof against a forged file) */
 } lmk_model_info;
 
 /* Load the model in `path`. On failure *out is NULL and a one-line message is copied to

@@ -18,6 +18,8 @@ typedef struct {
     char model[PATH_MAX];
     char pending[PATH_MAX]; /* a document whose prefill has not completed */
     long long pending_base; /* regular tokens in the session before it */
+    long long rewind;       /* -1, or the positions the session held when a run began
+                             * its prompt or generation: more is an unfinished run's */
     int pos, mode, top_k, recent, sink, local, next_from, mem_freq, lm_token, block_len;
     long long fixed_distance;
     int have;
@@ -35,6 +37,7 @@ struct lmk_run {
     float *logits;      /* (n_vocab): the prediction after the last token */
     int have_logits;
     lmk_run_frame frame; /* chat framing of the next prefill (lmk_run_set_frame) */
+    int rewind_marked;  /* this run recorded where to cut back to (mark_rewind) */
     /* lmk_run_begin: a session transaction, and the prediction lmk_run_abort restores */
     int in_txn, mark_have_logits;
     float *mark_logits; /* (n_vocab) */
@@ -45,6 +48,7 @@ static int state_read(const char *dir, run_state *st)
     char path[PATH_MAX];
     snprintf(path, sizeof path, "%s/model-run.txt", dir);
     memset(st, 0, sizeof *st);
+    st->rewind = -1;
     FILE *f = fopen(path, "r");
     if (!f)
         return -1;
@@ -63,6 +67,8 @@ static int state_read(const char *dir, run_state *st)
             snprintf(st->pending, sizeof st->pending, "%s", v);
         else if (!strcmp(line, "pending_base"))
             st->pending_base = n;
+        else if (!strcmp(line, "rewind"))
+            st->rewind = n;
 #define F(k, field) else if (!strcmp(line, k)) st->field = (int)n;
         F("pos", pos) F("mode", mode) F("top_k", top_k) F("recent", recent) F("sink", sink)
         F("local", local) F("next_from", next_from) F("mem_freq", mem_freq)
@@ -76,9 +82,11 @@ static int state_read(const char *dir, run_state *st)
 }
 
 /* pending: a document being prefilled (NULL when none) and the session's regular token
- * count before it, so an interrupted prefill can resume where the session stops. */
+ * count before it, so an interrupted prefill can resume where the session stops; rewind
+ * (-1: none): the positions to cut the session back to should this run not finish (its
+ * prompt and generation are then redone by a rerun). */
 static int state_write(const lmk_run *r, const float *logits, const char *pending,
-                       int64_t pending_base)
+                       int64_t pending_base, int64_t rewind)
 {
     char path[PATH_MAX], tmp[PATH_MAX], abs[PATH_MAX];
     const lmk_task_opts *o = &r->o;
@@ -99,6 +107,8 @@ static int state_write(const lmk_run *r, const float *logits, const char *pendin
             o->block_len);
     if (pending)
         fprintf(f, "pending_file=%s\npending_base=%lld\n", pending, (long long)pending_base);
+    if (rewind >= 0)
+        fprintf(f, "rewind=%lld\n", (long long)rewind);
     int rc = fclose(f) ? errno : 0;
     if (!rc && rename(tmp, path))
         rc = errno;
@@ -180,12 +190,47 @@ static void session_log(void *ud, const char *msg)
     lmk_task__log(ud, "%s", msg);
 }
 
+/* The digest sessions were fingerprinted with before lmk-model/2: FNV-1a over the GGUF
+ * header and three 4 KiB samples (start, middle, end) of each tensor's data. */
+static void legacy_digest(const lmk_model *m, char out[17])
+{
+    lmk_gguf *g = lmk_model_gguf((lmk_model *)m);
+    size_t hs;
+    const uint8_t *h = lmk_gguf_header(g, &hs);
+    uint64_t d = 1469598103934665603ull;
+#define MIX(p, n)                                       \
+    for (size_t k = 0; k < (size_t)(n); k++)            \
+        d = (d ^ (p)[k]) * 1099511628211ull;
+    MIX(h, hs)
+    for (int64_t i = 0; i < lmk_gguf_n_tensors(g); i++) {
+        const lmk_gguf_tensor *t = lmk_gguf_tensor_at(g, i);
+        uint64_t n = t->n_bytes, s = n < 4096 ? n : 4096;
+        MIX(t->data, s)
+        MIX(t->data + (n - s) / 2, s)
+        MIX(t->data + (n - s), s)
+    }
+#undef MIX
+    snprintf(out, 17, "%016llx", (unsigned long long)d);
+}
+
+/* fp ("lmk-model/2 gguf=DIGEST rest") in the lmk-model/1 form, with the sampled digest. */
+static void legacy_fingerprint(const lmk_model *m, const char *fp, char *out, size_t cap)
+{
+    const char *rest = strchr(fp, ' ');
+    rest = rest ? strchr(rest + 1, ' ') : NULL;
+    char d[17];
+    legacy_digest(m, d);
+    snprintf(out, cap, "lmk-model/1 gguf=%s%s", d, rest ? rest : "");
+}
+
 /* Open (or create) the session of r->dir; a clear error when the session was written by
- * another model or with another key frame. */
+ * another model or with another key frame. A session fingerprinted in the lmk-model/1
+ * form (samples of the model file) is accepted when that form matches this model file:
+ * it keeps working, with the weaker check it was written with. */
 static int session_open(lmk_run *r, char *err, size_t cap)
 {
     lmk_session_opts so;
-    char fp[256];
+    char fp[256], old[256];
     int create = !r->existed;
     lmk_model_session_opts(r->m, (lmk_pos_kind)r->o.pos, r->o.block_len, &so, fp);
     so.create = create;
@@ -208,13 +253,43 @@ static int session_open(lmk_run *r, char *err, size_t cap)
     ro.read_only = 1;
     lmk_session *ses = NULL;
     lmk_session_info in;
-    if (lmk_session_open(r->dir, &ro, &ses, NULL, 0) == 0 && lmk_session_info_get(ses, &in) == 0)
+    if (lmk_session_open(r->dir, &ro, &ses, NULL, 0) == 0 &&
+        lmk_session_info_get(ses, &in) == 0) {
+        legacy_fingerprint(r->m, fp, old, sizeof old);
+        if (!strncmp(in.fingerprint, "lmk-model/1 ", 12) && !strcmp(in.fingerprint, old)) {
+            lmk_session_close(ses);
+            so.fingerprint = old;
+            rc = lmk_session_open(r->dir, &so, &r->s, err, cap);
+            if (!rc)
+                lmk_task__log(&r->o, "session %s has an lmk-model/1 fingerprint (samples of "
+                              "the model file): accepted for this file; re-create the "
+                              "session for the whole-file check", r->dir);
+            return rc;
+        }
         lmk_model__err(err, cap, rc,
                        "session %s was not written by this model with these settings "
                        "(session: '%s'; now: '%s')",
                        r->dir, in.fingerprint, fp);
+    }
     lmk_session_close(ses);
     return rc;
+}
+
+/* A run killed during its prompt or generation left more than the rewind mark: cut the
+ * session back to it (the prediction saved there is valid again), so that the rerun redoes
+ * that part as an uninterrupted run would. */
+static int rewind_unfinished(lmk_run *r, char *err, size_t cap)
+{
+    lmk_session_info in;
+    if (!r->existed || !r->st.have || r->st.rewind < 0)
+        return LMK_OK;
+    int rc = lmk_session_info_get(r->s, &in);
+    if (!rc && in.tokens > r->st.rewind) {
+        lmk_task__log(&r->o, "discarding the %lld positions of an unfinished run",
+                      (long long)(in.tokens - r->st.rewind));
+        rc = lmk_session_truncate(r->s, r->st.rewind);
+    }
+    return rc ? lmk_model__err(err, cap, rc, "%s", lmk_session_errmsg(r->s)) : LMK_OK;
 }
 
 LMK_API int lmk_run_open(const char *dir, const char *model_path, const lmk_task_opts *o,
@@ -245,6 +320,8 @@ LMK_API int lmk_run_open(const char *dir, const char *model_path, const lmk_task
         goto fail;
     }
     if ((rc = session_open(r, err, cap)) != 0)
+        goto fail;
+    if ((rc = rewind_unfinished(r, err, cap)) != 0)
         goto fail;
     if ((rc = lmk_task__ctx_open(&r->o, r->m, r->s, &r->c, err, cap)) != 0)
         goto fail;
@@ -359,6 +436,22 @@ static int prefill_tokens(lmk_run *r, const char *doc_id, const char *doc, size_
     return LMK_OK;
 }
 
+/* Record the session's length now as the rewind mark, with the prediction there. */
+static int mark_rewind(lmk_run *r, const char *pending, int64_t pending_base)
+{
+    if (r->in_txn) /* lmk_run_begin: a kill leaves the session as it was anyway */
+        return LMK_OK;
+    if (!pending && r->st.pending[0]) { /* keep a pending document of an earlier run */
+        pending = r->st.pending;
+        pending_base = r->st.pending_base;
+    }
+    int rc = state_write(r, r->have_logits ? r->logits : NULL, pending, pending_base,
+                         lmk_ctx_n_past(r->c));
+    if (!rc)
+        r->rewind_marked = 1;
+    return rc;
+}
+
 LMK_API int lmk_run_prefill(lmk_run *r, const char *doc_id, const char *doc, size_t doc_len,
                             const char *prompt, size_t prompt_len, lmk_run_prefill_stats *st,
                             char *err, size_t cap)
@@ -383,7 +476,7 @@ LMK_API int lmk_run_prefill(lmk_run *r, const char *doc_id, const char *doc, siz
             lmk_task__log(&r->o, "resuming %s after the %lld tokens already in the session",
                           doc_id, (long long)skip);
         st->resumed = skip;
-        if ((rc = state_write(r, NULL, doc_id, doc_base)) != 0) {
+        if ((rc = state_write(r, NULL, doc_id, doc_base, -1)) != 0) {
             rc = lmk_model__err(err, cap, rc, "cannot write %s/model-run.txt: %s", r->dir,
                                 strerror(rc));
             goto out;
@@ -394,10 +487,17 @@ LMK_API int lmk_run_prefill(lmk_run *r, const char *doc_id, const char *doc, siz
     if (nd - skip > 0) {
         lmk_attend_opts a = lmk_task__attend(&r->o, r->o.prefill_chunkwise);
         lmk_ctx_set_attend(r->c, &a);
-        rc = lmk_task__feed(&r->o, r->c, d + skip, nd - skip, r->logits, "prefill", err, cap);
+        rc = lmk_task__feed_at(&r->o, r->c, d + skip, nd - skip, skip, r->logits, "prefill",
+                               err, cap);
         if (rc)
             goto out; /* the pending record lets a rerun resume */
         r->have_logits = 1;
+    }
+    /* the document is in: what follows is redone by a rerun should this run not finish */
+    if ((rc = mark_rewind(r, doc ? doc_id : NULL, doc_base)) != 0) {
+        rc = lmk_model__err(err, cap, rc, "cannot write %s/model-run.txt: %s", r->dir,
+                            strerror(rc));
+        goto out;
     }
     if (nq) {
         /* the question decides the answer: per-token retrieval unless it is long */
@@ -405,10 +505,8 @@ LMK_API int lmk_run_prefill(lmk_run *r, const char *doc_id, const char *doc, siz
         lmk_ctx_set_attend(r->c, &a);
         rc = lmk_task__feed(&r->o, r->c, q, nq, r->logits, nq > 4096 ? "prompt" : NULL, err,
                             cap);
-        if (rc) {
-            state_write(r, NULL, NULL, 0);
-            goto out;
-        }
+        if (rc)
+            goto out; /* the rewind mark lets a rerun redo the prompt */
         r->have_logits = 1;
     }
     st->seconds = lmk_clock_s() - t0;
@@ -434,6 +532,12 @@ LMK_API int lmk_run_generate(lmk_run *r, int64_t n, double temp, uint64_t seed,
         return lmk_model__err(err, cap, LMK_ESTATE,
                               "nothing to continue from: give --prompt (the "
                               "session has no saved prediction)");
+    if (n > 0 && !r->rewind_marked) {
+        int wrc = mark_rewind(r, NULL, 0);
+        if (wrc)
+            return lmk_model__err(err, cap, wrc, "cannot write %s/model-run.txt: %s", r->dir,
+                                  strerror(wrc));
+    }
     lmk_attend_opts a = lmk_task__attend(&r->o, 0);
     lmk_ctx_set_attend(r->c, &a);
     uint64_t rng = seed;
@@ -459,7 +563,7 @@ LMK_API int lmk_run_generate(lmk_run *r, int64_t n, double temp, uint64_t seed,
 
 LMK_API int lmk_run_save(lmk_run *r, char *err, size_t cap)
 {
-    int rc = state_write(r, r->logits, NULL, 0);
+    int rc = state_write(r, r->logits, NULL, 0, -1);
     return rc ? lmk_model__err(err, cap, rc, "could not save the session's run state: %s",
                                strerror(rc))
               : LMK_OK;

@@ -183,24 +183,32 @@ int lmk_task__ctx_open(const lmk_task_opts *o, lmk_model *m, lmk_session *s, lmk
     return lmk_ctx_open(m, &co, out, err, cap);
 }
 
-int lmk_task__feed(const lmk_task_opts *o, lmk_ctx *c, const int32_t *ids, int64_t n,
-                   float *logits, const char *what, char *err, size_t cap)
+int lmk_task__feed_at(const lmk_task_opts *o, lmk_ctx *c, const int32_t *ids, int64_t n,
+                      int64_t at, float *logits, const char *what, char *err, size_t cap)
 {
     int64_t piece = o->piece > 0 ? o->piece : 8192;
     double t0 = lmk_clock_s();
-    for (int64_t i = 0; i < n; i += piece) {
+    for (int64_t i = 0; i < n;) {
         if (lmk_task__interrupted(o))
             return lmk_model__err(err, cap, EINTR, "interrupted after %lld of %lld tokens",
                                   (long long)i, (long long)n);
-        int64_t m = n - i < piece ? n - i : piece;
+        int64_t end = ((at + i) / piece + 1) * piece - at; /* the next multiple of piece */
+        int64_t m = (end < n ? end : n) - i;
         int last = i + m == n;
         int rc = lmk_ctx_feed(c, ids + i, m, last ? logits : NULL, last && logits);
         if (rc)
             return lmk_model__err(err, cap, rc, "%s", lmk_ctx_errmsg(c));
+        i += m;
         if (what && o->progress)
-            o->progress(o->ud, what, i + m, n, lmk_clock_s() - t0, last);
+            o->progress(o->ud, what, i, n, lmk_clock_s() - t0, last);
     }
     return LMK_OK;
+}
+
+int lmk_task__feed(const lmk_task_opts *o, lmk_ctx *c, const int32_t *ids, int64_t n,
+                   float *logits, const char *what, char *err, size_t cap)
+{
+    return lmk_task__feed_at(o, c, ids, n, 0, logits, what, err, cap);
 }
 
 void lmk_task__repr(const lmk_task_opts *o, const lmk_model *m, lmk_session_opts *so)

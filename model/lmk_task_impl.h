@@ -25,6 +25,11 @@ int lmk_task__ctx_open(const lmk_task_opts *o, lmk_model *m, lmk_session *s, lmk
  * Progress calls under `what` when what is non-NULL. */
 int lmk_task__feed(const lmk_task_opts *o, lmk_ctx *c, const int32_t *ids, int64_t n,
                    float *logits, const char *what, char *err, size_t cap);
+/* The same, ids being a text's tokens from index `at` on: pieces end at multiples of
+ * o->piece of the text's own index, so a feed resumed at any point the session was
+ * committed at runs the same forward steps as one uninterrupted feed. */
+int lmk_task__feed_at(const lmk_task_opts *o, lmk_ctx *c, const int32_t *ids, int64_t n,
+                      int64_t at, float *logits, const char *what, char *err, size_t cap);
 
 /* A temporary session for task `name` ("passkey"): a new directory under o->workdir (or
  * $TMPDIR, /tmp) in dir, and the session opened in it (durability NONE). On failure the

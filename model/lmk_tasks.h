@@ -146,7 +146,12 @@ typedef struct lmk_run_prefill_stats {
 /* Append a document (doc_id names it, e.g. its real path; doc may be NULL) and then a
  * prompt (may be NULL) to the session, BOS first on a new session when the model wants
  * it. The document is recorded as pending until its prefill completes: the same doc_id
- * after an interruption continues where the session stops (a log line says so).
+ * after an interruption continues where the session stops (a log line says so), with
+ * the same forward steps as an uninterrupted prefill (pieces end at multiples of o->piece
+ * of the document's tokens), so the stored data is the same wherever it was cut. Once the
+ * document is in, the session's length is recorded as a rewind mark (with the prediction
+ * there) until lmk_run_save: a run killed during its prompt or generation is cut back to
+ * the mark by the next lmk_run_open (a log line says so), and rerunning it redoes them.
  * Document prefill uses chunk retrieval when prefill_chunkwise; the prompt per-token
  * retrieval unless it is over 512 tokens. Returns LMK_OK, EINTR (interrupted; rerun to
  * resume), LMK_EINVAL (the session holds more of doc_id than doc has), or an error. */

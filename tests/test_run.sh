@@ -38,6 +38,14 @@ expect 1 "not a GGUF file" -- "$LMK" run --model "$TMP/bad.gguf" --session "$TMP
 expect 1 "not a GGUF file" -- "$LMK" passkey --model "$TMP/bad.gguf" --tokens 100
 expect 2 "--model M.gguf is required" -- "$LMK" run --session "$TMP/s0" --prompt hi
 
+# a recorded stream whose shape's size wraps 64 bits to the file's size: refused
+printf 'LMKREC1\000\001\000\000\000\000\010\000\000\000\010\000\000\000\004\000\000' >"$TMP/wrap.rec"
+printf '\000\000\000\000\000\001\000\000\001\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000' >>"$TMP/wrap.rec"
+truncate -s 8388656 "$TMP/wrap.rec"
+expect 1 "over 2^64 bytes" -- bash -c 'ulimit -v 4000000; exec "$@"' _ "$LMK" bench --preset tiny \
+    --recorded "$TMP/wrap.rec" --index Flat
+rm -f "$TMP/wrap.rec"
+
 SHARED=${LMK_SHARED:-$(dirname "$0")/../../shared}
 F32=$SHARED/models/landmark-tiny-kjv-f32.gguf
 Q8=$SHARED/models/landmark-tiny-kjv-q8_0.gguf
@@ -52,6 +60,16 @@ fi
 # a truncated copy of a real model: a clear error
 head -c 3000000 "$F32" >"$TMP/trunc.gguf"
 expect 1 "truncated" -- "$LMK" run --model "$TMP/trunc.gguf" --session "$TMP/s0" --prompt hi
+
+# a device is not a document: refused at once, not read until memory runs out (memory is
+# capped so that a regression fails instead of eating the machine)
+for cmd in "run --model $F32 --session $TMP/z0 --file /dev/zero" \
+    "passkey --model $F32 --tokens 300 --trials 1 --haystack /dev/zero" \
+    "perplexity --model $F32 --file /dev/zero"; do
+    # shellcheck disable=SC2086
+    expect 1 "not a regular file or a pipe" -- bash -c 'ulimit -v 1500000; exec "$@"' _ "$LMK" $cmd
+done
+[ -e "$TMP/z0/data.mdb" ] && fail "a refused document left a session behind"
 
 # ---- run: document, then questions in later runs ----
 head -c 6000 "$KJV" >"$TMP/doc.txt"
@@ -120,6 +138,61 @@ for sig in INT KILL; do
     fi
     got=$("$LMK" info "$TMP/s3" --json 2>/dev/null | sed -n 's/.*"tokens": \([0-9]*\).*/\1/p')
     [ "$got" = "$want" ] || fail "after SIG$sig and resume: $got tokens, want $want"
+done
+
+# kill -9 during the prefill, the prompt and the generation: rerunning the same command
+# ends with the uninterrupted run's session data and text, whatever the kill point
+digest() { "$LMK" info "$1" --json 2>/dev/null | sed -n 's/.*"data_digest": "\([0-9a-f]*\)".*/\1/p'; }
+ntok() { "$LMK" info "$1" --json 2>/dev/null | sed -n 's/.*"tokens": \([0-9]*\).*/\1/p'; }
+head -c 3000 "$KJV" >"$TMP/small.txt"
+PQ=$(head -c 20000 "$KJV" | tail -c 440) # per-token retrieval: the prompt takes a while
+KR=(--file "$TMP/small.txt" --prompt "$PQ" --generate 64 --piece 1000 --chunk 64 -t 2)
+"$LMK" run --model "$F32" --session "$TMP/k0" "${KR[@]}" >"$TMP/k0.out" 2>"$TMP/k0.err" ||
+    fail "run (uninterrupted): $(cat "$TMP/k0.err")"
+"$LMK" run --model "$F32" --session "$TMP/kd" --file "$TMP/small.txt" -t 2 >/dev/null 2>&1 ||
+    fail "run (document alone)"
+want_d=$(digest "$TMP/k0")
+doc_pos=$(ntok "$TMP/kd")
+# kill_at DIR WHEN: start the run, wait until WHEN holds ('prefill': half of the
+# document in the session; 'prompt': part of the prompt in, no text out yet; 'generate':
+# text out), then kill -9. Prints the phase the kill hit and the positions left.
+kill_at() {
+    local dir=$1 when=$2 n=0 t
+    "$LMK" run --model "$F32" --session "$dir" "${KR[@]}" >"$dir.out" 2>/dev/null &
+    local pid=$!
+    while kill -0 $pid 2>/dev/null && [ $n -lt 600 ]; do
+        n=$((n + 1))
+        if [ "$when" = generate ]; then
+            [ "$(wc -c <"$dir.out")" -ge 8 ] && break
+        elif [ "$when" = prompt ]; then
+            # the document is in and the prompt begun (the prompt is quick: poll cheaply)
+            grep -qs '^rewind=' "$dir/model-run.txt" && sleep 0.05 && break
+        else
+            t=$(ntok "$dir")
+            t=${t:-0}
+            [ "$when" = prefill ] && [ "$t" -ge $((doc_pos / 2)) ] && break
+        fi
+        sleep 0.02
+    done
+    kill -9 $pid 2>/dev/null
+    wait $pid 2>/dev/null
+    t=$(ntok "$dir")
+    if [ -s "$dir.out" ]; then echo -n generate; elif [ "${t:-0}" -lt "$doc_pos" ]; then
+        echo -n prefill; else echo -n prompt; fi
+    echo " ${t:-0}"
+}
+for when in prefill prompt generate prefill; do
+    d=$TMP/k-$when-$RANDOM
+    read -r hit at < <(kill_at "$d" $when)
+    echo "kill -9 in the $hit at $at positions (document: $doc_pos)"
+    [ "$hit" = "$when" ] || echo "NOTICE: the kill meant for the $when hit the $hit"
+    "$LMK" run --model "$F32" --session "$d" "${KR[@]}" >"$d.out2" 2>"$d.err" ||
+        fail "rerun after kill -9 in the $hit: $(cat "$d.err")"
+    [ "$(digest "$d")" = "$want_d" ] ||
+        fail "rerun after kill -9 in the $hit: data digest $(digest "$d"), want $want_d"
+    cmp -s "$d.out2" "$TMP/k0.out" ||
+        fail "rerun after kill -9 in the $hit: text '$(cat "$d.out2")', want '$(cat "$TMP/k0.out")'"
+    rm -rf "$d" "$d".*
 done
 
 # ---- passkey: the JSON keys, and a short run that should pass ----
