@@ -501,7 +501,11 @@ LMK_API int lmk_session_open(const char *dir, const lmk_session_opts *opts, lmk_
     char msg[512] = "";
     rc = lmk_store_open(dir, &so, &s->st, msg, sizeof msg);
     if (rc) {
-        rc = lmk_sess_fail(s, rc, "%s: %s", dir, msg);
+        /* name the directory once: most store messages start with it already */
+        if (!strncmp(msg, dir, strlen(dir)))
+            rc = lmk_sess_fail(s, rc, "%s", msg);
+        else
+            rc = lmk_sess_fail(s, rc, "%s: %s", dir, msg);
         goto fail;
     }
     /* Everything open reads (config, layer records, tails, landmarks) comes from one
