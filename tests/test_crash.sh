@@ -268,6 +268,8 @@ status 2 demo --top-k -1
 status 2 demo --mode sideways
 status 2 demo --json=1
 status 2 demo --threads
+status 2 demo --nprobe 0
+status 2 demo --ef-search 99999999
 status 2 info
 status 2 info a b
 status 2 truncate "$ROOT/none"
