@@ -12,7 +12,12 @@ what=${1:-demo}
 
 packages=(meson ninja-build pkg-config gcc g++ clang libclang-rt-dev libfaiss-dev liblmdb-dev
           libopenblas-dev gnuplot-nox python3 python3-numpy python3-cffi python3-pytest
-          python3-mesonpy python3-pip libmicrohttpd-dev libjansson-dev curl jq)
+          python3-mesonpy python3-pip libmicrohttpd-dev libjansson-dev curl jq git)
+# The test command fetches llama.cpp, the reference of the GGUF tests, with `npm pack` (no
+# install, nothing run). Any npm does; Debian's only when the machine has none of its own.
+if [ "$what" = test ] && ! command -v npm >/dev/null 2>&1; then
+  packages+=(npm)
+fi
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
