@@ -23,7 +23,9 @@ const char *lmk_strerror(int code);
 
 typedef struct lmk_session lmk_session;
 typedef enum { LMK_DTYPE_AUTO = 0, LMK_DTYPE_F32 = 1, LMK_DTYPE_F16 = 2 } lmk_dtype;
-typedef enum { LMK_LANDMARK_AUTO = 0, LMK_LANDMARK_MEAN = 1, LMK_LANDMARK_TOKEN = 2 } lmk_landmark_src;
+typedef enum { LMK_LANDMARK_AUTO = 0, LMK_LANDMARK_MEAN = 1, LMK_LANDMARK_TOKEN = 2,
+               LMK_LANDMARK_KEYS = 3, LMK_LANDMARK_ATTN = 4, LMK_LANDMARK_QUERY = 5,
+               LMK_LANDMARK_OUTLIER = 6 } lmk_landmark_src;
 typedef enum { LMK_MODE_GROUPED = 0, LMK_MODE_UNION = 1 } lmk_mode;
 typedef enum { LMK_RETRIEVE_QHEAD = 0, LMK_RETRIEVE_KVHEAD = 1, LMK_RETRIEVE_CHUNK = 2 } lmk_retrieve;
 typedef enum { LMK_DURABLE_FULL = 0, LMK_DURABLE_NOMETA = 1, LMK_DURABLE_NONE = 2 } lmk_durability;
@@ -36,6 +38,7 @@ typedef struct lmk_session_opts {
     int block_len;
     lmk_dtype dtype;
     lmk_landmark_src landmark;
+    int n_repr;
     const char *index_spec;
     const char *fingerprint;
     int create;
@@ -92,6 +95,7 @@ typedef struct lmk_session_info {
     int n_layers, n_heads, n_kv_heads, head_dim, block_len;
     lmk_dtype dtype;
     lmk_landmark_src landmark;
+    int n_repr;
     char index_spec[128];
     char fingerprint[256];
     int64_t tokens;

@@ -24,14 +24,16 @@ from ._ffi import ffi, lib
 _DTYPES = {None: lib.LMK_DTYPE_AUTO, "auto": lib.LMK_DTYPE_AUTO, "f32": lib.LMK_DTYPE_F32,
            "f16": lib.LMK_DTYPE_F16}
 _LANDMARKS = {None: lib.LMK_LANDMARK_AUTO, "auto": lib.LMK_LANDMARK_AUTO,
-              "mean": lib.LMK_LANDMARK_MEAN, "token": lib.LMK_LANDMARK_TOKEN}
+              "mean": lib.LMK_LANDMARK_MEAN, "token": lib.LMK_LANDMARK_TOKEN,
+              "keys": lib.LMK_LANDMARK_KEYS, "attn": lib.LMK_LANDMARK_ATTN,
+              "query": lib.LMK_LANDMARK_QUERY, "outlier": lib.LMK_LANDMARK_OUTLIER}
 _DURABILITY = {"full": lib.LMK_DURABLE_FULL, "nometa": lib.LMK_DURABLE_NOMETA,
                "none": lib.LMK_DURABLE_NONE}
 _MODES = {"grouped": lib.LMK_MODE_GROUPED, "union": lib.LMK_MODE_UNION}
 _RETRIEVE = {"qhead": lib.LMK_RETRIEVE_QHEAD, "kvhead": lib.LMK_RETRIEVE_KVHEAD,
              "chunk": lib.LMK_RETRIEVE_CHUNK}
 _DTYPE_NAMES = {lib.LMK_DTYPE_F32: "f32", lib.LMK_DTYPE_F16: "f16"}
-_LANDMARK_NAMES = {lib.LMK_LANDMARK_MEAN: "mean", lib.LMK_LANDMARK_TOKEN: "token"}
+_LANDMARK_NAMES = {v: k for k, v in _LANDMARKS.items() if isinstance(k, str) and k != "auto"}
 
 
 def _choice(name, value, table):
@@ -78,8 +80,11 @@ class Session:
 
     Session(dir, create=False, layers=0, heads=0, kv_heads=0, head_dim=0, block_len=0,
             dtype=None, landmark=None, index=None, durability="nometa", threads=1,
-            read_only=False, fingerprint=None, log=None)
+            read_only=False, fingerprint=None, log=None, n_repr=0)
 
+    landmark: "mean" or "token", or a training-free representative with several index entries
+    per block ("keys", "attn", "query", "outlier"; n_repr entries, 0 = the library's default;
+    README "Retrieval for ordinary models").
     Creating (create=True on a directory holding no session) needs layers, heads, kv_heads
     and head_dim; block_len 0 means 64, dtype None "f16", landmark None "mean", index None
     "Flat". Reopening takes the stored shape: 0 / None mean "as stored", other values must
@@ -90,7 +95,7 @@ class Session:
 
     def __init__(self, dir, create=False, layers=0, heads=0, kv_heads=0, head_dim=0,
                  block_len=0, dtype=None, landmark=None, index=None, durability="nometa",
-                 threads=1, read_only=False, fingerprint=None, log=None):
+                 threads=1, read_only=False, fingerprint=None, log=None, n_repr=0):
         self._h = None
         self._lock = threading.Lock()
         self.open_notes = []
@@ -102,6 +107,7 @@ class Session:
         o.block_len = _int("block_len", block_len, 0)
         o.dtype = _choice("dtype", dtype, _DTYPES)
         o.landmark = _choice("landmark", landmark, _LANDMARKS)
+        o.n_repr = _int("n_repr", n_repr, 0)
         o.durability = _choice("durability", durability, _DURABILITY)
         o.n_threads = _int("threads", threads, 1)
         o.create = 1 if create else 0
@@ -206,6 +212,7 @@ class Session:
             "head_dim": inf.head_dim, "block_len": inf.block_len,
             "dtype": _DTYPE_NAMES.get(inf.dtype, str(inf.dtype)),
             "landmark": _LANDMARK_NAMES.get(inf.landmark, str(inf.landmark)),
+            "n_repr": int(inf.n_repr),
             "index": ffi.string(inf.index_spec).decode(errors="replace"),
             "fingerprint": ffi.string(inf.fingerprint).decode(errors="replace"),
             "tokens": inf.tokens, "blocks": inf.blocks, "disk_bytes": inf.disk_bytes,

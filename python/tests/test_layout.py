@@ -11,14 +11,14 @@ from landmark._ffi import ffi
 from conftest import SOURCE_ROOT
 
 STRUCTS = {
-    "lmk_session_opts": ["n_layers", "block_len", "dtype", "landmark", "index_spec",
+    "lmk_session_opts": ["n_layers", "block_len", "dtype", "landmark", "n_repr", "index_spec",
                          "fingerprint", "create", "read_only", "n_threads", "durability",
                          "log", "log_ud"],
     "lmk_attend_opts": ["top_k", "n_recent", "mode", "retrieve", "n_sink", "n_local",
                         "ef_search", "nprobe", "pos"],
     "lmk_attend_stats": ["search_s", "attn_s", "blocks_fetched", "bytes_fetched", "blocks",
                          "blocks_cap"],
-    "lmk_session_info": ["format_version", "block_len", "dtype", "landmark", "index_spec",
+    "lmk_session_info": ["format_version", "block_len", "dtype", "landmark", "n_repr", "index_spec",
                          "fingerprint", "tokens", "blocks", "disk_bytes"],
     "lmk_bench_cfg": ["tokens", "n_layers", "block_len", "top_k", "dtype_f16", "mode_union",
                       "threads", "steps", "probes", "seed", "needle_span", "recorded",

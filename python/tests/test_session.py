@@ -50,6 +50,22 @@ def test_defaults_on_create(tmp_path, rng):
         assert s.info()["index"] == "Flat"
 
 
+def test_multi_entry_representatives(tmp_path, rng):
+    # every key of a block in the index (n_repr = block_len) and a chosen count of outliers
+    for name, n_repr, want in [("keys", 0, 8), ("outlier", 3, 3)]:
+        d = tmp_path / name
+        with landmark.Session(d, create=True, layers=1, heads=2, kv_heads=1, head_dim=16,
+                              block_len=8, landmark=name, n_repr=n_repr) as s:
+            s.append(0, *kv(rng, 41, 1, 16))
+            inf = s.info()
+            assert inf["landmark"] == name and inf["n_repr"] == want
+            out = s.attend(0, rng.standard_normal((1, 2, 16)), top_k=2, mode="union")
+            assert out.shape == (1, 2, 16) and np.isfinite(out).all()
+        with landmark.Session(d) as s:
+            assert s.info()["landmark"] == name and s.info()["n_repr"] == want
+            assert s.tokens(0) == 41
+
+
 def test_append_attend_shapes(tmp_path, rng):
     with make(tmp_path / "s", rng) as s:
         q = rng.standard_normal((3, 4, 16))
