@@ -36,7 +36,7 @@ def test_other_thread_progresses_during_attend(tmp_path, rng):
                           head_dim=D, block_len=64, dtype="f16") as s:
         for _ in range(4):
             s.append(0, *kv(rng, 4096, G, D))
-        q = rng.standard_normal((8, H, D)).astype(np.float32)
+        q = rng.standard_normal((32, H, D)).astype(np.float32)
         s.attend(0, q[:1], top_k="all")  # warm up
         with Spinner() as sp:
             time.sleep(0.2)  # the spinner's rate alone (this thread sleeping)
