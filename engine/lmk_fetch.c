@@ -4,7 +4,9 @@
  * decoded to f32 K and V. Blocks sealed inside the writer's open transaction are not in the
  * store yet: they come from the transaction's memory. */
 #include <errno.h>
+#include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "lmk_attend_internal.h"
 
@@ -25,7 +27,10 @@ int lmk_sess_load_block(lmk_session *s, int layer, int kvh, int64_t b, float *k,
         return LMK_OK;
     }
     lmk_key key = mkkey(LMK_KEY_BLOCK, layer, kvh, b);
-    int rc = lmk_store_get(s->st, &key, s->rawblk.p, s->rawblk.cap, &len);
+    const void *val = NULL;
+    /* decoded straight from the store's map (checksummed there), without a copy; the
+     * callers hold a read, so the view stays valid until they end it */
+    int rc = lmk_store_get_view(s->st, &key, &val, &len);
     if (rc == LMK_ENOTFOUND)
         return lmk_sess_fail(s, LMK_ECORRUPT, "block %lld of layer %d head %d is missing",
                              (long long)b, layer, kvh);
@@ -34,8 +39,14 @@ int lmk_sess_load_block(lmk_session *s, int layer, int kvh, int64_t b, float *k,
     if (len != want)
         return lmk_sess_fail(s, LMK_ECORRUPT, "block %lld of layer %d head %d has %zu bytes, "
                              "expected %zu", (long long)b, layer, kvh, len, want);
-    lmk_values_decode(s, s->rawblk.p, rows, k);
-    lmk_values_decode(s, (const char *)s->rawblk.p + rows * s->esz, rows, v);
+    if ((uintptr_t)val % 4) {
+        /* a small value stored inside its B-tree page sits at any byte offset: the f16 and
+         * f32 rows are read aligned, so copy it first (large blocks live page-aligned) */
+        memcpy(s->rawblk.p, val, len);
+        val = s->rawblk.p;
+    }
+    lmk_values_decode(s, val, rows, k);
+    lmk_values_decode(s, (const char *)val + rows * s->esz, rows, v);
     return LMK_OK;
 }
 

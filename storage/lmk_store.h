@@ -125,6 +125,12 @@ void lmk_store_read_end(lmk_store *s);
  * LMK_ECORRUPT on a checksum mismatch. */
 int lmk_store_get(lmk_store *s, const lmk_key *key, void *dst, size_t cap, size_t *len);
 int lmk_store_get_meta(lmk_store *s, const char *name, void *dst, size_t cap, size_t *len);
+/* The value under `key` without a copy: *val points into the store's map (possibly
+ * unaligned, read-only) and stays valid until lmk_store_read_end(); *len gets its length.
+ * The checksum is verified over the mapped bytes as lmk_store_get() does. Only inside
+ * lmk_store_read_begin()/lmk_store_read_end(): LMK_ESTATE otherwise. LMK_ENOTFOUND when
+ * absent, LMK_ECORRUPT on a checksum mismatch. */
+int lmk_store_get_view(lmk_store *s, const lmk_key *key, const void **val, size_t *len);
 
 /* Called by lmk_store_scan() for each value. `val` is borrowed: possibly unaligned, valid
  * only during the call. Return 0 to go on, anything else to stop the scan (returned). */

@@ -111,13 +111,11 @@ static inline uint64_t ticks_now(void)
 #define COLD_TICKS 25000u
 #endif
 
-/* Looks up kb in the current snapshot and copies the verified payload to dst. */
-static int get_common(lmk_store *s, const unsigned char *kb, size_t klen, void *dst, size_t cap,
-                      size_t *len)
+/* Looks up kb in the snapshot the caller acquired; *src and *n get the verified payload, a
+ * borrowed pointer into the map valid while that snapshot is held. */
+static int lookup_verified(lmk_store *s, const unsigned char *kb, size_t klen,
+                           const unsigned char **src_out, size_t *n_out)
 {
-    int rc = read_acquire(s);
-    if (rc)
-        return rc;
     MDB_val k = {klen, (void *)kb}, v;
     char ks[96];
     uint64_t t0 = ticks_now();
@@ -127,24 +125,14 @@ static int get_common(lmk_store *s, const unsigned char *kb, size_t klen, void *
             set_msg(s, "%s: not found", key_str(ks, sizeof ks, kb, klen));
         else
             set_msg(s, "mdb_get %s: %s", key_str(ks, sizeof ks, kb, klen), mdb_strerror(mrc));
-        rc = xlate(mrc);
-        goto out;
+        return xlate(mrc);
     }
     if (v.mv_size < CRC_LEN) {
         set_msg(s, "%s: stored value of %zu bytes is shorter than its checksum",
                 key_str(ks, sizeof ks, kb, klen), v.mv_size);
-        rc = LMK_ECORRUPT;
-        goto out;
+        return LMK_ECORRUPT;
     }
     size_t n = v.mv_size - CRC_LEN;
-    if (len)
-        *len = n;
-    if (n > cap) {
-        set_msg(s, "%s: value is %zu bytes, buffer holds %zu", key_str(ks, sizeof ks, kb, klen),
-                n, cap);
-        rc = LMK_EINVAL;
-        goto out;
-    }
     const unsigned char *src = v.mv_data;
     if (v.mv_size > s->psize && ticks_now() - t0 > COLD_TICKS) {
         /* mdb_get was slow: it waited for the disk, so the rest of this multi-page value
@@ -159,9 +147,33 @@ static int get_common(lmk_store *s, const unsigned char *kb, size_t klen, void *
         if (got != want) {
             set_msg(s, "%s: checksum mismatch (stored 0x%08x, computed 0x%08x over %zu bytes)",
                     key_str(ks, sizeof ks, kb, klen), want, got, n);
-            rc = LMK_ECORRUPT;
-            goto out;
+            return LMK_ECORRUPT;
         }
+    }
+    *src_out = src;
+    *n_out = n;
+    return LMK_OK;
+}
+
+/* Looks up kb in the current snapshot and copies the verified payload to dst. */
+static int get_common(lmk_store *s, const unsigned char *kb, size_t klen, void *dst, size_t cap,
+                      size_t *len)
+{
+    int rc = read_acquire(s);
+    if (rc)
+        return rc;
+    const unsigned char *src = NULL;
+    size_t n = 0;
+    if ((rc = lookup_verified(s, kb, klen, &src, &n)))
+        goto out;
+    if (len)
+        *len = n;
+    if (n > cap) {
+        char ks[96];
+        set_msg(s, "%s: value is %zu bytes, buffer holds %zu", key_str(ks, sizeof ks, kb, klen),
+                n, cap);
+        rc = LMK_EINVAL;
+        goto out;
     }
     if (n)
         memcpy(dst, src, n);
@@ -184,6 +196,32 @@ LMK_API int lmk_store_get(lmk_store *s, const lmk_key *key, void *dst, size_t ca
     unsigned char kb[KEY_LEN];
     key_encode(kb, key);
     return get_common(s, kb, KEY_LEN, dst, cap, len);
+}
+
+LMK_API int lmk_store_get_view(lmk_store *s, const lmk_key *key, const void **val, size_t *len)
+{
+    if (!s)
+        return LMK_EINVAL;
+    int rc = check_usable(s);
+    if (rc)
+        return rc;
+    if (!key || !kind_ok(key->kind) || !val || !len) {
+        set_msg(s, "get_view: invalid key kind or NULL output");
+        return LMK_EINVAL;
+    }
+    if (!s->rd_explicit || !s->rd_live) {
+        set_msg(s, "get_view: no read open (lmk_store_read_begin)");
+        return LMK_ESTATE;
+    }
+    unsigned char kb[KEY_LEN];
+    key_encode(kb, key);
+    const unsigned char *src = NULL;
+    size_t n = 0;
+    if ((rc = lookup_verified(s, kb, KEY_LEN, &src, &n)))
+        return rc;
+    *val = src;
+    *len = n;
+    return LMK_OK;
 }
 
 LMK_API int lmk_store_get_meta(lmk_store *s, const char *name, void *dst, size_t cap,

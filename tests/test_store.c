@@ -576,6 +576,11 @@ static int test_snapshot(void)
     CHECK_RC(lmk_store_get(s, &k, v, sizeof v, &len), LMK_OK);
     CHECK(strcmp(v, "old") == 0);
     CHECK_RC(lmk_store_get(s, &k2, v, sizeof v, &len), LMK_ENOTFOUND);
+    /* a view reads the same snapshot without a copy */
+    const void *view = NULL;
+    CHECK_RC(lmk_store_get_view(s, &k, &view, &len), LMK_OK);
+    CHECK(len == 4 && view && memcmp(view, "old", 4) == 0);
+    CHECK_RC(lmk_store_get_view(s, &k2, &view, &len), LMK_ENOTFOUND);
     static scan_log log;
     memset(&log, 0, sizeof log);
     /* a scan inside read_begin uses the same snapshot */
@@ -586,6 +591,7 @@ static int test_snapshot(void)
     CHECK(strcmp(v, "new") == 0);
     CHECK_RC(lmk_store_get(s, &k2, v, sizeof v, &len), LMK_OK);
     lmk_store_read_end(s); /* unmatched: no-op */
+    CHECK_RC(lmk_store_get_view(s, &k, &view, &len), LMK_ESTATE); /* outside a read */
 
     /* One handle, used by different threads one after the other (MDB_NOTLS): a snapshot
      * begun in one thread is read and ended in another. */
@@ -694,6 +700,14 @@ static int test_corruption(void)
     CHECK_RC(lmk_store_get(s, &kb, out, sizeof out, &len), LMK_OK);
     CHECK(len == sizeof b && memcmp(out, b, sizeof b) == 0);
     CHECK_RC(lmk_store_get(s, &kc, out, sizeof out, &len), LMK_OK);
+    /* views verify the mapped bytes the same way */
+    REQUIRE_OK(lmk_store_read_begin(s));
+    const void *view = NULL;
+    CHECK_RC(lmk_store_get_view(s, &ka, &view, &len), LMK_ECORRUPT);
+    CHECK_RC(lmk_store_get_view(s, &kbig, &view, &len), LMK_ECORRUPT);
+    CHECK_RC(lmk_store_get_view(s, &kb, &view, &len), LMK_OK);
+    CHECK(len == sizeof b && memcmp(view, b, sizeof b) == 0);
+    lmk_store_read_end(s);
     /* Strict scan stops with ECORRUPT; tolerant scan reports both and goes on. */
     static scan_log log;
     memset(&log, 0, sizeof log);
