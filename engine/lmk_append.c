@@ -302,6 +302,7 @@ int lmk_sess_txn_abort(lmk_session *s)
 {
     if (s->txn == LMK_TXN_NONE)
         return LMK_OK;
+    lmk_bcache_clear(&s->bcache);
     const int L = s->L, H = s->n_kv_heads, D = s->head_dim;
     int rc = LMK_OK;
     for (int l = 0; l < s->n_layers; l++) {

@@ -122,13 +122,29 @@ int lmk_attend_fetch(lmk_attend_plan *p)
     int rc = lmk_store_read_begin(s->st);
     if (rc)
         return lmk_sess_fail(s, rc, "starting a read: %s", lmk_store_errmsg(s->st));
+    lmk_bcache_begin_call(s);
+    const lmk_txn_layer *t = &s->txl[p->layer];
+    /* blocks sealed inside an open transaction come from its memory and may be undone:
+     * they are not cached */
+    int64_t txn_from = s->txn == LMK_TXN_EXPLICIT && t->touched ? lmk_sealed(t->ntok0, s->L)
+                                                                  : INT64_MAX;
     for (int kvh = 0; kvh < H && !rc; kvh++)
         for (int64_t j = s->need_off[kvh]; j < s->need_off[kvh + 1]; j++) {
-            slots[j].block = need[j];
-            slots[j].k = mem + (size_t)j * 2 * blk_floats;
-            slots[j].v = slots[j].k + blk_floats;
-            if ((rc = lmk_sess_load_block(s, p->layer, kvh, need[j], slots[j].k, slots[j].v)))
-                break;
+            int64_t b = need[j];
+            slots[j].block = b;
+            float *k = b < txn_from ? lmk_bcache_find(s, p->layer, kvh, b) : NULL;
+            size_t cslot = 0;
+            if (!k) {
+                float *dst = b < txn_from ? lmk_bcache_claim(s, p->layer, kvh, b, &cslot) : NULL;
+                float *into = dst ? dst : mem + (size_t)j * 2 * blk_floats;
+                if ((rc = lmk_sess_load_block(s, p->layer, kvh, b, into, into + blk_floats)))
+                    break;
+                if (dst)
+                    lmk_bcache_fill(s, p->layer, kvh, b, cslot);
+                k = into;
+            }
+            slots[j].k = k;
+            slots[j].v = k + blk_floats;
         }
     lmk_store_read_end(s->st);
     return rc;

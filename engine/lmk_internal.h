@@ -33,6 +33,17 @@ typedef struct lmk_layer {
     unsigned char *tail_qok; /* (L): 1 where tail_q holds a query */
 } lmk_layer;
 
+/* Decoded blocks kept across attend calls (lmk_bcache.c). */
+typedef struct lmk_bcache {
+    uint64_t *key;     /* (n) packed (layer, kvh, block) + 1; 0: empty */
+    uint64_t *used;    /* (n) the fetch call that last used the entry */
+    float *mem;        /* (n, 2, L, head_dim): K then V */
+    size_t n;          /* entries: sets x 4 ways */
+    size_t blk_floats; /* 2 * L * head_dim */
+    uint64_t call;     /* the current fetch call */
+    int off;           /* not used by this session (read-only, too big, no memory) */
+} lmk_bcache;
+
 /* Grow-only scratch: the hot path reallocates only when a call needs more than any before. */
 typedef struct lmk_buf {
     void *p;
@@ -103,6 +114,7 @@ struct lmk_session {
     lmk_buf rawblk;   /* one stored block value */
     lmk_buf *work;    /* per-thread compute scratch, n_threads entries */
     int64_t *need_off; /* per kv head offset into need/slots, n_kv_heads + 1 */
+    lmk_bcache bcache;
 
     char err[1024];
 };
@@ -138,6 +150,18 @@ static inline size_t lmk_szadd(size_t a, size_t b)
 /* Ensure b holds at least n bytes (contents kept). Returns 0 or ENOMEM (also for any n
  * above SIZE_MAX / 2). */
 int lmk_buf_reserve(lmk_buf *b, size_t n);
+
+/* The decoded-block cache (lmk_bcache.c). begin_call starts a fetch: entries found or
+ * claimed from then on stay valid until the next begin_call. find returns a cached block's
+ * K (V follows after L * head_dim floats) or NULL; claim returns memory to decode a block
+ * into (NULL: none free, decode elsewhere) and the slot to pass to fill once it decoded.
+ * clear forgets every block (truncation, aborted transactions); free releases it all. */
+void lmk_bcache_begin_call(lmk_session *s);
+float *lmk_bcache_find(lmk_session *s, int layer, int kvh, int64_t b);
+float *lmk_bcache_claim(lmk_session *s, int layer, int kvh, int64_t b, size_t *slot);
+void lmk_bcache_fill(lmk_session *s, int layer, int kvh, int64_t b, size_t slot);
+void lmk_bcache_clear(lmk_bcache *c);
+void lmk_bcache_free(lmk_bcache *c);
 
 /* LMK_ESTATE with the reason when the session is broken, LMK_OK otherwise. */
 int lmk_sess_check_usable(lmk_session *s);

@@ -20,6 +20,7 @@ LMK_API int lmk_session_truncate(lmk_session *s, int64_t n)
     int rc = lmk_sess_no_txn(s, "truncate");
     if (rc)
         return rc;
+    lmk_bcache_clear(&s->bcache); /* block numbers past n will hold other tokens */
     for (int l = 0; l < s->n_layers; l++)
         if (n < 0 || n > s->layers[l].ntok)
             return lmk_sess_fail(s, LMK_EINVAL,

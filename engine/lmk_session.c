@@ -635,6 +635,7 @@ LMK_API void lmk_session_close(lmk_session *s)
     buf_free(&s->slots);
     buf_free(&s->slotmem);
     buf_free(&s->rawblk);
+    lmk_bcache_free(&s->bcache);
     if (s->work)
         for (int t = 0; t < s->n_threads; t++)
             buf_free(&s->work[t]);
