@@ -36,10 +36,22 @@ void lmk_oracle_block_mass(const float *keys, size_t stride, int64_t n_keys, con
 /* The k blocks of most mass (ties: the lower id), best first; -1 padded when n < k. */
 void lmk_oracle_topk(const double *mass, int64_t n, int k, int64_t *out);
 
+/* Quest's per-channel bound of each of the first n_cand blocks: for block b,
+ * bound[b] = sum_d max(q_d * min_t k_td, q_d * max_t k_td) over its keys t, an upper bound
+ * of the block's best key score q . k_t. It equals the inner product of (q+, q-) with
+ * (max, min) (q+ = max(q, 0), q- = min(q, 0), 2 x head_dim), so an index of twice the
+ * head dimension could search it; the table scans it exactly. Keys as in
+ * lmk_oracle_block_mass. */
+void lmk_oracle_quest_bounds(const float *keys, size_t stride, const float *q, int head_dim,
+                             int block_len, int64_t n_cand, double *bound);
+
 #define LMK_REPR_MAX_CASES 16
+/* A case's landmark value for Quest's bounds, scanned exactly over every candidate block
+ * (not a session source: see lmk_oracle_quest_bounds). */
+#define LMK_REPR_QUEST 100
 
 typedef struct lmk_repr_case {
-    int landmark; /* lmk_landmark_src: MEAN, KEYS, ATTN, QUERY, OUTLIER */
+    int landmark; /* lmk_landmark_src: MEAN, KEYS, ATTN, QUERY, OUTLIER; or LMK_REPR_QUEST */
     int n_repr;   /* entries per block for ATTN, QUERY, OUTLIER */
 } lmk_repr_case;
 

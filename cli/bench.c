@@ -140,8 +140,13 @@ static int opt_repr(void *ctx, const char *v, char *err, size_t cap)
         return -1;
     }
     lmk_opt_repr x = {0, 0};
-    if (lmk_opt_repr_fn(&x, v, err, cap))
+    if (!strcmp(v, "quest")) { /* the table only: an exact scan, not a session source */
+        x.landmark = LMK_REPR_QUEST;
+        x.n_repr = 2;
+    } else if (lmk_opt_repr_fn(&x, v, err, cap)) {
+        snprintf(err + strlen(err), cap - strlen(err), ", or quest");
         return -1;
+    }
     r->cases[r->n_cases].landmark = x.landmark;
     r->cases[r->n_cases].n_repr = x.n_repr ? x.n_repr : 4;
     r->n_cases++;
@@ -202,7 +207,8 @@ static int parse(bench_args *a, int argc, char **argv, const char **dir)
             "threads of the engine and of the dense baseline (default 1,\n2 with --preset 1m)"),
         OPT("--repr", 0, LMK_OPT_FN, a, 0, 0, NULL, opt_repr, "NAME[:R]",
             "with --recorded: the representative table instead (repeatable):\n"
-            "mean, keys, attn[:R], query[:R], outlier[:R] against the oracle\n"
+            "mean, keys, attn[:R], query[:R], outlier[:R], quest (Quest's\n"
+            "per-channel bounds, scanned exactly) against the oracle\n"
             "(the blocks of most dense attention mass); the stream needs one\n"
             "query per token (`landmark passkey --record FILE`)"),
         OPT("--local", 0, LMK_OPT_INT, &a->r.n_local, 0, 1 << 24, NULL, NULL, "N",

@@ -264,6 +264,48 @@ static int check_oracle(void)
     return 0;
 }
 
+/* Quest's bounds: the inner product of (q+, q-) with each block's (max, min) per channel
+ * (the form an index of twice the head dimension could search), never below the block's
+ * best key score, and equal to it for blocks of one token. */
+static int check_quest(void)
+{
+    enum { TT = 160, BL = 16, C = TT / BL };
+    float k[TT * D], qv[D];
+    for (int i = 0; i < TT * D; i++)
+        k[i] = nrand();
+    for (int d = 0; d < D; d++)
+        qv[d] = 3 * nrand();
+    double bound[C], one[TT];
+    lmk_oracle_quest_bounds(k, D, qv, D, BL, C, bound);
+    for (int b = 0; b < C; b++) {
+        double ip = 0, best = -INFINITY;
+        for (int d = 0; d < D; d++) {
+            float mn = INFINITY, mx = -INFINITY;
+            for (int t = b * BL; t < (b + 1) * BL; t++) {
+                mn = fminf(mn, k[t * D + d]);
+                mx = fmaxf(mx, k[t * D + d]);
+            }
+            ip += (double)fmaxf(qv[d], 0) * mx + (double)fminf(qv[d], 0) * mn;
+        }
+        for (int t = b * BL; t < (b + 1) * BL; t++) {
+            double sc = 0;
+            for (int d = 0; d < D; d++)
+                sc += (double)qv[d] * k[t * D + d];
+            best = sc > best ? sc : best;
+        }
+        CHECK_NEAR(bound[b], ip, 1e-9);
+        CHECK(bound[b] >= best - 1e-9);
+    }
+    lmk_oracle_quest_bounds(k, D, qv, D, 1, TT, one);
+    for (int t = 0; t < TT; t++) {
+        double sc = 0;
+        for (int d = 0; d < D; d++)
+            sc += (double)qv[d] * k[t * D + d];
+        CHECK_NEAR(one[t], sc, 1e-9);
+    }
+    return 0;
+}
+
 int main(void)
 {
     const char *seed = getenv("LMK_SEED");
@@ -281,6 +323,7 @@ int main(void)
     check_source(LMK_LANDMARK_ATTN, 0);
     check_source(LMK_LANDMARK_QUERY, 0);
     check_oracle();
+    check_quest();
     if (lmk_test_failures)
         fprintf(stderr, "test_repr: %d failures\n", lmk_test_failures);
     return lmk_test_failures ? 1 : 0;
