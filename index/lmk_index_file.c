@@ -384,6 +384,7 @@ static int read_whole(const char *path, unsigned char **out, size_t *out_len, ch
     return LMK_OK;
 }
 
+#if !defined(__SANITIZE_ADDRESS__)
 /* Bytes of address space this process has mapped (0 when unknown). */
 static uint64_t vm_bytes(void)
 {
@@ -397,6 +398,7 @@ static uint64_t vm_bytes(void)
     long ps = sysconf(_SC_PAGESIZE);
     return pages * (uint64_t)(ps > 0 ? ps : 4096);
 }
+#endif
 
 enum { TRIAL_QUERIES = 16, TRIAL_K = 8, TRIAL_TIMEOUT_MS = 20000 };
 
