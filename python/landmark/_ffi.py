@@ -114,6 +114,10 @@ int lmk_session_verify(lmk_session *s, void (*report)(void *ud, const char *msg)
                        int64_t *blocks_checked, int64_t *n_errors);
 int lmk_session_read_kv(lmk_session *s, int layer, int64_t t0, int64_t n, float *k, float *v);
 int lmk_session_landmark(lmk_session *s, int layer, int kv_head, int64_t b, float *l);
+int lmk_session_begin(lmk_session *s);
+int lmk_session_commit(lmk_session *s);
+int lmk_session_abort(lmk_session *s);
+int lmk_session_in_txn(const lmk_session *s);
 
 #define LMK_BENCH_MAX_SPECS 32
 #define LMK_BENCH_MAX_VALUES 32

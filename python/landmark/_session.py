@@ -13,6 +13,7 @@ releases it around every C call); a lock per Session serializes calls on one han
 library's handles are used by one thread at a time), so one Session may be shared by
 threads and separate Sessions run in parallel.
 """
+import contextlib
 import os
 import threading
 
@@ -364,6 +365,48 @@ class Session:
             self._check(lib.lmk_session_verify(self._handle(), report, ffi.NULL, checked, nerr))
         return {"ok": nerr[0] == 0, "blocks_checked": int(checked[0]), "errors": int(nerr[0]),
                 "messages": msgs}
+
+    # ---- transactions ----
+
+    def begin(self):
+        """Open a transaction: the appends that follow, at any layers, become one commit at
+        commit(), or are undone by abort(). Inside it attend, tokens, read_kv and info see
+        the uncommitted tokens; truncate, fork, reindex, sync, verify and data_digest raise
+        StateError. Closing the session with a transaction open aborts it."""
+        with self._lock:
+            self._check(lib.lmk_session_begin(self._handle()))
+
+    def commit(self):
+        """Commit the open transaction in one store commit. On failure it stays open."""
+        with self._lock:
+            self._check(lib.lmk_session_commit(self._handle()))
+
+    def abort(self):
+        """Undo the open transaction: the session is as it was at begin()."""
+        with self._lock:
+            self._check(lib.lmk_session_abort(self._handle()))
+
+    @property
+    def in_transaction(self):
+        """True while a transaction begun with begin() is open."""
+        with self._lock:
+            return self._h is not None and bool(lib.lmk_session_in_txn(self._h))
+
+    @contextlib.contextmanager
+    def transaction(self, persist=True):
+        """`with s.transaction(): ...` commits when the block ends and aborts when it raises;
+        with persist=False it always aborts (answer from the session without changing it)."""
+        self.begin()
+        try:
+            yield self
+        except BaseException:
+            if self.in_transaction:
+                self.abort()
+            raise
+        if persist:
+            self.commit()
+        else:
+            self.abort()
 
     def read_kv(self, layer, t0, n):
         """The stored (dtype-rounded) keys and values of tokens [t0, t0+n) at `layer`, as two

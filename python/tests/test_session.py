@@ -289,3 +289,54 @@ def test_threads_give_equal_results(tmp_path, rng):
               for m in ("grouped", "union")]
     for a, b in zip(r1, r2):
         np.testing.assert_array_equal(a, b)
+
+
+def test_transactions(tmp_path, rng):
+    d = tmp_path / "s"
+    q = rng.standard_normal((4, 16)).astype(np.float32)
+    with make(d, rng, tokens=40) as s:
+        digest = s.data_digest()
+        before = s.attend(0, q, top_k="all")
+        extra = [kv(rng, 13, 2, 16) for _ in range(2)]
+        # aborted: nothing stays, attention inside saw the new tokens
+        s.begin()
+        assert s.in_transaction
+        with pytest.raises(landmark.StateError):
+            s.begin()
+        for layer in range(2):
+            s.append(layer, *extra[layer])
+        assert s.tokens(0) == 53
+        inside = s.attend(0, q, top_k="all")
+        with pytest.raises(landmark.StateError):
+            s.truncate(10)
+        with pytest.raises(landmark.StateError):
+            s.data_digest()
+        s.abort()
+        assert not s.in_transaction and s.tokens(0) == 40 and s.data_digest() == digest
+        assert np.array_equal(s.attend(0, q, top_k="all"), before)
+        with pytest.raises(landmark.StateError):
+            s.abort()
+        # persist=False answers from the same point without changing it
+        with s.transaction(persist=False):
+            for layer in range(2):
+                s.append(layer, *extra[layer])
+            assert np.array_equal(s.attend(0, q, top_k="all"), inside)
+        assert s.tokens(1) == 40 and s.data_digest() == digest
+        # an exception inside aborts and propagates
+        with pytest.raises(RuntimeError):
+            with s.transaction():
+                s.append(0, *extra[0])
+                raise RuntimeError("stop")
+        assert s.tokens(0) == 40 and not s.in_transaction
+        # committed: the same as plain appends
+        with s.transaction():
+            for layer in range(2):
+                s.append(layer, *extra[layer])
+        assert s.tokens(0) == 53 and s.tokens(1) == 53
+        assert np.array_equal(s.attend(0, q, top_k="all"), inside)
+        committed = s.data_digest()
+        # closing with one open aborts it
+        s.begin()
+        s.append(0, *kv(rng, 5, 2, 16))
+    with landmark.Session(d) as s:
+        assert s.tokens(0) == 53 and s.data_digest() == committed
