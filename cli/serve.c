@@ -1,9 +1,10 @@
 /* landmark serve: an OpenAI-compatible HTTP server over persistent sessions.
  *
  * GNU libmicrohttpd runs one thread per connection; a request's handler blocks in it while
- * it waits for its session and runs. Sessions are directories DIR/ID; the server opens a
- * session (lmk_run_open) only while a request runs on it, so `landmark run` can use an idle
- * one. At most --parallel requests run at once, one per session; later ones wait (at most
+ * it waits for its session and runs. The model is loaded once and shared by every request
+ * (lmk_run_open_model: its weights and tokenizer are only read; each request has its own
+ * context, scratch and sampling state). Sessions are directories DIR/ID; the server opens a
+ * session only while a request runs on it, so `landmark run` can use an idle one. At most --parallel requests run at once, one per session; later ones wait (at most
  * --queue of them: more are answered 503). Request bodies are parsed in serve_req.c. */
 #include <errno.h>
 #include <dirent.h>
@@ -22,6 +23,7 @@
 #include <arpa/inet.h>
 
 #include "commands.h"
+#include "lmk_chat.h"
 #include "lmk_clock.h"
 #include "lmk_fs.h"
 #include "model_cmd.h"
@@ -43,6 +45,8 @@ typedef struct sess_rec {
 static struct {
     const char *model_path, *dir, *api_key;
     char model_name[256];
+    lmk_model *model;                 /* loaded once, shared by every request (read-only) */
+    int chat_format;                  /* lmk_chat_format of chat requests; -1: transcript */
     lmk_task_opts t;
     long long max_body, max_doc, max_prompt, max_tokens;
     int parallel, queue_max, max_sessions;
@@ -269,7 +273,7 @@ static int open_run(const char *dir, work *w, int temp, lmk_run **r, char *err, 
     pthread_mutex_lock(&S.mu);
     w->rec->flag = &w->stop;
     pthread_mutex_unlock(&S.mu);
-    return lmk_run_open(dir, S.model_path, &t, r, err, cap);
+    return lmk_run_open_model(dir, S.model, S.model_path, &t, r, err, cap);
 }
 
 /* ---- generation: /v1/completions and /v1/chat/completions ---- */
@@ -280,6 +284,8 @@ typedef struct gen_job {
     lmk_run *r;
     char dir[PATH_MAX];
     int temp;                 /* a temporary session, removed afterwards */
+    int chat_save;            /* write chat_st (model-chat.txt) once the answer is kept */
+    lmk_chat_state chat_st;   /* the session's conversation after this request */
     char id[48];
     long long created;
     int64_t prompt_tokens, completion_tokens;
@@ -442,6 +448,10 @@ static void job_close_run(gen_job *j)
             rc = lmk_run_save(j->r, err, sizeof err);
         if (rc)
             fprintf(stderr, "landmark serve: %s: %s\n", j->g.session, err);
+        if (!rc && j->g.persist && j->chat_save &&
+            (rc = lmk_chat_state_write(j->dir, &j->chat_st)) != 0)
+            fprintf(stderr, "landmark serve: %s: model-chat.txt: %s\n", j->g.session,
+                    strerror(rc));
     }
     pthread_mutex_lock(&S.mu);
     j->w.rec->tokens = -1; /* read again when asked */
@@ -532,7 +542,8 @@ static void new_id(char *buf, size_t cap, const char *prefix)
     snprintf(buf, cap, "%s%016llx", prefix, x);
 }
 
-/* The prompt text fed for a request: the completion prompt, or chat messages as turns. */
+/* The prompt text fed for a request: the completion prompt, or, for a model without a
+ * known chat template, chat messages as a plain transcript. */
 static char *gen_prompt(const lmk_serve_gen *g, size_t *len)
 {
     if (!g->chat) {
@@ -552,6 +563,75 @@ static char *gen_prompt(const lmk_serve_gen *g, size_t *len)
     buf_add(&b, &n, &cap, "\nassistant:", 11);
     *len = n;
     return b;
+}
+
+/* A chat request's messages in the model's chat format, carrying on the session's
+ * conversation (model-chat.txt, as `landmark run --chat` keeps it): the segments to feed,
+ * pointing into *text; *seg and *text malloc'ed. Returns 0, LMK_EMISMATCH (the session's
+ * conversation is in another format), an errno. */
+static int chat_segments(gen_job *j, char **text, lmk_tok_segment **seg, size_t *n_seg,
+                         char *err, size_t cap)
+{
+    lmk_chat_state st = {-1, 0, 0};
+    int rc = j->temp ? 0 : lmk_chat_state_read(j->dir, &st);
+    if (rc) {
+        snprintf(err, cap, "%s/model-chat.txt: %s", j->g.session, strerror(rc));
+        return rc;
+    }
+    if (st.format >= 0 && st.format != S.chat_format) {
+        snprintf(err, cap, "the session's conversation is in the %s chat format, the "
+                 "server's is %s", lmk_chat_format_name(st.format),
+                 lmk_chat_format_name(S.chat_format));
+        return LMK_EMISMATCH;
+    }
+    if (st.format < 0) { /* no conversation yet: it starts here (after any plain text) */
+        st.has_doc = 0;
+        st.turns = 0;
+    }
+    lmk_chat_msg *m = malloc((size_t)j->g.n_msgs * sizeof *m);
+    if (!m)
+        return ENOMEM;
+    for (int i = 0; i < j->g.n_msgs; i++)
+        m[i] = (lmk_chat_msg){j->g.msgs[i].role, j->g.msgs[i].content};
+    size_t len, np;
+    lmk_chat_piece *pc = NULL;
+    rc = lmk_chat_continue(S.chat_format, &st, m, (size_t)j->g.n_msgs, 1, text, &len, &pc,
+                           &np);
+    free(m);
+    if (rc) {
+        snprintf(err, cap, "rendering the messages: %s", lmk_strerror(rc));
+        return rc;
+    }
+    if (!(*seg = malloc((np ? np : 1) * sizeof **seg))) {
+        free(pc);
+        free(*text);
+        *text = NULL;
+        return ENOMEM;
+    }
+    for (size_t i = 0; i < np; i++)
+        (*seg)[i] = (lmk_tok_segment){*text + pc[i].off, pc[i].len, !pc[i].content};
+    *n_seg = np;
+    free(pc);
+    j->chat_st = (lmk_chat_state){S.chat_format, st.has_doc, st.turns + 1};
+    j->chat_save = 1;
+    return 0;
+}
+
+/* Tokens of the segments (the prompt limit). */
+static int count_segments(const lmk_tok_segment *seg, size_t n, int64_t *count)
+{
+    size_t total = 0, got = 0;
+    for (size_t i = 0; i < n; i++)
+        total += seg[i].len;
+    size_t max = lmk_tokenizer_max_tokens(total);
+    int32_t *ids = malloc((max ? max : 1) * sizeof *ids);
+    if (!ids)
+        return ENOMEM;
+    int rc = lmk_tokenizer_tokenize_segments(lmk_model_tokenizer(S.model), seg, n,
+                                             LMK_TOK_CONTINUE, ids, max, &got);
+    free(ids);
+    *count = (int64_t)got;
+    return rc;
 }
 
 static enum MHD_Result handle_gen(struct MHD_Connection *c, const char *body, size_t len,
@@ -596,16 +676,29 @@ static enum MHD_Result handle_gen(struct MHD_Connection *c, const char *body, si
         job_unref(j);
         return send_error(c, 404, "session", "no session '%s'", sid);
     }
-    size_t plen = 0;
-    char *prompt = gen_prompt(&j->g, &plen);
-    int rc = prompt ? open_run(j->dir, &j->w, j->temp, &j->r, err, sizeof err) : ENOMEM;
+    /* the prompt: completion text, a chat rendering (segments), or a chat transcript */
+    size_t plen = 0, n_seg = 0;
+    int templated = chat && S.chat_format >= 0;
+    char *prompt = templated ? NULL : gen_prompt(&j->g, &plen);
+    lmk_tok_segment *seg = NULL;
+    int rc = templated || prompt ? 0 : ENOMEM;
+    if (!rc && templated)
+        rc = chat_segments(j, &prompt, &seg, &n_seg, err, sizeof err);
+    if (!rc)
+        rc = open_run(j->dir, &j->w, j->temp, &j->r, err, sizeof err);
     if (!rc && !j->temp && !j->g.persist)
         rc = lmk_run_begin(j->r, err, sizeof err);
-    if (!rc && plen) { /* the prompt limit, counted in tokens */
+    if (!rc && (plen || n_seg)) { /* the prompt limit, counted in tokens */
         int32_t *ids = NULL;
         int64_t n = 0;
-        rc = lmk_task_tokenize(lmk_run_model(j->r), prompt, plen, 0, &ids, &n, err, sizeof err);
+        if (templated)
+            rc = count_segments(seg, n_seg, &n);
+        else
+            rc = lmk_task_tokenize(lmk_run_model(j->r), prompt, plen, 0, &ids, &n, err,
+                                   sizeof err);
         free(ids);
+        if (rc == ENOMEM)
+            snprintf(err, sizeof err, "out of memory");
         if (!rc && n > S.max_prompt) {
             snprintf(err, sizeof err, "the prompt is %lld tokens, over the limit of %lld "
                      "(--max-prompt-tokens)", (long long)n, S.max_prompt);
@@ -614,9 +707,12 @@ static enum MHD_Result handle_gen(struct MHD_Connection *c, const char *body, si
         }
     }
     lmk_run_prefill_stats ps = {0};
-    if (!rc && plen)
+    if (!rc && templated)
+        rc = lmk_run_prefill_segments(j->r, seg, n_seg, &ps, err, sizeof err);
+    else if (!rc && plen)
         rc = lmk_run_prefill(j->r, NULL, NULL, 0, prompt, plen, &ps, err, sizeof err);
     free(prompt);
+    free(seg);
     if (!rc && j->w.stop && !S.stopping) { /* the client left during the prompt */
         rc = EINTR;
         snprintf(err, sizeof err, "client closed the connection");
@@ -1214,7 +1310,7 @@ int lmk_cmd_serve(int argc, char **argv)
 {
     lmk_model_cli c;
     lmk_model_cli_init(&c, "serve");
-    const char *host = "127.0.0.1", *sessions = NULL, *api_key = NULL;
+    const char *host = "127.0.0.1", *sessions = NULL, *api_key = NULL, *chat_template = NULL;
     int port = 8080, parallel = 2, queue = 16, max_sessions = 1000;
     long long max_body = 1 << 20, max_doc = 64 << 20, max_prompt = 32768, max_tokens = 4096;
     const lmk_opt opts[] = {
@@ -1240,6 +1336,11 @@ int lmk_cmd_serve(int argc, char **argv)
          "largest request body (default 1m)"},
         {"--max-document", 0, LMK_OPT_COUNT, &max_doc, 1024, 1LL << 36, NULL, NULL, NULL,
          "BYTES", "largest body of a session upload or append (default 64m)"},
+        {"--template", 0, LMK_OPT_STR, &chat_template, 0, 0, NULL, NULL, NULL, "NAME",
+         "chat format of /v1/chat/completions instead of the one matched\n"
+         "from the model's template: llama3, chatml, mistral-v1,\n"
+         "mistral-v3, mistral-v3-tekken, mistral-v7, phi3, or plain (a\n"
+         "transcript: the default for a model without a known template)"},
         LMK_MODEL_CLI_OPTS(&c),
     };
     const lmk_opt_spec spec = {
@@ -1260,6 +1361,12 @@ int lmk_cmd_serve(int argc, char **argv)
         lmk_cli_error("serve", "--model M.gguf and --sessions DIR are required (see --help)");
         return 2;
     }
+    if (chat_template && strcmp(chat_template, "plain") &&
+        lmk_chat_format_from_name(chat_template) < 0) {
+        lmk_cli_error("serve", "--template %s: not a chat format (%s, or plain)", chat_template,
+                      lmk_chat_format_list());
+        return 2;
+    }
     lmk_model_cli_finish(&c);
     if (c.t.piece > 1024)
         c.t.piece = 1024; /* progress and interrupt checks of uploads */
@@ -1267,14 +1374,41 @@ int lmk_cmd_serve(int argc, char **argv)
         lmk_cli_error("serve", "%s: %s", sessions, strerror(errno));
         return 1;
     }
-    /* the model is checked once here; each request opens its session with it */
+    /* the model, loaded once: every request runs with it */
     char err[1024];
     lmk_model *m = NULL;
     if (lmk_task_model_open(c.model, &c.t, &m, err, sizeof err)) {
         lmk_cli_error("serve", "%s", err);
         return 1;
     }
-    lmk_model_close(m);
+    /* the chat format: --template, else the model's tokenizer.chat_template, else (none, or
+     * one not known here) a plain transcript */
+    S.chat_format = -1;
+    const char *why = "--template plain";
+    if (chat_template && strcmp(chat_template, "plain")) {
+        S.chat_format = lmk_chat_format_from_name(chat_template);
+        why = "--template";
+    } else if (!chat_template) {
+        const char *tmpl;
+        uint64_t tn;
+        char *z = NULL;
+        why = "the model has no chat template";
+        if (lmk_gguf_get_str(lmk_model_gguf(m), "tokenizer.chat_template", &tmpl, &tn) == 0 &&
+            (z = malloc(tn + 1))) {
+            memcpy(z, tmpl, tn);
+            z[tn] = 0;
+            S.chat_format = lmk_chat_detect(z);
+            why = S.chat_format >= 0 ? "the model's chat template"
+                                     : "the model's chat template is not a known format";
+            free(z);
+        }
+    }
+    if (S.chat_format >= 0)
+        fprintf(stderr, "landmark serve: chat format %s (%s)\n",
+                lmk_chat_format_name(S.chat_format), why);
+    else
+        fprintf(stderr, "landmark serve: chat messages as a plain transcript (%s)\n", why);
+    S.model = m;
     /* temporary sessions of requests a kill interrupted */
     DIR *dd = opendir(sessions);
     for (struct dirent *e; dd && (e = readdir(dd));) {
@@ -1306,6 +1440,7 @@ int lmk_cmd_serve(int argc, char **argv)
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     if (inet_pton(AF_INET, host, &sa.sin_addr) != 1) {
         lmk_cli_error("serve", "--host %s: not an IPv4 address", host);
+        lmk_model_close(S.model);
         return 2;
     }
     /* signals go to this thread only (sigwait below); every other thread blocks them */
@@ -1323,6 +1458,7 @@ int lmk_cmd_serve(int argc, char **argv)
         MHD_OPTION_END);
     if (!d) {
         lmk_cli_error("serve", "cannot listen on %s:%d: %s", host, port, strerror(errno));
+        lmk_model_close(S.model);
         return 1;
     }
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
@@ -1343,6 +1479,8 @@ int lmk_cmd_serve(int argc, char **argv)
         pthread_cond_wait(&S.cv, &S.mu);
     pthread_mutex_unlock(&S.mu);
     MHD_stop_daemon(d);
+    lmk_model_close(S.model); /* every run on it has ended */
+    S.model = NULL;
     while (S.recs) {
         sess_rec *r = S.recs;
         S.recs = r->next;
