@@ -34,6 +34,9 @@
 typedef struct sess_rec {
     char id[LMK_SERVE_ID_MAX + 16];
     int busy;                         /* a request runs on it (holds its writer lock) */
+    /* requests waiting for it are served in arrival order: each takes the next ticket and
+     * runs when serving reaches it */
+    unsigned long long next_ticket, serving;
     int64_t tokens;                   /* last known */
     volatile sig_atomic_t *flag;      /* the interrupt flag of the work running on it */
     int pf_state;                     /* document prefill: 0 none, 1 running, 2 done, 3 failed */
@@ -85,7 +88,9 @@ static void rec_drop(sess_rec *rec) /* under S.mu */
 enum { ACQ_OK = 0, ACQ_BUSY = 1, ACQ_FULL = 2, ACQ_STOPPING = 3, ACQ_NOMEM = 4 };
 
 /* Take session id for one request: wait (when wait) for it to be idle and, when count,
- * for a free place among --parallel; at most --queue requests wait. */
+ * for a free place among --parallel; at most --queue requests wait. The requests waiting
+ * for one session get it in the order they arrived here (first come, first served), and a
+ * request that would not wait finds the session busy while any wait. */
 static int acquire(const char *id, int wait, int count, sess_rec **out)
 {
     pthread_mutex_lock(&S.mu);
@@ -95,16 +100,20 @@ static int acquire(const char *id, int wait, int count, sess_rec **out)
         rc = ACQ_NOMEM;
     else if (S.stopping)
         rc = ACQ_STOPPING;
-    else if (rec->busy || (count && S.running >= S.parallel)) {
+    else if (rec->busy || rec->next_ticket != rec->serving ||
+             (count && S.running >= S.parallel)) {
         if (!wait)
             rc = ACQ_BUSY;
         else if (S.waiting >= S.queue_max)
             rc = ACQ_FULL;
         else {
+            unsigned long long ticket = rec->next_ticket++;
             S.waiting++;
-            while ((rec->busy || (count && S.running >= S.parallel)) && !S.stopping)
+            while ((rec->busy || rec->serving != ticket ||
+                    (count && S.running >= S.parallel)) && !S.stopping)
                 pthread_cond_wait(&S.cv, &S.mu);
             S.waiting--;
+            rec->serving++; /* the next in line (all give up when stopping) */
             if (S.stopping)
                 rc = ACQ_STOPPING;
         }
@@ -806,6 +815,20 @@ static void dir_usage(const char *dir, unsigned long long *bytes, long long *mti
     closedir(d);
 }
 
+/* The tokens (positions) session dir holds, read from it; -1 when it cannot be read. */
+static int64_t session_tokens(const char *dir)
+{
+    lmk_session_opts so = lmk_session_opts_default();
+    so.read_only = 1;
+    lmk_session *s = NULL;
+    lmk_session_info in;
+    int64_t tokens = -1;
+    if (lmk_session_open(dir, &so, &s, NULL, 0) == 0 && lmk_session_info_get(s, &in) == 0)
+        tokens = in.tokens;
+    lmk_session_close(s);
+    return tokens;
+}
+
 /* The session object of id; when idle its token count is read from the session. */
 static json_t *session_json(const char *id)
 {
@@ -816,16 +839,8 @@ static json_t *session_json(const char *id)
     sess_rec *rec = NULL;
     int idle = acquire(id, 0, 0, &rec) == ACQ_OK;
     int64_t tokens = -1;
-    if (idle) {
-        lmk_session_opts so = lmk_session_opts_default();
-        so.read_only = 1;
-        lmk_session *s = NULL;
-        lmk_session_info in;
-        if (exists && lmk_session_open(dir, &so, &s, NULL, 0) == 0 &&
-            lmk_session_info_get(s, &in) == 0)
-            tokens = in.tokens;
-        lmk_session_close(s);
-    }
+    if (idle && exists)
+        tokens = session_tokens(dir);
     pthread_mutex_lock(&S.mu);
     if (!rec)
         rec = rec_get(id);
@@ -833,6 +848,7 @@ static json_t *session_json(const char *id)
         rec->tokens = tokens;
     else if (rec)
         tokens = rec->tokens;
+    json_int_t queued = rec ? (json_int_t)(rec->next_ticket - rec->serving) : 0;
     json_t *pf = NULL;
     if (rec && rec->pf_state)
         pf = json_pack("{s:s, s:I, s:I, s:s?}", "state",
@@ -846,10 +862,10 @@ static json_t *session_json(const char *id)
     long long mtime;
     dir_usage(dir, &bytes, &mtime);
     const char *base = strrchr(model, '/');
-    json_t *o = json_pack("{s:s, s:s, s:o, s:I, s:s, s:I, s:b}", "id", id, "object", "session",
-                          "tokens", tokens >= 0 ? json_integer(tokens) : json_null(), "bytes",
-                          (json_int_t)bytes, "model", base ? base + 1 : model, "last_used",
-                          (json_int_t)mtime, "busy", !idle);
+    json_t *o = json_pack("{s:s, s:s, s:o, s:I, s:s, s:I, s:b, s:I}", "id", id, "object",
+                          "session", "tokens", tokens >= 0 ? json_integer(tokens) : json_null(),
+                          "bytes", (json_int_t)bytes, "model", base ? base + 1 : model,
+                          "last_used", (json_int_t)mtime, "busy", !idle, "queued", queued);
     if (o && pf)
         json_object_set_new(o, "prefill", pf);
     else
@@ -1048,13 +1064,16 @@ static enum MHD_Result handle_append(struct MHD_Connection *c, const char *id,
     if (!rc)
         rc = lmk_run_save(r, err, sizeof err);
     lmk_run_close(r);
+    int64_t after = rc ? -1 : session_tokens(dir); /* where this append left the session */
     release(w.rec, 1);
     lmk_serve_sess_free(&q);
     if (rc)
         return send_error(c, rc == EINTR ? 503 : status_of(rc), NULL, "%s", err);
     json_t *o = session_json(id);
-    if (o)
+    if (o) {
         json_object_set_new(o, "appended_tokens", json_integer(ps.tokens));
+        json_object_set_new(o, "tokens", after >= 0 ? json_integer(after) : json_null());
+    }
     return send_json(c, 200, o);
 }
 
