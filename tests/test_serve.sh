@@ -236,6 +236,21 @@ if lt "$(first_t "$TMP/p1")" "$(last_t "$TMP/p2")" && lt "$(first_t "$TMP/p2")" 
 else
     fail "requests on two sessions did not overlap: $(cat "$TMP/p1") vs $(cat "$TMP/p2")"
 fi
+# the two ran at once over the one loaded model: each answer equals the answer the same
+# request gets alone (book2 is a copy of book), and landmark run's on a copy
+for i in 1 2; do grep '^data: {' "$TMP/p$i.body" | sed 's/^data: //' | jq -j '.choices[0].text' >"$TMP/p$i.text"; done
+fails0=$fails
+api POST /v1/completions -d '{"prompt":" And","max_tokens":'$NLONG',"temperature":0,"persist":false,"session":"book"}' |
+    jq -j '.choices[0].text' >"$TMP/p0.text"
+cmp -s "$TMP/p1.text" "$TMP/p0.text" && cmp -s "$TMP/p2.text" "$TMP/p0.text" ||
+    fail "concurrent answers differ from the answer alone"
+"$LMK" fork "$SD/book" "$TMP/run3" >/dev/null 2>&1 && cp "$SD/book"/model-run.* "$TMP/run3/" &&
+    "$LMK" run --session "$TMP/run3" --prompt " And" --generate $NLONG -t 1 >"$TMP/cli3" 2>/dev/null ||
+    fail "landmark run on a copy of book"
+if [ $ASCII = 1 ]; then
+    printf '%s\n' "$(cat "$TMP/p0.text")" | cmp -s - "$TMP/cli3" || fail "the answer differs from landmark run's"
+fi
+[ $fails = $fails0 ] && ok "answers given at once equal the answers given alone and landmark run's"
 # the queue needs the first answer to outlast two request starts: the random model writes
 # thousands of tokens a second on an idle machine, so it gets the most the server allows
 qlong=$long
