@@ -1365,13 +1365,16 @@ int lmk_cmd_serve(int argc, char **argv)
     const lmk_opt_spec spec = {
         "serve",
         "landmark serve --model M.gguf --sessions DIR [--host 127.0.0.1] [--port 8080]\n"
-        "                    [-t N] [--api-key KEY] [--max-sessions N] [--parallel N]",
+        "                    [-t N] [--api-key KEY] [--max-sessions N] [--parallel N]\n"
+        "                    [--queue N] [--template NAME]",
         "Serve the model over HTTP with an OpenAI-compatible API (GET /v1/models,\n"
         "POST /v1/completions, POST /v1/chat/completions) whose requests may continue a\n"
         "persistent session (\"session\": ID; \"persist\": false answers without changing\n"
         "it), and the sessions themselves (/v1/sessions: create from a document, list,\n"
-        "get, append, fork, delete). SIGTERM or Ctrl-C stops the running generations,\n"
-        "syncs the sessions and exits.\n",
+        "get, append, fork, delete). Chat messages are rendered in the model's chat\n"
+        "format. The model is loaded once; requests waiting for one session run in the\n"
+        "order they arrived. SIGTERM or Ctrl-C stops the running generations, syncs the\n"
+        "sessions and exits.\n",
         opts, (int)(sizeof opts / sizeof opts[0]), NULL, 0, 0};
     int prc = lmk_opt_parse(&spec, argc, argv, NULL, NULL);
     if (prc)
