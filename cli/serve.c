@@ -4,8 +4,10 @@
  * it waits for its session and runs. The model is loaded once and shared by every request
  * (lmk_run_open_model: its weights and tokenizer are only read; each request has its own
  * context, scratch and sampling state). Sessions are directories DIR/ID; the server opens a
- * session only while a request runs on it, so `landmark run` can use an idle one. At most --parallel requests run at once, one per session; later ones wait (at most
- * --queue of them: more are answered 503). Request bodies are parsed in serve_req.c. */
+ * session only while a request runs on it, so `landmark run` can use an idle one. At most
+ * --parallel requests run at once, one per session; later ones wait (at most --queue of
+ * them: more are answered 503), those waiting for one session in arrival order. Request
+ * bodies are parsed in serve_req.c. */
 #include <errno.h>
 #include <dirent.h>
 #include <limits.h>
