@@ -1146,8 +1146,10 @@ static enum MHD_Result handle_fork(struct MHD_Connection *c, const char *id, con
     if (!rc && (rc = lmk_session_fork(s, ddir)) != 0)
         snprintf(err, sizeof err, "%s", lmk_session_errmsg(s));
     lmk_session_close(s);
-    for (int i = 0; !rc && i < 2; i++) {
-        const char *f = i ? "model-run.logits" : "model-run.txt";
+    /* the run state and the conversation state (the files that exist) */
+    static const char *const files[] = {"model-run.txt", "model-run.logits", "model-chat.txt"};
+    for (int i = 0; !rc && i < 3; i++) {
+        const char *f = files[i];
         snprintf(a, sizeof a, "%s/%s", sdir, f);
         snprintf(b, sizeof b, "%s/%s", ddir, f);
         if ((rc = copy_file(a, b)) != 0)

@@ -505,10 +505,17 @@ else
     # persist false: neither the session nor its conversation state change
     dc=$(digest_of c1)
     cp "$SD/c1/model-chat.txt" "$TMP/chatstate"
-    chat_req '{"session":"c1","persist":false}' "$msgs2" >/dev/null
+    chat_req '{"session":"c1","persist":false}' "$msgs2" >"$TMP/ct3"
     expect_status 200 "chat with persist false"
     [ "$(digest_of c1)" = "$dc" ] && cmp -s "$SD/c1/model-chat.txt" "$TMP/chatstate" ||
         fail "a chat with persist false changed the session"
+    # a fork carries the conversation on as the original would
+    api POST /v1/sessions/c1/fork -d '{"id":"c1f"}' >/dev/null
+    expect_status 201 "fork a conversation"
+    chat_req '{"session":"c1f"}' "$msgs2" >"$TMP/ct4"
+    jq -e --slurpfile a "$TMP/ct3" '.usage == $a[0].usage and .choices == $a[0].choices' "$TMP/ct4" >/dev/null ||
+        fail "the fork's answer: $(cat "$TMP/ct4") vs the original's: $(cat "$TMP/ct3")"
+    grep -q "^turns 3$" "$SD/c1f/model-chat.txt" || fail "the fork's model-chat.txt: $(cat "$SD/c1f/model-chat.txt")"
     # without a session: the whole rendering, BOS first, as turn 1
     chat_req '{}' "$msgs1" >"$TMP/ct0"
     [ "$(jq -r .usage.prompt_tokens "$TMP/ct0")" = "$(jq -r .usage.prompt_tokens "$TMP/ct1")" ] &&
@@ -519,7 +526,7 @@ else
         printf 'format llama3\ndoc 0\nturns 1\n' >"$SD/c2/model-chat.txt" || fail "making c2"
     chat_req '{"session":"c2"}' "$msgs2" >/dev/null
     expect_status 409 "a conversation in another chat format"
-    [ $fails = $fails0 ] && ok "chat in the model's format: turns equal landmark run --chat's, persist false, no session"
+    [ $fails = $fails0 ] && ok "chat in the model's format: turns equal landmark run --chat's, persist false, fork, no session"
 
     kill -TERM "$PID"
     wait "$PID"
