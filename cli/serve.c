@@ -1,10 +1,13 @@
 /* landmark serve: an OpenAI-compatible HTTP server over persistent sessions.
  *
  * GNU libmicrohttpd runs one thread per connection; a request's handler blocks in it while
- * it waits for its session and runs. Sessions are directories DIR/ID; the server opens a
- * session (lmk_run_open) only while a request runs on it, so `landmark run` can use an idle
- * one. At most --parallel requests run at once, one per session; later ones wait (at most
- * --queue of them: more are answered 503). Request bodies are parsed in serve_req.c. */
+ * it waits for its session and runs. The model is loaded once and shared by every request
+ * (lmk_run_open_model: its weights and tokenizer are only read; each request has its own
+ * context, scratch and sampling state). Sessions are directories DIR/ID; the server opens a
+ * session only while a request runs on it, so `landmark run` can use an idle one. At most
+ * --parallel requests run at once, one per session; later ones wait (at most --queue of
+ * them: more are answered 503), those waiting for one session in arrival order. Request
+ * bodies are parsed in serve_req.c. */
 #include <errno.h>
 #include <dirent.h>
 #include <limits.h>
@@ -22,6 +25,7 @@
 #include <arpa/inet.h>
 
 #include "commands.h"
+#include "lmk_chat.h"
 #include "lmk_clock.h"
 #include "lmk_fs.h"
 #include "model_cmd.h"
@@ -32,6 +36,9 @@
 typedef struct sess_rec {
     char id[LMK_SERVE_ID_MAX + 16];
     int busy;                         /* a request runs on it (holds its writer lock) */
+    /* requests waiting for it are served in arrival order: each takes the next ticket and
+     * runs when serving reaches it */
+    unsigned long long next_ticket, serving;
     int64_t tokens;                   /* last known */
     volatile sig_atomic_t *flag;      /* the interrupt flag of the work running on it */
     int pf_state;                     /* document prefill: 0 none, 1 running, 2 done, 3 failed */
@@ -43,6 +50,8 @@ typedef struct sess_rec {
 static struct {
     const char *model_path, *dir, *api_key;
     char model_name[256];
+    lmk_model *model;                 /* loaded once, shared by every request (read-only) */
+    int chat_format;                  /* lmk_chat_format of chat requests; -1: transcript */
     lmk_task_opts t;
     long long max_body, max_doc, max_prompt, max_tokens;
     int parallel, queue_max, max_sessions;
@@ -81,7 +90,9 @@ static void rec_drop(sess_rec *rec) /* under S.mu */
 enum { ACQ_OK = 0, ACQ_BUSY = 1, ACQ_FULL = 2, ACQ_STOPPING = 3, ACQ_NOMEM = 4 };
 
 /* Take session id for one request: wait (when wait) for it to be idle and, when count,
- * for a free place among --parallel; at most --queue requests wait. */
+ * for a free place among --parallel; at most --queue requests wait. The requests waiting
+ * for one session get it in the order they arrived here (first come, first served), and a
+ * request that would not wait finds the session busy while any wait. */
 static int acquire(const char *id, int wait, int count, sess_rec **out)
 {
     pthread_mutex_lock(&S.mu);
@@ -91,16 +102,20 @@ static int acquire(const char *id, int wait, int count, sess_rec **out)
         rc = ACQ_NOMEM;
     else if (S.stopping)
         rc = ACQ_STOPPING;
-    else if (rec->busy || (count && S.running >= S.parallel)) {
+    else if (rec->busy || rec->next_ticket != rec->serving ||
+             (count && S.running >= S.parallel)) {
         if (!wait)
             rc = ACQ_BUSY;
         else if (S.waiting >= S.queue_max)
             rc = ACQ_FULL;
         else {
+            unsigned long long ticket = rec->next_ticket++;
             S.waiting++;
-            while ((rec->busy || (count && S.running >= S.parallel)) && !S.stopping)
+            while ((rec->busy || rec->serving != ticket ||
+                    (count && S.running >= S.parallel)) && !S.stopping)
                 pthread_cond_wait(&S.cv, &S.mu);
             S.waiting--;
+            rec->serving++; /* the next in line (all give up when stopping) */
             if (S.stopping)
                 rc = ACQ_STOPPING;
         }
@@ -269,7 +284,7 @@ static int open_run(const char *dir, work *w, int temp, lmk_run **r, char *err, 
     pthread_mutex_lock(&S.mu);
     w->rec->flag = &w->stop;
     pthread_mutex_unlock(&S.mu);
-    return lmk_run_open(dir, S.model_path, &t, r, err, cap);
+    return lmk_run_open_model(dir, S.model, S.model_path, &t, r, err, cap);
 }
 
 /* ---- generation: /v1/completions and /v1/chat/completions ---- */
@@ -280,6 +295,8 @@ typedef struct gen_job {
     lmk_run *r;
     char dir[PATH_MAX];
     int temp;                 /* a temporary session, removed afterwards */
+    int chat_save;            /* write chat_st (model-chat.txt) once the answer is kept */
+    lmk_chat_state chat_st;   /* the session's conversation after this request */
     char id[48];
     long long created;
     int64_t prompt_tokens, completion_tokens;
@@ -442,6 +459,10 @@ static void job_close_run(gen_job *j)
             rc = lmk_run_save(j->r, err, sizeof err);
         if (rc)
             fprintf(stderr, "landmark serve: %s: %s\n", j->g.session, err);
+        if (!rc && j->g.persist && j->chat_save &&
+            (rc = lmk_chat_state_write(j->dir, &j->chat_st)) != 0)
+            fprintf(stderr, "landmark serve: %s: model-chat.txt: %s\n", j->g.session,
+                    strerror(rc));
     }
     pthread_mutex_lock(&S.mu);
     j->w.rec->tokens = -1; /* read again when asked */
@@ -532,7 +553,8 @@ static void new_id(char *buf, size_t cap, const char *prefix)
     snprintf(buf, cap, "%s%016llx", prefix, x);
 }
 
-/* The prompt text fed for a request: the completion prompt, or chat messages as turns. */
+/* The prompt text fed for a request: the completion prompt, or, for a model without a
+ * known chat template, chat messages as a plain transcript. */
 static char *gen_prompt(const lmk_serve_gen *g, size_t *len)
 {
     if (!g->chat) {
@@ -552,6 +574,75 @@ static char *gen_prompt(const lmk_serve_gen *g, size_t *len)
     buf_add(&b, &n, &cap, "\nassistant:", 11);
     *len = n;
     return b;
+}
+
+/* A chat request's messages in the model's chat format, carrying on the session's
+ * conversation (model-chat.txt, as `landmark run --chat` keeps it): the segments to feed,
+ * pointing into *text; *seg and *text malloc'ed. Returns 0, LMK_EMISMATCH (the session's
+ * conversation is in another format), an errno. */
+static int chat_segments(gen_job *j, char **text, lmk_tok_segment **seg, size_t *n_seg,
+                         char *err, size_t cap)
+{
+    lmk_chat_state st = {-1, 0, 0};
+    int rc = j->temp ? 0 : lmk_chat_state_read(j->dir, &st);
+    if (rc) {
+        snprintf(err, cap, "%s/model-chat.txt: %s", j->g.session, strerror(rc));
+        return rc;
+    }
+    if (st.format >= 0 && st.format != S.chat_format) {
+        snprintf(err, cap, "the session's conversation is in the %s chat format, the "
+                 "server's is %s", lmk_chat_format_name(st.format),
+                 lmk_chat_format_name(S.chat_format));
+        return LMK_EMISMATCH;
+    }
+    if (st.format < 0) { /* no conversation yet: it starts here (after any plain text) */
+        st.has_doc = 0;
+        st.turns = 0;
+    }
+    lmk_chat_msg *m = malloc((size_t)j->g.n_msgs * sizeof *m);
+    if (!m)
+        return ENOMEM;
+    for (int i = 0; i < j->g.n_msgs; i++)
+        m[i] = (lmk_chat_msg){j->g.msgs[i].role, j->g.msgs[i].content};
+    size_t len, np;
+    lmk_chat_piece *pc = NULL;
+    rc = lmk_chat_continue(S.chat_format, &st, m, (size_t)j->g.n_msgs, 1, text, &len, &pc,
+                           &np);
+    free(m);
+    if (rc) {
+        snprintf(err, cap, "rendering the messages: %s", lmk_strerror(rc));
+        return rc;
+    }
+    if (!(*seg = malloc((np ? np : 1) * sizeof **seg))) {
+        free(pc);
+        free(*text);
+        *text = NULL;
+        return ENOMEM;
+    }
+    for (size_t i = 0; i < np; i++)
+        (*seg)[i] = (lmk_tok_segment){*text + pc[i].off, pc[i].len, !pc[i].content};
+    *n_seg = np;
+    free(pc);
+    j->chat_st = (lmk_chat_state){S.chat_format, st.has_doc, st.turns + 1};
+    j->chat_save = 1;
+    return 0;
+}
+
+/* Tokens of the segments (the prompt limit). */
+static int count_segments(const lmk_tok_segment *seg, size_t n, int64_t *count)
+{
+    size_t total = 0, got = 0;
+    for (size_t i = 0; i < n; i++)
+        total += seg[i].len;
+    size_t max = lmk_tokenizer_max_tokens(total);
+    int32_t *ids = malloc((max ? max : 1) * sizeof *ids);
+    if (!ids)
+        return ENOMEM;
+    int rc = lmk_tokenizer_tokenize_segments(lmk_model_tokenizer(S.model), seg, n,
+                                             LMK_TOK_CONTINUE, ids, max, &got);
+    free(ids);
+    *count = (int64_t)got;
+    return rc;
 }
 
 static enum MHD_Result handle_gen(struct MHD_Connection *c, const char *body, size_t len,
@@ -596,16 +687,29 @@ static enum MHD_Result handle_gen(struct MHD_Connection *c, const char *body, si
         job_unref(j);
         return send_error(c, 404, "session", "no session '%s'", sid);
     }
-    size_t plen = 0;
-    char *prompt = gen_prompt(&j->g, &plen);
-    int rc = prompt ? open_run(j->dir, &j->w, j->temp, &j->r, err, sizeof err) : ENOMEM;
+    /* the prompt: completion text, a chat rendering (segments), or a chat transcript */
+    size_t plen = 0, n_seg = 0;
+    int templated = chat && S.chat_format >= 0;
+    char *prompt = templated ? NULL : gen_prompt(&j->g, &plen);
+    lmk_tok_segment *seg = NULL;
+    int rc = templated || prompt ? 0 : ENOMEM;
+    if (!rc && templated)
+        rc = chat_segments(j, &prompt, &seg, &n_seg, err, sizeof err);
+    if (!rc)
+        rc = open_run(j->dir, &j->w, j->temp, &j->r, err, sizeof err);
     if (!rc && !j->temp && !j->g.persist)
         rc = lmk_run_begin(j->r, err, sizeof err);
-    if (!rc && plen) { /* the prompt limit, counted in tokens */
+    if (!rc && (plen || n_seg)) { /* the prompt limit, counted in tokens */
         int32_t *ids = NULL;
         int64_t n = 0;
-        rc = lmk_task_tokenize(lmk_run_model(j->r), prompt, plen, 0, &ids, &n, err, sizeof err);
+        if (templated)
+            rc = count_segments(seg, n_seg, &n);
+        else
+            rc = lmk_task_tokenize(lmk_run_model(j->r), prompt, plen, 0, &ids, &n, err,
+                                   sizeof err);
         free(ids);
+        if (rc == ENOMEM)
+            snprintf(err, sizeof err, "out of memory");
         if (!rc && n > S.max_prompt) {
             snprintf(err, sizeof err, "the prompt is %lld tokens, over the limit of %lld "
                      "(--max-prompt-tokens)", (long long)n, S.max_prompt);
@@ -614,9 +718,12 @@ static enum MHD_Result handle_gen(struct MHD_Connection *c, const char *body, si
         }
     }
     lmk_run_prefill_stats ps = {0};
-    if (!rc && plen)
+    if (!rc && templated)
+        rc = lmk_run_prefill_segments(j->r, seg, n_seg, &ps, err, sizeof err);
+    else if (!rc && plen)
         rc = lmk_run_prefill(j->r, NULL, NULL, 0, prompt, plen, &ps, err, sizeof err);
     free(prompt);
+    free(seg);
     if (!rc && j->w.stop && !S.stopping) { /* the client left during the prompt */
         rc = EINTR;
         snprintf(err, sizeof err, "client closed the connection");
@@ -710,6 +817,20 @@ static void dir_usage(const char *dir, unsigned long long *bytes, long long *mti
     closedir(d);
 }
 
+/* The tokens (positions) session dir holds, read from it; -1 when it cannot be read. */
+static int64_t session_tokens(const char *dir)
+{
+    lmk_session_opts so = lmk_session_opts_default();
+    so.read_only = 1;
+    lmk_session *s = NULL;
+    lmk_session_info in;
+    int64_t tokens = -1;
+    if (lmk_session_open(dir, &so, &s, NULL, 0) == 0 && lmk_session_info_get(s, &in) == 0)
+        tokens = in.tokens;
+    lmk_session_close(s);
+    return tokens;
+}
+
 /* The session object of id; when idle its token count is read from the session. */
 static json_t *session_json(const char *id)
 {
@@ -720,16 +841,8 @@ static json_t *session_json(const char *id)
     sess_rec *rec = NULL;
     int idle = acquire(id, 0, 0, &rec) == ACQ_OK;
     int64_t tokens = -1;
-    if (idle) {
-        lmk_session_opts so = lmk_session_opts_default();
-        so.read_only = 1;
-        lmk_session *s = NULL;
-        lmk_session_info in;
-        if (exists && lmk_session_open(dir, &so, &s, NULL, 0) == 0 &&
-            lmk_session_info_get(s, &in) == 0)
-            tokens = in.tokens;
-        lmk_session_close(s);
-    }
+    if (idle && exists)
+        tokens = session_tokens(dir);
     pthread_mutex_lock(&S.mu);
     if (!rec)
         rec = rec_get(id);
@@ -737,6 +850,7 @@ static json_t *session_json(const char *id)
         rec->tokens = tokens;
     else if (rec)
         tokens = rec->tokens;
+    json_int_t queued = rec ? (json_int_t)(rec->next_ticket - rec->serving) : 0;
     json_t *pf = NULL;
     if (rec && rec->pf_state)
         pf = json_pack("{s:s, s:I, s:I, s:s?}", "state",
@@ -750,10 +864,10 @@ static json_t *session_json(const char *id)
     long long mtime;
     dir_usage(dir, &bytes, &mtime);
     const char *base = strrchr(model, '/');
-    json_t *o = json_pack("{s:s, s:s, s:o, s:I, s:s, s:I, s:b}", "id", id, "object", "session",
-                          "tokens", tokens >= 0 ? json_integer(tokens) : json_null(), "bytes",
-                          (json_int_t)bytes, "model", base ? base + 1 : model, "last_used",
-                          (json_int_t)mtime, "busy", !idle);
+    json_t *o = json_pack("{s:s, s:s, s:o, s:I, s:s, s:I, s:b, s:I}", "id", id, "object",
+                          "session", "tokens", tokens >= 0 ? json_integer(tokens) : json_null(),
+                          "bytes", (json_int_t)bytes, "model", base ? base + 1 : model,
+                          "last_used", (json_int_t)mtime, "busy", !idle, "queued", queued);
     if (o && pf)
         json_object_set_new(o, "prefill", pf);
     else
@@ -952,13 +1066,16 @@ static enum MHD_Result handle_append(struct MHD_Connection *c, const char *id,
     if (!rc)
         rc = lmk_run_save(r, err, sizeof err);
     lmk_run_close(r);
+    int64_t after = rc ? -1 : session_tokens(dir); /* where this append left the session */
     release(w.rec, 1);
     lmk_serve_sess_free(&q);
     if (rc)
         return send_error(c, rc == EINTR ? 503 : status_of(rc), NULL, "%s", err);
     json_t *o = session_json(id);
-    if (o)
+    if (o) {
         json_object_set_new(o, "appended_tokens", json_integer(ps.tokens));
+        json_object_set_new(o, "tokens", after >= 0 ? json_integer(after) : json_null());
+    }
     return send_json(c, 200, o);
 }
 
@@ -1029,8 +1146,10 @@ static enum MHD_Result handle_fork(struct MHD_Connection *c, const char *id, con
     if (!rc && (rc = lmk_session_fork(s, ddir)) != 0)
         snprintf(err, sizeof err, "%s", lmk_session_errmsg(s));
     lmk_session_close(s);
-    for (int i = 0; !rc && i < 2; i++) {
-        const char *f = i ? "model-run.logits" : "model-run.txt";
+    /* the run state and the conversation state (the files that exist) */
+    static const char *const files[] = {"model-run.txt", "model-run.logits", "model-chat.txt"};
+    for (int i = 0; !rc && i < 3; i++) {
+        const char *f = files[i];
         snprintf(a, sizeof a, "%s/%s", sdir, f);
         snprintf(b, sizeof b, "%s/%s", ddir, f);
         if ((rc = copy_file(a, b)) != 0)
@@ -1214,7 +1333,7 @@ int lmk_cmd_serve(int argc, char **argv)
 {
     lmk_model_cli c;
     lmk_model_cli_init(&c, "serve");
-    const char *host = "127.0.0.1", *sessions = NULL, *api_key = NULL;
+    const char *host = "127.0.0.1", *sessions = NULL, *api_key = NULL, *chat_template = NULL;
     int port = 8080, parallel = 2, queue = 16, max_sessions = 1000;
     long long max_body = 1 << 20, max_doc = 64 << 20, max_prompt = 32768, max_tokens = 4096;
     const lmk_opt opts[] = {
@@ -1240,24 +1359,38 @@ int lmk_cmd_serve(int argc, char **argv)
          "largest request body (default 1m)"},
         {"--max-document", 0, LMK_OPT_COUNT, &max_doc, 1024, 1LL << 36, NULL, NULL, NULL,
          "BYTES", "largest body of a session upload or append (default 64m)"},
+        {"--template", 0, LMK_OPT_STR, &chat_template, 0, 0, NULL, NULL, NULL, "NAME",
+         "chat format of /v1/chat/completions instead of the one matched\n"
+         "from the model's template: llama3, chatml, mistral-v1,\n"
+         "mistral-v3, mistral-v3-tekken, mistral-v7, phi3, or plain (a\n"
+         "transcript: the default for a model without a known template)"},
         LMK_MODEL_CLI_OPTS(&c),
     };
     const lmk_opt_spec spec = {
         "serve",
         "landmark serve --model M.gguf --sessions DIR [--host 127.0.0.1] [--port 8080]\n"
-        "                    [-t N] [--api-key KEY] [--max-sessions N] [--parallel N]",
+        "                    [-t N] [--api-key KEY] [--max-sessions N] [--parallel N]\n"
+        "                    [--queue N] [--template NAME]",
         "Serve the model over HTTP with an OpenAI-compatible API (GET /v1/models,\n"
         "POST /v1/completions, POST /v1/chat/completions) whose requests may continue a\n"
         "persistent session (\"session\": ID; \"persist\": false answers without changing\n"
         "it), and the sessions themselves (/v1/sessions: create from a document, list,\n"
-        "get, append, fork, delete). SIGTERM or Ctrl-C stops the running generations,\n"
-        "syncs the sessions and exits.\n",
+        "get, append, fork, delete). Chat messages are rendered in the model's chat\n"
+        "format. The model is loaded once; requests waiting for one session run in the\n"
+        "order they arrived. SIGTERM or Ctrl-C stops the running generations, syncs the\n"
+        "sessions and exits.\n",
         opts, (int)(sizeof opts / sizeof opts[0]), NULL, 0, 0};
     int prc = lmk_opt_parse(&spec, argc, argv, NULL, NULL);
     if (prc)
         return prc == 1 ? 0 : 2;
     if (!c.model || !sessions) {
         lmk_cli_error("serve", "--model M.gguf and --sessions DIR are required (see --help)");
+        return 2;
+    }
+    if (chat_template && strcmp(chat_template, "plain") &&
+        lmk_chat_format_from_name(chat_template) < 0) {
+        lmk_cli_error("serve", "--template %s: not a chat format (%s, or plain)", chat_template,
+                      lmk_chat_format_list());
         return 2;
     }
     lmk_model_cli_finish(&c);
@@ -1267,14 +1400,41 @@ int lmk_cmd_serve(int argc, char **argv)
         lmk_cli_error("serve", "%s: %s", sessions, strerror(errno));
         return 1;
     }
-    /* the model is checked once here; each request opens its session with it */
+    /* the model, loaded once: every request runs with it */
     char err[1024];
     lmk_model *m = NULL;
     if (lmk_task_model_open(c.model, &c.t, &m, err, sizeof err)) {
         lmk_cli_error("serve", "%s", err);
         return 1;
     }
-    lmk_model_close(m);
+    /* the chat format: --template, else the model's tokenizer.chat_template, else (none, or
+     * one not known here) a plain transcript */
+    S.chat_format = -1;
+    const char *why = "--template plain";
+    if (chat_template && strcmp(chat_template, "plain")) {
+        S.chat_format = lmk_chat_format_from_name(chat_template);
+        why = "--template";
+    } else if (!chat_template) {
+        const char *tmpl;
+        uint64_t tn;
+        char *z = NULL;
+        why = "the model has no chat template";
+        if (lmk_gguf_get_str(lmk_model_gguf(m), "tokenizer.chat_template", &tmpl, &tn) == 0 &&
+            (z = malloc(tn + 1))) {
+            memcpy(z, tmpl, tn);
+            z[tn] = 0;
+            S.chat_format = lmk_chat_detect(z);
+            why = S.chat_format >= 0 ? "the model's chat template"
+                                     : "the model's chat template is not a known format";
+            free(z);
+        }
+    }
+    if (S.chat_format >= 0)
+        fprintf(stderr, "landmark serve: chat format %s (%s)\n",
+                lmk_chat_format_name(S.chat_format), why);
+    else
+        fprintf(stderr, "landmark serve: chat messages as a plain transcript (%s)\n", why);
+    S.model = m;
     /* temporary sessions of requests a kill interrupted */
     DIR *dd = opendir(sessions);
     for (struct dirent *e; dd && (e = readdir(dd));) {
@@ -1306,6 +1466,7 @@ int lmk_cmd_serve(int argc, char **argv)
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     if (inet_pton(AF_INET, host, &sa.sin_addr) != 1) {
         lmk_cli_error("serve", "--host %s: not an IPv4 address", host);
+        lmk_model_close(S.model);
         return 2;
     }
     /* signals go to this thread only (sigwait below); every other thread blocks them */
@@ -1323,6 +1484,7 @@ int lmk_cmd_serve(int argc, char **argv)
         MHD_OPTION_END);
     if (!d) {
         lmk_cli_error("serve", "cannot listen on %s:%d: %s", host, port, strerror(errno));
+        lmk_model_close(S.model);
         return 1;
     }
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
@@ -1343,6 +1505,8 @@ int lmk_cmd_serve(int argc, char **argv)
         pthread_cond_wait(&S.cv, &S.mu);
     pthread_mutex_unlock(&S.mu);
     MHD_stop_daemon(d);
+    lmk_model_close(S.model); /* every run on it has ended */
+    S.model = NULL;
     while (S.recs) {
         sess_rec *r = S.recs;
         S.recs = r->next;

@@ -31,13 +31,16 @@ __attribute__((target("f16c,avx"))) static void f16_to_f32_f16c(const uint16_t *
 static int have_f16c(void)
 {
     /* cpuid directly: not every compiler's __builtin_cpu_supports knows "f16c" */
+    /* atomic: sessions on several threads may ask first at once (they store the same) */
     static int cached = -1;
-    if (cached < 0) {
+    int v = __atomic_load_n(&cached, __ATOMIC_RELAXED);
+    if (v < 0) {
         unsigned a, b, c, d;
-        cached = __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C) && (c & bit_AVX) &&
-                 (c & bit_OSXSAVE) && __builtin_cpu_supports("avx");
+        v = __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C) && (c & bit_AVX) &&
+            (c & bit_OSXSAVE) && __builtin_cpu_supports("avx");
+        __atomic_store_n(&cached, v, __ATOMIC_RELAXED);
     }
-    return cached;
+    return v;
 }
 #else
 static int have_f16c(void)

@@ -74,9 +74,16 @@ LMK_API int lmk_chat_detect(const char *t)
 /* ---- a growable string ---- */
 
 typedef struct {
+    size_t off, len;
+} span;
+
+typedef struct {
     char *p;
     size_t n, cap;
     int oom;
+    /* where each message's content went, when spans is set (one per message) */
+    span *spans;
+    size_t n_spans;
 } sb;
 
 static void sb_add(sb *b, const char *s, size_t n)
@@ -113,6 +120,18 @@ static void sb_trim(sb *b, const char *s)
     sb_add(b, s + a, e - a);
 }
 
+/* A message's content (trimmed when trim), its place recorded. */
+static void sb_content(sb *b, const char *s, int trim)
+{
+    size_t at = b->n;
+    if (trim)
+        sb_trim(b, s);
+    else
+        sb_str(b, s);
+    if (b->spans && !b->oom)
+        b->spans[b->n_spans++] = (span){at, b->n - at};
+}
+
 static int render(int f, const lmk_chat_msg *m, size_t n, int add_ass, sb *b)
 {
     switch (f) {
@@ -121,7 +140,7 @@ static int render(int f, const lmk_chat_msg *m, size_t n, int add_ass, sb *b)
             sb_str(b, "<|im_start|>");
             sb_str(b, m[i].role);
             sb_str(b, "\n");
-            sb_str(b, m[i].content);
+            sb_content(b, m[i].content, 0);
             sb_str(b, "<|im_end|>\n");
         }
         if (add_ass)
@@ -133,16 +152,16 @@ static int render(int f, const lmk_chat_msg *m, size_t n, int add_ass, sb *b)
             if (!strcmp(m[i].role, "system")) {
                 sb_str(b, "[SYSTEM_PROMPT]");
                 sb_str(b, sp);
-                sb_str(b, m[i].content);
+                sb_content(b, m[i].content, 0);
                 sb_str(b, "[/SYSTEM_PROMPT]");
             } else if (!strcmp(m[i].role, "user")) {
                 sb_str(b, "[INST]");
                 sb_str(b, sp);
-                sb_str(b, m[i].content);
+                sb_content(b, m[i].content, 0);
                 sb_str(b, "[/INST]");
             } else {
                 sb_str(b, sp);
-                sb_str(b, m[i].content);
+                sb_content(b, m[i].content, 0);
                 sb_str(b, "</s>");
             }
         }
@@ -162,18 +181,18 @@ static int render(int f, const lmk_chat_msg *m, size_t n, int add_ass, sb *b)
                 inside = 1;
             }
             if (!strcmp(m[i].role, "system")) {
-                sb_str(b, m[i].content);
+                sb_content(b, m[i].content, 0);
                 sb_str(b, "\n\n");
             } else if (!strcmp(m[i].role, "user")) {
-                sb_str(b, m[i].content);
+                sb_content(b, m[i].content, 0);
                 sb_str(b, lead);
                 sb_str(b, "[/INST]");
             } else {
                 sb_str(b, trail);
                 if (f == LMK_CHAT_MISTRAL_V3)
-                    sb_trim(b, m[i].content);
+                    sb_content(b, m[i].content, 1);
                 else
-                    sb_str(b, m[i].content);
+                    sb_content(b, m[i].content, 0);
                 sb_str(b, "</s>");
                 inside = 0;
             }
@@ -185,7 +204,7 @@ static int render(int f, const lmk_chat_msg *m, size_t n, int add_ass, sb *b)
             sb_str(b, "<|");
             sb_str(b, m[i].role);
             sb_str(b, "|>\n");
-            sb_str(b, m[i].content);
+            sb_content(b, m[i].content, 0);
             sb_str(b, "<|end|>\n");
         }
         if (add_ass)
@@ -196,7 +215,7 @@ static int render(int f, const lmk_chat_msg *m, size_t n, int add_ass, sb *b)
             sb_str(b, "<|start_header_id|>");
             sb_str(b, m[i].role);
             sb_str(b, "<|end_header_id|>\n\n");
-            sb_trim(b, m[i].content);
+            sb_content(b, m[i].content, 1);
             sb_str(b, "<|eot_id|>");
         }
         if (add_ass)
@@ -348,6 +367,110 @@ out:
         *head = *sep = *tail = NULL;
     }
     return rc;
+}
+
+LMK_API int lmk_chat_continue(int f, const lmk_chat_state *prior, const lmk_chat_msg *msgs,
+                              size_t n, int add_assistant, char **out, size_t *out_len,
+                              lmk_chat_piece **pieces, size_t *n_pieces)
+{
+    *out = NULL;
+    *out_len = 0;
+    *pieces = NULL;
+    *n_pieces = 0;
+    if (f < 0 || f >= LMK_CHAT_N_FORMATS)
+        return LMK_EINVAL;
+    /* The whole conversation with placeholders for what the session holds; the text fed
+     * is what follows the placeholder of its last part (cut). */
+    lmk_chat_msg *v = malloc((n + 2) * sizeof *v);
+    char *merged = NULL;
+    size_t nv = 0, cut_msg = 0, cut_in = 0; /* the cut: after cut_in bytes of message cut_msg */
+    int at_start = 1;
+    if (!v)
+        return ENOMEM;
+    if (prior && prior->turns > 0) {
+        v[nv++] = (lmk_chat_msg){"user", "\x01" "q" "\x01"};
+        v[nv++] = (lmk_chat_msg){"assistant", ANS};
+        cut_msg = 1;
+        cut_in = strlen(ANS);
+        at_start = 0;
+    } else if (prior && prior->has_doc) {
+        /* the first user message is open after its document: a user message continues it */
+        size_t dl = strlen(DOC);
+        if (n > 0 && !strcmp(msgs[0].role, "user")) {
+            size_t cl = strlen(msgs[0].content);
+            if (!(merged = malloc(dl + 2 + cl + 1))) {
+                free(v);
+                return ENOMEM;
+            }
+            memcpy(merged, DOC "\n\n", dl + 2);
+            memcpy(merged + dl + 2, msgs[0].content, cl + 1);
+            v[nv++] = (lmk_chat_msg){"user", merged};
+            msgs++;
+            n--;
+        } else {
+            v[nv++] = (lmk_chat_msg){"user", DOC};
+        }
+        cut_msg = 0;
+        cut_in = dl;
+        at_start = 0;
+    }
+    for (size_t i = 0; i < n; i++)
+        v[nv++] = msgs[i];
+    sb b = {0};
+    b.spans = malloc((nv ? nv : 1) * sizeof *b.spans);
+    if (!b.spans)
+        b.oom = 1;
+    else
+        render(f, v, nv, add_assistant, &b);
+    int rc = b.oom ? ENOMEM : 0;
+    size_t cut = 0;
+    if (!rc && !at_start) {
+        /* the placeholders hold no byte a format trims, so the cut is inside the span */
+        if (cut_msg >= b.n_spans || cut_in > b.spans[cut_msg].len)
+            rc = LMK_EINVAL;
+        else
+            cut = b.spans[cut_msg].off + cut_in;
+    }
+    lmk_chat_piece *pc = NULL;
+    size_t np = 0;
+    if (!rc && !(pc = malloc((2 * b.n_spans + 1) * sizeof *pc)))
+        rc = ENOMEM;
+    if (!rc) {
+        /* template text between the contents (and their parts after the cut) */
+        size_t at = cut;
+        for (size_t i = 0; i < b.n_spans; i++) {
+            size_t s = b.spans[i].off, e = s + b.spans[i].len;
+            if (e <= cut)
+                continue;
+            if (s < cut)
+                s = cut;
+            if (s > at)
+                pc[np++] = (lmk_chat_piece){at - cut, s - at, 0};
+            if (e > s)
+                pc[np++] = (lmk_chat_piece){s - cut, e - s, 1};
+            at = e;
+        }
+        if (b.n > at)
+            pc[np++] = (lmk_chat_piece){at - cut, b.n - at, 0};
+        *out_len = b.n - cut;
+        *out = dup_n(b.p ? b.p + cut : "", *out_len);
+        if (!*out)
+            rc = ENOMEM;
+    }
+    free(b.p);
+    free(b.spans);
+    free(merged);
+    free(v);
+    if (rc) {
+        free(pc);
+        free(*out);
+        *out = NULL;
+        *out_len = 0;
+        return rc;
+    }
+    *pieces = pc;
+    *n_pieces = np;
+    return 0;
 }
 
 /* ---- state ---- */

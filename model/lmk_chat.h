@@ -83,6 +83,33 @@ typedef struct lmk_chat_state {
     int turns;   /* questions asked */
 } lmk_chat_state;
 
+/* A rendering's parts in order: template text (tokenized with control tokens recognized)
+ * or message content (never searched for them). off and len are bytes of the text. */
+typedef struct lmk_chat_piece {
+    size_t off, len;
+    int content;
+} lmk_chat_piece;
+
+/* The text that carries a session's conversation on with msgs[0..n) (the new messages
+ * only), so that what the session holds and this text together equal the rendering of the
+ * whole conversation (lmk_chat_render, the answers as generated) from the point prior
+ * describes:
+ *   - prior NULL, or no turns and no document: the conversation starts here, the text is
+ *     the whole rendering of msgs (system prompt included);
+ *   - prior->turns > 0: the session ends inside the last answer: the text closes it, then
+ *     renders msgs (no second system prefix);
+ *   - no turns and has_doc: the session ends inside the first user message, after its
+ *     document: a user message msgs[0] continues it after "\n\n", as
+ *     lmk_chat_question_frame does.
+ * add_assistant ends the text with the assistant's header (not in every format: see
+ * lmk_chat_render). No BOS is written (the caller adds it to a new session).
+ * *out (NUL-terminated, *out_len bytes) and *pieces (*n_pieces, covering *out) are
+ * malloc'ed. Returns 0, LMK_EINVAL (unknown format), ENOMEM; on failure nothing is
+ * allocated. */
+int lmk_chat_continue(int f, const lmk_chat_state *prior, const lmk_chat_msg *msgs, size_t n,
+                      int add_assistant, char **out, size_t *out_len, lmk_chat_piece **pieces,
+                      size_t *n_pieces);
+
 /* Read dir's state (format -1 and zeros when there is none). Returns 0 or an errno. */
 int lmk_chat_state_read(const char *dir, lmk_chat_state *st);
 /* Write it (atomically: a temporary file renamed). Returns 0 or an errno. */

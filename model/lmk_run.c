@@ -37,6 +37,10 @@ struct lmk_run {
     float *logits;      /* (n_vocab): the prediction after the last token */
     int have_logits;
     lmk_run_frame frame; /* chat framing of the next prefill (lmk_run_set_frame) */
+    /* lmk_run_prefill_segments: the prompt as segments (borrowed for that call) */
+    const lmk_tok_segment *pseg;
+    size_t n_pseg;
+    int own_model;      /* m was opened by this run (else borrowed: lmk_run_open_model) */
     int rewind_marked;  /* this run recorded where to cut back to (mark_rewind) */
     /* lmk_run_begin: a session transaction, and the prediction lmk_run_abort restores */
     int in_txn, mark_have_logits;
@@ -292,8 +296,9 @@ static int rewind_unfinished(lmk_run *r, char *err, size_t cap)
     return rc ? lmk_model__err(err, cap, rc, "%s", lmk_session_errmsg(r->s)) : LMK_OK;
 }
 
-LMK_API int lmk_run_open(const char *dir, const char *model_path, const lmk_task_opts *o,
-                         lmk_run **out, char *err, size_t cap)
+/* shared: a model already loaded (NULL: open model_path's) */
+static int run_open(const char *dir, const char *model_path, lmk_model *shared,
+                    const lmk_task_opts *o, lmk_run **out, char *err, size_t cap)
 {
     *out = NULL;
     lmk_run *r = calloc(1, sizeof *r);
@@ -310,9 +315,21 @@ LMK_API int lmk_run_open(const char *dir, const char *model_path, const lmk_task
     if (r->existed && r->st.have)
         settings_from_state(&r->o, &r->st);
     snprintf(r->model_path, sizeof r->model_path, "%s", model_path ? model_path : r->st.model);
-    int rc = lmk_task_model_open(r->model_path, &r->o, &r->m, err, cap);
-    if (rc)
-        goto fail;
+    int rc = LMK_OK;
+    if (shared) {
+        /* the session's landmark settings must be the loaded model's; else a model of
+         * its own, as lmk_run_open */
+        const lmk_model_info *si = lmk_model_get_info(shared);
+        int mf = r->o.mem_freq >= 0 ? r->o.mem_freq : si->mem_freq;
+        if (mf == si->mem_freq &&
+            (mf == 0 || r->o.landmark_token < 0 || r->o.landmark_token == si->landmark_token))
+            r->m = shared;
+    }
+    if (!r->m) {
+        if ((rc = lmk_task_model_open(r->model_path, &r->o, &r->m, err, cap)) != 0)
+            goto fail;
+        r->own_model = 1;
+    }
     lmk_task_resolve(r->m, &r->o);
     const lmk_model_info *mi = lmk_model_get_info(r->m);
     if (!(r->logits = malloc((size_t)mi->n_vocab * sizeof(float)))) {
@@ -334,6 +351,22 @@ fail:
     return rc;
 }
 
+LMK_API int lmk_run_open(const char *dir, const char *model_path, const lmk_task_opts *o,
+                         lmk_run **out, char *err, size_t cap)
+{
+    return run_open(dir, model_path, NULL, o, out, err, cap);
+}
+
+LMK_API int lmk_run_open_model(const char *dir, lmk_model *m, const char *model_path,
+                               const lmk_task_opts *o, lmk_run **out, char *err, size_t cap)
+{
+    if (!m || !model_path) {
+        *out = NULL;
+        return lmk_model__err(err, cap, LMK_EINVAL, "lmk_run_open_model: no model");
+    }
+    return run_open(dir, model_path, m, o, out, err, cap);
+}
+
 LMK_API void lmk_run_close(lmk_run *r)
 {
     if (!r)
@@ -345,7 +378,8 @@ LMK_API void lmk_run_close(lmk_run *r)
     if (r->s && r->o.durability == LMK_DURABLE_NONE && lmk_session_sync(r->s))
         lmk_task__log(&r->o, "syncing the session: %s", lmk_session_errmsg(r->s));
     lmk_session_close(r->s);
-    lmk_model_close(r->m);
+    if (r->own_model)
+        lmk_model_close(r->m);
     free(r->logits);
     free(r->mark_logits);
     free(r);
@@ -379,6 +413,27 @@ LMK_API void lmk_run_set_frame(lmk_run *r, const lmk_run_frame *f)
         memset(&r->frame, 0, sizeof r->frame);
 }
 
+static int tokenize_segments(lmk_run *r, const lmk_tok_segment *seg, size_t n_seg, int first,
+                             int32_t **ids, int64_t *n, char *err, size_t cap)
+{
+    size_t total = 0, got = 0;
+    for (size_t i = 0; i < n_seg; i++)
+        total += seg[i].len;
+    size_t max = lmk_tokenizer_max_tokens(total);
+    *ids = malloc((max ? max : 1) * sizeof **ids);
+    if (!*ids)
+        return lmk_model__err(err, cap, ENOMEM, "out of memory tokenizing %zu bytes", total);
+    int rc = lmk_tokenizer_tokenize_segments(lmk_model_tokenizer(r->m), seg, n_seg,
+                                             first ? 0 : LMK_TOK_CONTINUE, *ids, max, &got);
+    if (rc) {
+        free(*ids);
+        *ids = NULL;
+        return lmk_model__err(err, cap, rc, "tokenizing: %s", lmk_strerror(rc));
+    }
+    *n = (int64_t)got;
+    return LMK_OK;
+}
+
 /* text between its frame: head and tail with control tokens recognized, sep and the text
  * as plain text (lmk_task_tokenize when there is no frame). */
 static int tokenize_framed(lmk_run *r, const char *head, const char *sep, const char *text,
@@ -392,20 +447,7 @@ static int tokenize_framed(lmk_run *r, const char *head, const char *sep, const 
         {sep ? sep : "", sep ? strlen(sep) : 0, 0},
         {text ? text : "", text ? len : 0, 0},
         {tail ? tail : "", tail ? strlen(tail) : 0, 1}};
-    size_t total = seg[0].len + seg[1].len + seg[2].len + seg[3].len, got = 0;
-    size_t max = lmk_tokenizer_max_tokens(total);
-    *ids = malloc((max ? max : 1) * sizeof **ids);
-    if (!*ids)
-        return lmk_model__err(err, cap, ENOMEM, "out of memory tokenizing %zu bytes", total);
-    int rc = lmk_tokenizer_tokenize_segments(lmk_model_tokenizer(r->m), seg, 4,
-                                             first ? 0 : LMK_TOK_CONTINUE, *ids, max, &got);
-    if (rc) {
-        free(*ids);
-        *ids = NULL;
-        return lmk_model__err(err, cap, rc, "tokenizing: %s", lmk_strerror(rc));
-    }
-    *n = (int64_t)got;
-    return LMK_OK;
+    return tokenize_segments(r, seg, 4, first, ids, n, err, cap);
 }
 
 /* Tokenize the document (continuing a pending one) and the prompt; *skip: document tokens
@@ -426,10 +468,14 @@ static int prefill_tokens(lmk_run *r, const char *doc_id, const char *doc, size_
             return rc;
     }
     int fresh = doc ? *doc_base == 0 : lmk_ctx_n_past(r->c) == 0;
-    if (prompt && (rc = tokenize_framed(r, r->frame.prompt_head, r->frame.prompt_sep, prompt,
-                                        prompt_len, r->frame.prompt_tail, fresh && !*nd, q,
-                                        nq, err, cap)))
+    if (r->pseg) {
+        if ((rc = tokenize_segments(r, r->pseg, r->n_pseg, fresh && !*nd, q, nq, err, cap)))
+            return rc;
+    } else if (prompt && (rc = tokenize_framed(r, r->frame.prompt_head, r->frame.prompt_sep,
+                                               prompt, prompt_len, r->frame.prompt_tail,
+                                               fresh && !*nd, q, nq, err, cap))) {
         return rc;
+    }
     if (fresh && lmk_task_want_bos(r->m) && (*nd || *nq)) /* the document starts with BOS */
         if ((rc = prepend_bos(*nd ? d : q, *nd ? nd : nq, lmk_model_get_info(r->m)->bos)))
             return lmk_model__err(err, cap, rc, "out of memory");
@@ -516,7 +562,18 @@ out:
     free(d);
     free(q);
     memset(&r->frame, 0, sizeof r->frame);
+    r->pseg = NULL;
+    r->n_pseg = 0;
     return rc;
+}
+
+LMK_API int lmk_run_prefill_segments(lmk_run *r, const lmk_tok_segment *seg, size_t n_seg,
+                                     lmk_run_prefill_stats *st, char *err, size_t cap)
+{
+    static const lmk_tok_segment none = {"", 0, 0};
+    r->pseg = n_seg ? seg : &none;
+    r->n_pseg = n_seg ? n_seg : 1;
+    return lmk_run_prefill(r, NULL, NULL, 0, "", 0, st, err, cap);
 }
 
 /* ---- generation ---- */

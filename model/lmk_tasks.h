@@ -126,6 +126,17 @@ int lmk_run_probe(const char *dir, int *exists, char *model, size_t cap);
 int lmk_run_open(const char *dir, const char *model_path, const lmk_task_opts *o,
                  lmk_run **out, char *err, size_t cap);
 
+/* lmk_run_open with a model already loaded, shared by any number of runs on any threads
+ * (the weights, tokenizer and tables of a model are only read once it is open; each run
+ * has its own context, scratch buffers and sampling state). m is borrowed: it must outlive
+ * the run, and lmk_run_close leaves it open. model_path is the file m was opened from
+ * (recorded with the session). m must have been opened with o's n_threads, mem_freq and
+ * landmark_token (lmk_task_model_open); a session recorded with other landmark settings
+ * (e.g. run with mem_freq 0) gets a model of its own for this run, opened from
+ * model_path. Returns as lmk_run_open; LMK_EINVAL when m or model_path is NULL. */
+int lmk_run_open_model(const char *dir, lmk_model *m, const char *model_path,
+                       const lmk_task_opts *o, lmk_run **out, char *err, size_t cap);
+
 /* Sync (under LMK_DURABLE_NONE; a failure is reported through the log callback), close.
  * Accepts NULL. */
 void lmk_run_close(lmk_run *r);
@@ -169,6 +180,14 @@ typedef struct lmk_run_frame {
     const char *doc_head, *prompt_head, *prompt_sep, *prompt_tail;
 } lmk_run_frame;
 void lmk_run_set_frame(lmk_run *r, const lmk_run_frame *f);
+
+/* lmk_run_prefill of a prompt given as segments (no document, no frame): template text
+ * (special = 1) tokenized with the model's control tokens recognized, content (0) never,
+ * e.g. a chat rendering's pieces (lmk_chat_continue). BOS first on a new session when the
+ * model wants it, the rewind mark, and retrieval as for a prompt. The segments are
+ * borrowed for the call. Returns as lmk_run_prefill. */
+int lmk_run_prefill_segments(lmk_run *r, const lmk_tok_segment *seg, size_t n_seg,
+                             lmk_run_prefill_stats *st, char *err, size_t cap);
 
 /* Called with each generated token's text (bytes, not NUL-terminated). */
 typedef void (*lmk_task_token_fn)(void *ud, const char *piece, size_t len);

@@ -1,6 +1,9 @@
 /* Writes a tiny random-weight landmark model (llama, byte-level vocabulary, blocks of 16
  * tokens) for test_serve.sh when the shared model is absent. Usage: serve_tiny_model PATH SEED
- * (another seed gives another model, for the "another model" case). */
+ * [chat] (another seed gives another model, for the "another model" case; `chat` adds the
+ * control tokens <|im_start|> and <|im_end|>, a ChatML tokenizer.chat_template and the
+ * SentencePiece space piece, which makes the vocabulary a SentencePiece one: BOS first,
+ * control tokens recognized in template text; for the chat rendering tests). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,11 +29,12 @@ static int add_w(lmk_gguf_writer *w, const char *name, int64_t cols, int64_t row
 
 int main(int argc, char **argv)
 {
-    if (argc != 3) {
-        fprintf(stderr, "usage: serve_tiny_model PATH SEED\n");
+    if (argc != 3 && !(argc == 4 && !strcmp(argv[3], "chat"))) {
+        fprintf(stderr, "usage: serve_tiny_model PATH SEED [chat]\n");
         return 2;
     }
-    const int L = 2, E = 64, H = 4, KV = 2, FF = 96, V = 258;
+    const int chat = argc == 4;
+    const int L = 2, E = 64, H = 4, KV = 2, FF = 96, V = chat ? 261 : 258;
     lmk_gguf_writer *w;
     REQUIRE_OK(lmk_gguf_writer_new(&w));
     REQUIRE_OK(lmk_gguf_writer_add_str(w, "general.architecture", "llama"));
@@ -44,9 +48,9 @@ int main(int argc, char **argv)
     REQUIRE_OK(lmk_gguf_writer_add_f32(w, "llama.rope.freq_base", 10000.0f));
     REQUIRE_OK(lmk_gguf_writer_add_str(w, "tokenizer.ggml.model", "llama"));
     static char names[256][8];
-    const char *toks[258];
-    int32_t types[258];
-    float scores[258];
+    const char *toks[261];
+    int32_t types[261];
+    float scores[261];
     for (int b = 0; b < 256; b++) {
         snprintf(names[b], sizeof names[b], "<0x%02X>", b);
         toks[b] = names[b];
@@ -57,6 +61,20 @@ int main(int argc, char **argv)
     toks[257] = "<s>";
     types[256] = types[257] = 3;
     scores[256] = scores[257] = 0;
+    if (chat) {
+        toks[258] = "<|im_start|>";
+        toks[259] = "<|im_end|>";
+        toks[260] = "\xe2\x96\x81"; /* U+2581, SentencePiece's space */
+        types[258] = types[259] = 3;
+        types[260] = 1;
+        scores[258] = scores[259] = 0;
+        scores[260] = -1;
+        REQUIRE_OK(lmk_gguf_writer_add_str(
+            w, "tokenizer.chat_template",
+            "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + "
+            "message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}{% if "
+            "add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"));
+    }
     REQUIRE_OK(lmk_gguf_writer_add_array(w, "tokenizer.ggml.tokens", LMK_GGUF_STRING, V, toks));
     REQUIRE_OK(lmk_gguf_writer_add_array(w, "tokenizer.ggml.scores", LMK_GGUF_F32, V, scores));
     REQUIRE_OK(lmk_gguf_writer_add_array(w, "tokenizer.ggml.token_type", LMK_GGUF_I32, V, types));

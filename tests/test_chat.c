@@ -1,6 +1,6 @@
 /* Chat formats: for each format, the document frame plus the question frames with the
  * answers between them equal the rendering of the whole conversation; template detection
- * by substring; the session's conversation state; control tokens recognized in template
+ * by substring; conversations carried on request by request (lmk_chat_continue); the session's conversation state; control tokens recognized in template
  * text only. (The renderings themselves are compared with llama.cpp's in
  * tests/llama/test_chat_ref.c.) */
 #include <stdio.h>
@@ -102,6 +102,149 @@ static int test_split(void)
     return 0;
 }
 
+/* lmk_chat_continue: a conversation fed request by request (the new messages only, the
+ * answers generated between) equals the rendering of the whole conversation; its pieces
+ * cover the text in order, and the content pieces hold exactly the messages' kept text. */
+static int check_continue(int f, const char *system, const char *doc)
+{
+    /* requests: [system?, user q0] (or [user q0] after a document), [user q1],
+     * [user q2, assistant "Yes.", user q3] */
+    const char *q[] = {"  Who begat Enos?  ", "And then?", "Thanks.\n", "More."};
+    const char *a[] = {"Seth begat Enos.", "Enos begat Cainan.", "You are welcome."};
+    const int spaced = f == LMK_CHAT_MISTRAL_V1 || f == LMK_CHAT_MISTRAL_V3 ||
+                       f == LMK_CHAT_MISTRAL_V7;
+    str fed = {NULL, 0};
+    lmk_chat_state st = {f, 0, 0};
+    if (doc) {
+        char *head;
+        size_t skip;
+        REQUIRE_OK(lmk_chat_doc_frame(f, system, doc, strlen(doc), &head, &skip));
+        cat(&fed, head, strlen(head));
+        cat(&fed, doc + skip, strlen(doc) - skip);
+        free(head);
+        st.has_doc = 1;
+    }
+    lmk_chat_msg whole_m[16];
+    size_t nw = 0;
+    char first[256];
+    if (system && *system)
+        whole_m[nw++] = (lmk_chat_msg){"system", system};
+    snprintf(first, sizeof first, "%s%s%s", doc ? doc : "", doc ? "\n\n" : "", q[0]);
+    whole_m[nw++] = (lmk_chat_msg){"user", first};
+    for (int r = 0; r < 3; r++) {
+        lmk_chat_msg m[4];
+        size_t n = 0;
+        if (r == 0 && !doc && system && *system)
+            m[n++] = (lmk_chat_msg){"system", system};
+        if (r == 0)
+            m[n++] = (lmk_chat_msg){"user", q[0]};
+        else if (r == 1)
+            m[n++] = (lmk_chat_msg){"user", q[1]};
+        else {
+            m[n++] = (lmk_chat_msg){"user", q[2]};
+            m[n++] = (lmk_chat_msg){"assistant", "Yes."};
+            m[n++] = (lmk_chat_msg){"user", q[3]};
+        }
+        if (r > 0)
+            for (size_t i = 0; i < n; i++)
+                whole_m[nw++] = m[i];
+        char *out;
+        size_t len, np;
+        lmk_chat_piece *pc;
+        REQUIRE_OK(lmk_chat_continue(f, &st, m, n, 1, &out, &len, &pc, &np));
+        CHECK(strlen(out) == len);
+        /* the pieces cover the text in order; the content pieces hold the kept text of
+         * the messages (what lmk_chat_question_frame keeps of a question) */
+        size_t at = 0;
+        str content = {NULL, 0}, want = {NULL, 0};
+        for (size_t i = 0; i < np; i++) {
+            CHECK(pc[i].off == at && pc[i].len > 0);
+            at = pc[i].off + pc[i].len;
+            if (pc[i].content)
+                cat(&content, out + pc[i].off, pc[i].len);
+        }
+        CHECK(at == len);
+        for (size_t i = 0; i < n; i++) {
+            char *h, *sp, *t;
+            size_t qo, ql;
+            int after_doc = r == 0 && doc && !strcmp(m[i].role, "user");
+            REQUIRE_OK(lmk_chat_question_frame(f, NULL, after_doc, 0, m[i].content,
+                                               strlen(m[i].content), &h, &sp, &t, &qo, &ql));
+            if (after_doc)
+                cat(&want, sp, strlen(sp));
+            cat(&want, m[i].content + qo, ql);
+            free(h);
+            free(sp);
+            free(t);
+        }
+        int same = content.n == want.n && (!want.n || !memcmp(content.p, want.p, want.n));
+        if (!same)
+            fprintf(stderr, "%s: content [%s], want [%s]\n", lmk_chat_format_name(f),
+                    content.p ? content.p : "", want.p ? want.p : "");
+        CHECK(same);
+        free(content.p);
+        free(want.p);
+        cat(&fed, out, len);
+        free(out);
+        free(pc);
+        st.turns++;
+        if (spaced)
+            cat(&fed, " ", 1);
+        cat(&fed, a[r], strlen(a[r]));
+        whole_m[nw++] = (lmk_chat_msg){"assistant", a[r]};
+    }
+    long long len = lmk_chat_render(f, whole_m, nw, 0, NULL, 0);
+    char *whole = malloc((size_t)len + 1);
+    lmk_chat_render(f, whole_m, nw, 0, whole, (size_t)len + 1);
+    /* the last answer is open in the session: the whole rendering closes it */
+    int ok = (long long)fed.n <= len && !memcmp(fed.p, whole, fed.n);
+    /* and what closes it is what the next request's text starts with */
+    char *out;
+    size_t olen, np;
+    lmk_chat_piece *pc;
+    lmk_chat_msg last = {"user", "Bye."};
+    REQUIRE_OK(lmk_chat_continue(f, &st, &last, 1, 0, &out, &olen, &pc, &np));
+    whole_m[nw++] = last;
+    long long len2 = lmk_chat_render(f, whole_m, nw, 0, NULL, 0);
+    char *whole2 = malloc((size_t)len2 + 1);
+    lmk_chat_render(f, whole_m, nw, 0, whole2, (size_t)len2 + 1);
+    cat(&fed, out, olen);
+    ok = ok && (long long)fed.n == len2 && !memcmp(fed.p, whole2, fed.n);
+    if (!ok)
+        fprintf(stderr, "%s: fed\n[%s]\nwhole\n[%s]\n", lmk_chat_format_name(f), fed.p, whole2);
+    CHECK(ok);
+    free(out);
+    free(pc);
+    free(whole);
+    free(whole2);
+    free(fed.p);
+    /* a conversation that starts here is the plain rendering */
+    lmk_chat_msg m2[2] = {{"system", "Be brief."}, {"user", q[0]}};
+    REQUIRE_OK(lmk_chat_continue(f, NULL, m2, 2, 1, &out, &olen, &pc, &np));
+    long long l3 = lmk_chat_render(f, m2, 2, 1, NULL, 0);
+    char *r3 = malloc((size_t)l3 + 1);
+    lmk_chat_render(f, m2, 2, 1, r3, (size_t)l3 + 1);
+    CHECK((long long)olen == l3 && !memcmp(out, r3, olen));
+    free(r3);
+    free(out);
+    free(pc);
+    CHECK(lmk_chat_continue(99, NULL, m2, 2, 1, &out, &olen, &pc, &np) == LMK_EINVAL &&
+          !out && !pc);
+    return 0;
+}
+
+static int test_continue(void)
+{
+    const char *doc = "\n  And Seth lived an hundred and five years, and begat Enos.\n";
+    for (int f = 0; f < LMK_CHAT_N_FORMATS; f++) {
+        check_continue(f, "You answer from the text.", doc);
+        check_continue(f, NULL, doc);
+        check_continue(f, "Be brief.", NULL);
+        check_continue(f, NULL, NULL);
+    }
+    return 0;
+}
+
 static int test_detect(void)
 {
     CHECK(lmk_chat_detect("{% for m in messages %}<|start_header_id|>{{ m['role'] }}"
@@ -190,6 +333,7 @@ static int test_segments(void)
 int main(void)
 {
     test_split();
+    test_continue();
     test_detect();
     test_state();
     test_segments();

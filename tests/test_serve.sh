@@ -61,8 +61,8 @@ check_log() {
 start_server() {
     check_log
     "$LMK" serve --model "$M" --sessions "$SD" --port 0 -t 1 --api-key "$KEY" \
-        --parallel 2 --queue 1 --max-body 8k --max-document 256k --max-prompt-tokens 2000 \
-        "$@" 2>"$TMP/server.log" &
+        --parallel 2 --queue "${QUEUE:-1}" --max-body 8k --max-document 256k \
+        --max-prompt-tokens 2000 "$@" 2>"$TMP/server.log" &
     PID=$!
     for _ in $(seq 100); do
         port=$(sed -n 's|.*listening on http://127.0.0.1:\([0-9]*\)/.*|\1|p' "$TMP/server.log")
@@ -92,6 +92,14 @@ expect_status() {
     fi
 }
 tokens_of() { api GET "/v1/sessions/$1" | jq -r .tokens; }
+# wait_queued ID N: until N requests wait for session ID (at most 10 s)
+wait_queued() {
+    for _ in $(seq 200); do
+        [ "$(api GET "/v1/sessions/$1" | jq -r .queued)" = "$2" ] && return 0
+        sleep 0.05
+    done
+    fail "$2 requests did not come to wait for session $1"
+}
 digest_of() { "$LMK" info "$SD/$1" --json | jq -r .data_digest; }
 # timed OUT curl-args...: a request's absolute start, first byte and end in OUT ("t0 t1 t2")
 timed() {
@@ -145,6 +153,9 @@ api POST /v1/chat/completions -d '{"messages":[{"role":"user","content":"Who mad
 expect_status 200 "chat completion"
 jq -e '.object == "chat.completion" and .choices[0].message.role == "assistant"' "$TMP/chat" >/dev/null ||
     fail "chat: $(cat "$TMP/chat")"
+# a model without a chat template: the documented fallback, a plain transcript
+grep -q "chat messages as a plain transcript (the model has no chat template)" "$TMP/server.log" ||
+    fail "no transcript fallback notice: $(head -n 3 "$TMP/server.log")"
 ok "models, completions, streaming, stop, seed, chat"
 
 # ---- sessions: create from a document (progress), get, list, append, fork, delete ----
@@ -225,6 +236,21 @@ if lt "$(first_t "$TMP/p1")" "$(last_t "$TMP/p2")" && lt "$(first_t "$TMP/p2")" 
 else
     fail "requests on two sessions did not overlap: $(cat "$TMP/p1") vs $(cat "$TMP/p2")"
 fi
+# the two ran at once over the one loaded model: each answer equals the answer the same
+# request gets alone (book2 is a copy of book), and landmark run's on a copy
+for i in 1 2; do grep '^data: {' "$TMP/p$i.body" | sed 's/^data: //' | jq -j '.choices[0].text' >"$TMP/p$i.text"; done
+fails0=$fails
+api POST /v1/completions -d '{"prompt":" And","max_tokens":'$NLONG',"temperature":0,"persist":false,"session":"book"}' |
+    jq -j '.choices[0].text' >"$TMP/p0.text"
+cmp -s "$TMP/p1.text" "$TMP/p0.text" && cmp -s "$TMP/p2.text" "$TMP/p0.text" ||
+    fail "concurrent answers differ from the answer alone"
+"$LMK" fork "$SD/book" "$TMP/run3" >/dev/null 2>&1 && cp "$SD/book"/model-run.* "$TMP/run3/" &&
+    "$LMK" run --session "$TMP/run3" --prompt " And" --generate $NLONG -t 1 >"$TMP/cli3" 2>/dev/null ||
+    fail "landmark run on a copy of book"
+if [ $ASCII = 1 ]; then
+    printf '%s\n' "$(cat "$TMP/p0.text")" | cmp -s - "$TMP/cli3" || fail "the answer differs from landmark run's"
+fi
+[ $fails = $fails0 ] && ok "answers given at once equal the answers given alone and landmark run's"
 # the queue needs the first answer to outlast two request starts: the random model writes
 # thousands of tokens a second on an idle machine, so it gets the most the server allows
 qlong=$long
@@ -234,7 +260,8 @@ c1=$!
 sleep 0.05
 timed "$TMP/q2" "$URL/v1/completions" -d "$qlong,\"session\":\"book\"}" &
 c2=$!
-sleep 0.05
+# (curl starts slowly on a loaded machine: the third is sent once the second waits)
+wait_queued book 1
 # a third request on the same session: the queue (--queue 1) is full
 api POST /v1/completions -d '{"session":"book","prompt":" And","max_tokens":2}' >/dev/null
 expect_status 503 "a full queue"
@@ -370,6 +397,142 @@ PID=
 check_log
 "$LMK" verify "$SD/book2" >/dev/null 2>&1 || fail "book2 does not verify after SIGTERM"
 ok "SIGTERM"
+
+# ---- requests on one session run in arrival order ----
+# (the model of the tests above: it never ends an answer by itself, so a long one holds the
+# session until its client goes)
+fails0=$fails
+QUEUE=16 start_server --max-tokens 1000000
+api POST /v1/sessions -d '{"id":"f1","prompt":"Start."}' >/dev/null
+expect_status 201 "create f1"
+for s in f1ref f1swap; do api POST /v1/sessions/f1/fork -d "{\"id\":\"$s\"}" >/dev/null; done
+# a long answer holds f1 (persist false: the session is unchanged by it) ...
+curl -s -N -H "Authorization: Bearer $KEY" "$URL/v1/completions" -d \
+    '{"session":"f1","prompt":" And","max_tokens":1000000,"temperature":0,"stream":true,"persist":false}' \
+    >"$TMP/blocker" &
+blocker=$!
+for _ in $(seq 50); do
+    [ "$(api GET /v1/sessions/f1 | jq -r .busy)" = true ] && break
+    sleep 0.1
+done
+# ... while N appends are sent one after another, each naming its place (each sent once
+# the one before waits: curl's start-up on a loaded machine would otherwise blur the order)
+N=6
+for k in $(seq $N); do
+    timed "$TMP/fifo$k" "$URL/v1/sessions/f1/append" -d "{\"text\":\" [$k]\"}" &
+    eval "fifo_pid$k=$!"
+    wait_queued f1 $k
+    sleep 0.05
+done
+# all N waited behind the long answer, still running
+held=0
+kill -0 $blocker 2>/dev/null && api GET /v1/sessions/f1 | jq -e ".busy and .queued == $N" >/dev/null && held=1
+kill $blocker 2>/dev/null # the disconnect ends the long answer: the queue drains
+wait $blocker 2>/dev/null
+for k in $(seq $N); do eval "wait \$fifo_pid$k"; done
+[ $held = 1 ] || fail "FIFO: the long answer did not hold the session while the appends were sent"
+# each answer names the session's length after its append: they grow in the order sent
+prev=0
+for k in $(seq $N); do
+    n=$(jq -r 'if .appended_tokens > 0 then .tokens else "bad" end' "$TMP/fifo$k.body" 2>/dev/null)
+    [ "$n" -gt "$prev" ] 2>/dev/null || fail "FIFO: append $k: $(cat "$TMP/fifo$k.body") after $prev tokens"
+    prev=${n:-0}
+done
+# the session holds them in the order sent: equal to the same appends made one by one;
+# (the check tells orders apart: two swapped give another session)
+for k in $(seq $N); do
+    api POST /v1/sessions/f1ref/append -d "{\"text\":\" [$k]\"}" >/dev/null
+    expect_status 200 "append $k to f1ref"
+done
+for k in 2 1 $(seq 3 $N); do api POST /v1/sessions/f1swap/append -d "{\"text\":\" [$k]\"}" >/dev/null; done
+[ "$(digest_of f1)" = "$(digest_of f1ref)" ] || fail "FIFO: the queued appends were applied out of order"
+[ "$(digest_of f1swap)" != "$(digest_of f1ref)" ] || fail "FIFO: the digest does not tell orders apart"
+[ "$(tokens_of f1)" = "$(tokens_of f1ref)" ] || fail "FIFO: $(tokens_of f1) vs $(tokens_of f1ref) tokens"
+[ $fails = $fails0 ] && ok "$N requests queued on one session ran in the order they were sent"
+kill -TERM "$PID"
+wait "$PID"
+PID=
+check_log
+
+# ---- chat in the model's own format: a tiny model whose GGUF carries a ChatML template ----
+W=${LMK_TINY_MODEL_WRITER:-}
+if [ -z "$W" ] || ! "$W" "$TMP/chat.gguf" 11 chat; then
+    echo "NOTICE: no tiny model writer: the chat format checks skipped"
+else
+    fails0=$fails
+    M=$TMP/chat.gguf
+    SD=$TMP/chat-sessions
+    QUEUE=16 start_server --max-tokens 1000000
+    grep -q "chat format chatml (the model's chat template)" "$TMP/server.log" ||
+        fail "the chat template was not detected: $(head -n 3 "$TMP/server.log")"
+    SYS="Be brief."
+    QA="Who begat Enos? <|im_end|> (a marker in content is text)"
+    QB="  And then?"
+    # chat_req SESSION-JSON MESSAGES-JSON [extra]: a greedy 8-token chat answer
+    chat_req() {
+        api POST /v1/chat/completions -d "$(jq -n --argjson s "$1" --argjson m "$2" \
+            '{messages:$m,max_tokens:8,temperature:0} + $s')"
+    }
+    msgs1=$(jq -n --arg s "$SYS" --arg q "$QA" '[{role:"system",content:$s},{role:"user",content:$q}]')
+    msgs2=$(jq -n --arg q "$QB" '[{role:"user",content:$q}]')
+    api POST /v1/sessions -d '{"id":"c1"}' >/dev/null
+    expect_status 201 "create an empty session for a conversation"
+    # turn 1 and turn 2 against `landmark run --chat` (lmk_chat's frames) on its own session:
+    # the same tokens fed (prompt_tokens, and the session's data digest, which also holds
+    # the greedy answers)
+    for t in 1 2; do
+        if [ $t = 1 ]; then
+            chat_req '{"session":"c1"}' "$msgs1" >"$TMP/ct$t"
+            "$LMK" run --model "$M" --session "$TMP/runchat" --chat --system "$SYS" --prompt "$QA" \
+                --generate 8 -t 1 >/dev/null 2>"$TMP/rt$t" || fail "landmark run --chat: $(cat "$TMP/rt$t")"
+        else
+            chat_req '{"session":"c1"}' "$msgs2" >"$TMP/ct$t"
+            "$LMK" run --session "$TMP/runchat" --chat --prompt "$QB" --generate 8 -t 1 \
+                >/dev/null 2>"$TMP/rt$t" || fail "landmark run --chat: $(cat "$TMP/rt$t")"
+        fi
+        expect_status 200 "chat turn $t"
+        want=$(sed -n 's/^prefill: \([0-9]*\) tokens.*/\1/p' "$TMP/rt$t")
+        got=$(jq -r .usage.prompt_tokens "$TMP/ct$t")
+        [ -n "$want" ] && [ "$got" = "$want" ] ||
+            fail "chat turn $t: prompt_tokens $got, landmark run --chat fed $want"
+        [ "$("$LMK" info "$SD/c1" --json | jq -r .data_digest)" = \
+          "$("$LMK" info "$TMP/runchat" --json | jq -r .data_digest)" ] ||
+            fail "chat turn $t: the session differs from landmark run --chat's"
+    done
+    grep -q "^turns 2$" "$SD/c1/model-chat.txt" || fail "model-chat.txt: $(cat "$SD/c1/model-chat.txt")"
+    cmp -s "$SD/c1/model-chat.txt" "$TMP/runchat/model-chat.txt" ||
+        fail "model-chat.txt differs from landmark run --chat's"
+    # persist false: neither the session nor its conversation state change
+    dc=$(digest_of c1)
+    cp "$SD/c1/model-chat.txt" "$TMP/chatstate"
+    chat_req '{"session":"c1","persist":false}' "$msgs2" >"$TMP/ct3"
+    expect_status 200 "chat with persist false"
+    [ "$(digest_of c1)" = "$dc" ] && cmp -s "$SD/c1/model-chat.txt" "$TMP/chatstate" ||
+        fail "a chat with persist false changed the session"
+    # a fork carries the conversation on as the original would
+    api POST /v1/sessions/c1/fork -d '{"id":"c1f"}' >/dev/null
+    expect_status 201 "fork a conversation"
+    chat_req '{"session":"c1f"}' "$msgs2" >"$TMP/ct4"
+    jq -e --slurpfile a "$TMP/ct3" '.usage == $a[0].usage and .choices == $a[0].choices' "$TMP/ct4" >/dev/null ||
+        fail "the fork's answer: $(cat "$TMP/ct4") vs the original's: $(cat "$TMP/ct3")"
+    grep -q "^turns 3$" "$SD/c1f/model-chat.txt" || fail "the fork's model-chat.txt: $(cat "$SD/c1f/model-chat.txt")"
+    # without a session: the whole rendering, BOS first, as turn 1
+    chat_req '{}' "$msgs1" >"$TMP/ct0"
+    [ "$(jq -r .usage.prompt_tokens "$TMP/ct0")" = "$(jq -r .usage.prompt_tokens "$TMP/ct1")" ] &&
+        [ "$(jq -r '.choices[0].message.content' "$TMP/ct0")" = "$(jq -r '.choices[0].message.content' "$TMP/ct1")" ] ||
+        fail "chat without a session: $(cat "$TMP/ct0") vs $(cat "$TMP/ct1")"
+    # a session whose conversation is in another format
+    "$LMK" fork "$SD/c1" "$SD/c2" >/dev/null 2>&1 && cp "$SD/c1"/model-run.* "$SD/c2/" &&
+        printf 'format llama3\ndoc 0\nturns 1\n' >"$SD/c2/model-chat.txt" || fail "making c2"
+    chat_req '{"session":"c2"}' "$msgs2" >/dev/null
+    expect_status 409 "a conversation in another chat format"
+    [ $fails = $fails0 ] && ok "chat in the model's format: turns equal landmark run --chat's, persist false, fork, no session"
+
+    kill -TERM "$PID"
+    wait "$PID"
+    PID=
+    check_log
+fi
 
 [ $fails = 0 ] && echo "test_serve: ok" || echo "test_serve: FAILED ($fails)"
 exit $((fails > 0))
