@@ -1,5 +1,6 @@
 /* GGUF v3 writer: metadata is encoded as it is added; tensors are kept until encode, which
- * lays out the tensor table and the aligned data section. */
+ * lays out the tensor table and the aligned data section. A stream writes the same layout
+ * to a file, declared tensors' data arriving row pieces at a time. */
 #include "lmk_gguf_write.h"
 
 #include <errno.h>
@@ -72,8 +73,8 @@ typedef struct {
     int n_dims;
     int64_t dims[LMK_GGUF_MAX_DIMS];
     uint32_t type;
-    uint8_t *data;
-    size_t n_bytes;
+    uint8_t *data; /* NULL for a declared tensor (data streamed) */
+    size_t n_bytes, row_bytes;
 } wtensor;
 
 struct lmk_gguf_writer {
@@ -81,6 +82,12 @@ struct lmk_gguf_writer {
     uint64_t n_kv;
     wtensor *t;
     size_t n_t, cap_t;
+    /* the stream: tensor `cur` has `done` bytes written; serr the first failure */
+    FILE *f;
+    size_t cur, done;
+    int serr, opened;
+    uint8_t *scratch;
+    size_t scratch_cap;
 };
 
 LMK_API int lmk_gguf_writer_new(lmk_gguf_writer **out)
@@ -98,6 +105,9 @@ LMK_API void lmk_gguf_writer_free(lmk_gguf_writer *w)
         free(w->t[i].name);
         free(w->t[i].data);
     }
+    if (w->f)
+        fclose(w->f);
+    free(w->scratch);
     free(w->t);
     free(w);
 }
@@ -184,9 +194,10 @@ static uint64_t dims_elements(int n_dims, const int64_t *dims)
     return ne;
 }
 
-/* Append a tensor with an uninitialized data buffer of n_bytes; NULL on ENOMEM. */
+/* Append a tensor with an uninitialized data buffer of n_bytes (none when declared);
+ * NULL on ENOMEM. */
 static wtensor *tensor_add(lmk_gguf_writer *w, const char *name, int n_dims,
-                           const int64_t *dims, uint32_t type, size_t n_bytes)
+                           const int64_t *dims, uint32_t type, size_t n_bytes, int declared)
 {
     if (w->n_t == w->cap_t) {
         size_t cap = w->cap_t ? 2 * w->cap_t : 16;
@@ -198,14 +209,15 @@ static wtensor *tensor_add(lmk_gguf_writer *w, const char *name, int n_dims,
     }
     wtensor *t = &w->t[w->n_t];
     memset(t, 0, sizeof *t);
-    t->data = malloc(n_bytes ? n_bytes : 1);
+    t->data = declared ? NULL : malloc(n_bytes ? n_bytes : 1);
     t->name = strdup(name);
-    if (!t->data || !t->name) {
+    if ((!declared && !t->data) || !t->name) {
         free(t->data);
         free(t->name);
         return NULL;
     }
     t->n_bytes = n_bytes;
+    t->row_bytes = n_bytes / (size_t)(dims_elements(n_dims, dims) / (uint64_t)dims[0]);
     t->n_dims = n_dims;
     for (int d = 0; d < n_dims; d++)
         t->dims[d] = dims[d];
@@ -223,7 +235,8 @@ LMK_API int lmk_gguf_writer_add_tensor(lmk_gguf_writer *w, const char *name, int
     uint64_t rb = lmk_ggml_row_bytes(type, dims[0]);
     if (rb == 0)
         return LMK_EINVAL;
-    wtensor *t = tensor_add(w, name, n_dims, dims, type, rb * (size_t)(ne / (uint64_t)dims[0]));
+    wtensor *t =
+        tensor_add(w, name, n_dims, dims, type, rb * (size_t)(ne / (uint64_t)dims[0]), 0);
     if (!t)
         return ENOMEM;
     return lmk_ggml_from_f32(type, data, (int64_t)ne, t->data);
@@ -239,35 +252,55 @@ LMK_API int lmk_gguf_writer_add_raw(lmk_gguf_writer *w, const char *name, int n_
         return LMK_EINVAL;
     if (ne / blck * bb != n_bytes)
         return LMK_EINVAL;
-    wtensor *t = tensor_add(w, name, n_dims, dims, type, n_bytes);
+    wtensor *t = tensor_add(w, name, n_dims, dims, type, n_bytes, 0);
     if (!t)
         return ENOMEM;
     memcpy(t->data, bytes, n_bytes);
     return LMK_OK;
 }
 
+LMK_API int lmk_gguf_writer_declare(lmk_gguf_writer *w, const char *name, int n_dims,
+                                    const int64_t *dims, uint32_t type)
+{
+    uint32_t blck, bb;
+    uint64_t ne = dims_elements(n_dims, dims);
+    if (w->opened || lmk_ggml_type_size(type, &blck, &bb) != LMK_OK || ne == 0 ||
+        dims[0] % blck)
+        return LMK_EINVAL;
+    return tensor_add(w, name, n_dims, dims, type, ne / blck * bb, 1) ? LMK_OK : ENOMEM;
+}
+
 /* ---- output ---- */
 
-LMK_API int lmk_gguf_writer_encode(lmk_gguf_writer *w, uint8_t **out, size_t *size)
+/* Everything before the first tensor's data: header, metadata, tensor table, padding. */
+static void encode_header(const lmk_gguf_writer *w, buf_t *b)
 {
-    buf_t b = {0};
-    put_u32(&b, LMK_GGUF_MAGIC);
-    put_u32(&b, 3);
-    put_u64(&b, w->n_t);
-    put_u64(&b, w->n_kv);
-    buf_put(&b, w->kv.p, w->kv.n);
+    put_u32(b, LMK_GGUF_MAGIC);
+    put_u32(b, 3);
+    put_u64(b, w->n_t);
+    put_u64(b, w->n_kv);
+    buf_put(b, w->kv.p, w->kv.n);
     uint64_t off = 0;
     for (size_t i = 0; i < w->n_t; i++) {
-        put_str(&b, w->t[i].name);
-        put_u32(&b, (uint32_t)w->t[i].n_dims);
+        put_str(b, w->t[i].name);
+        put_u32(b, (uint32_t)w->t[i].n_dims);
         for (int d = 0; d < w->t[i].n_dims; d++)
-            put_u64(&b, (uint64_t)w->t[i].dims[d]);
-        put_u32(&b, w->t[i].type);
-        put_u64(&b, off);
+            put_u64(b, (uint64_t)w->t[i].dims[d]);
+        put_u32(b, w->t[i].type);
+        put_u64(b, off);
         off += (w->t[i].n_bytes + LMK_GGUF_DEFAULT_ALIGNMENT - 1) / LMK_GGUF_DEFAULT_ALIGNMENT *
                LMK_GGUF_DEFAULT_ALIGNMENT;
     }
-    put_pad(&b);
+    put_pad(b);
+}
+
+LMK_API int lmk_gguf_writer_encode(lmk_gguf_writer *w, uint8_t **out, size_t *size)
+{
+    for (size_t i = 0; i < w->n_t; i++)
+        if (!w->t[i].data)
+            return LMK_EINVAL;
+    buf_t b = {0};
+    encode_header(w, &b);
     for (size_t i = 0; i < w->n_t; i++) {
         buf_put(&b, w->t[i].data, w->t[i].n_bytes);
         put_pad(&b);
@@ -299,5 +332,122 @@ LMK_API int lmk_gguf_writer_write(lmk_gguf_writer *w, const char *path)
     if (fclose(f) != 0 && !rc)
         rc = errno ? errno : EIO;
     free(p);
+    return rc;
+}
+
+/* ---- streaming ---- */
+
+/* Append n bytes to the stream; the first failure sticks in w->serr. */
+static int stream_put(lmk_gguf_writer *w, const void *p, size_t n)
+{
+    if (!w->serr && n && fwrite(p, 1, n, w->f) != n)
+        w->serr = errno ? errno : EIO;
+    return w->serr;
+}
+
+/* Close tensor `cur` once complete (padding) and write every following tensor that
+ * carries its own data, up to the next declared one. */
+static int stream_advance(lmk_gguf_writer *w)
+{
+    static const uint8_t zeros[LMK_GGUF_DEFAULT_ALIGNMENT];
+    while (!w->serr && w->cur < w->n_t) {
+        wtensor *t = &w->t[w->cur];
+        if (t->data && w->done == 0) {
+            stream_put(w, t->data, t->n_bytes);
+            w->done = t->n_bytes;
+        }
+        if (w->done < t->n_bytes)
+            break;
+        stream_put(w, zeros, (LMK_GGUF_DEFAULT_ALIGNMENT - t->n_bytes % LMK_GGUF_DEFAULT_ALIGNMENT) %
+                                 LMK_GGUF_DEFAULT_ALIGNMENT);
+        w->cur++;
+        w->done = 0;
+    }
+    return w->serr;
+}
+
+LMK_API int lmk_gguf_writer_stream_open(lmk_gguf_writer *w, const char *path)
+{
+    if (w->opened)
+        return LMK_EINVAL;
+    if (w->kv.oom)
+        return ENOMEM;
+    buf_t b = {0};
+    encode_header(w, &b);
+    if (b.oom) {
+        free(b.p);
+        return ENOMEM;
+    }
+    w->f = fopen(path, "wb");
+    if (!w->f) {
+        int rc = errno;
+        free(b.p);
+        return rc;
+    }
+    w->opened = 1;
+    w->cur = w->done = 0;
+    w->serr = 0;
+    stream_put(w, b.p, b.n);
+    free(b.p);
+    return stream_advance(w);
+}
+
+/* Check that n_bytes (a whole number of rows) fits what is left of the current tensor. */
+static int stream_check(lmk_gguf_writer *w, size_t n_bytes)
+{
+    if (!w->f)
+        return LMK_EINVAL;
+    if (w->serr)
+        return w->serr;
+    if (w->cur >= w->n_t)
+        return LMK_EINVAL;
+    const wtensor *t = &w->t[w->cur];
+    if (n_bytes % t->row_bytes || n_bytes > t->n_bytes - w->done)
+        return LMK_EINVAL;
+    return LMK_OK;
+}
+
+LMK_API int lmk_gguf_writer_stream_raw(lmk_gguf_writer *w, const void *bytes, size_t n_bytes)
+{
+    int rc = stream_check(w, n_bytes);
+    if (rc)
+        return rc;
+    if (stream_put(w, bytes, n_bytes))
+        return w->serr;
+    w->done += n_bytes;
+    return stream_advance(w);
+}
+
+LMK_API int lmk_gguf_writer_stream_rows(lmk_gguf_writer *w, const float *data, int64_t n_rows)
+{
+    if (!w->f || w->cur >= w->n_t || n_rows < 0)
+        return w->f && w->serr ? w->serr : LMK_EINVAL;
+    const wtensor *t = &w->t[w->cur];
+    size_t n = (size_t)n_rows * t->row_bytes;
+    int rc = stream_check(w, n);
+    if (rc)
+        return rc;
+    if (n > w->scratch_cap) {
+        uint8_t *p = realloc(w->scratch, n);
+        if (!p)
+            return ENOMEM;
+        w->scratch = p;
+        w->scratch_cap = n;
+    }
+    if (lmk_ggml_from_f32(t->type, data, n_rows * t->dims[0], w->scratch) != LMK_OK)
+        return LMK_EINVAL;
+    return lmk_gguf_writer_stream_raw(w, w->scratch, n);
+}
+
+LMK_API int lmk_gguf_writer_stream_close(lmk_gguf_writer *w)
+{
+    if (!w->f)
+        return LMK_EINVAL;
+    int rc = w->serr;
+    if (!rc && w->cur < w->n_t)
+        rc = LMK_EINVAL;
+    if (fclose(w->f) != 0 && !rc)
+        rc = errno ? errno : EIO;
+    w->f = NULL;
     return rc;
 }

@@ -565,11 +565,142 @@ static int test_tokenizers(void)
     return 0;
 }
 
+
+/* ---- the streaming writer: declared tensors' data given rows at a time ---- */
+
+/* The file build_stream writes, built in memory: every tensor with its data. */
+static int stream_reference(const float *a, const float *v, const uint8_t *q, size_t qn,
+                            uint8_t **buf, size_t *size)
+{
+    lmk_gguf_writer *w;
+    REQUIRE_OK(lmk_gguf_writer_new(&w));
+    REQUIRE_OK(lmk_gguf_writer_add_str(w, "general.architecture", "llama"));
+    REQUIRE_OK(lmk_gguf_writer_add_u32(w, "test.u32", 7));
+    int64_t da[2] = {64, 7}, dv[1] = {5}, dq[2] = {32, 3};
+    float five[5] = {1, 2, 3, 4, 5};
+    REQUIRE_OK(lmk_gguf_writer_add_tensor(w, "t.first", 1, dv, LMK_GGML_F32, five));
+    REQUIRE_OK(lmk_gguf_writer_add_tensor(w, "t.f16", 2, da, LMK_GGML_F16, a));
+    REQUIRE_OK(lmk_gguf_writer_add_tensor(w, "t.vec", 1, dv, LMK_GGML_F32, v));
+    REQUIRE_OK(lmk_gguf_writer_add_tensor(w, "t.mid", 1, dv, LMK_GGML_F32, five));
+    REQUIRE_OK(lmk_gguf_writer_add_raw(w, "t.q8", 2, dq, LMK_GGML_Q8_0, q, qn));
+    REQUIRE_OK(lmk_gguf_writer_encode(w, buf, size));
+    lmk_gguf_writer_free(w);
+    return 0;
+}
+
+static int test_stream(void)
+{
+    char dir[4096], path[4200];
+    lmk_test_dir(dir, sizeof dir, "test_gguf_stream");
+    REQUIRE(mkdir(dir, 0755) == 0);
+    snprintf(path, sizeof path, "%s/stream.gguf", dir);
+    float a[64 * 7], v[5];
+    uint64_t s = seed;
+    for (int i = 0; i < 64 * 7; i++)
+        a[i] = (float)((int)(lmk_test_rand(&s) % 4001) - 2000) / 256.0f;
+    for (int i = 0; i < 5; i++)
+        v[i] = (float)i - 2.5f;
+    float q8src[32 * 3];
+    for (int i = 0; i < 32 * 3; i++)
+        q8src[i] = (float)(i % 17) - 8.0f;
+    uint8_t q[34 * 3];
+    REQUIRE_OK(lmk_ggml_from_f32(LMK_GGML_Q8_0, q8src, 32 * 3, q));
+
+    lmk_gguf_writer *w;
+    REQUIRE_OK(lmk_gguf_writer_new(&w));
+    REQUIRE_OK(lmk_gguf_writer_add_str(w, "general.architecture", "llama"));
+    REQUIRE_OK(lmk_gguf_writer_add_u32(w, "test.u32", 7));
+    int64_t da[2] = {64, 7}, dv[1] = {5}, dq[2] = {32, 3}, bad[1] = {33};
+    float five[5] = {1, 2, 3, 4, 5};
+    REQUIRE_OK(lmk_gguf_writer_add_tensor(w, "t.first", 1, dv, LMK_GGML_F32, five));
+    REQUIRE_OK(lmk_gguf_writer_declare(w, "t.f16", 2, da, LMK_GGML_F16));
+    REQUIRE_OK(lmk_gguf_writer_declare(w, "t.vec", 1, dv, LMK_GGML_F32));
+    REQUIRE_OK(lmk_gguf_writer_add_tensor(w, "t.mid", 1, dv, LMK_GGML_F32, five));
+    REQUIRE_OK(lmk_gguf_writer_declare(w, "t.q8", 2, dq, LMK_GGML_Q8_0));
+    CHECK_RC(lmk_gguf_writer_declare(w, "t.bad", 1, bad, LMK_GGML_Q8_0), LMK_EINVAL);
+    uint8_t *mem;
+    size_t mem_n;
+    CHECK_RC(lmk_gguf_writer_encode(w, &mem, &mem_n), LMK_EINVAL); /* no data to encode */
+    CHECK_RC(lmk_gguf_writer_stream_rows(w, a, 1), LMK_EINVAL);   /* not open */
+    REQUIRE_OK(lmk_gguf_writer_stream_open(w, path));
+    CHECK_RC(lmk_gguf_writer_stream_open(w, path), LMK_EINVAL);
+    CHECK_RC(lmk_gguf_writer_declare(w, "t.late", 1, dv, LMK_GGML_F32), LMK_EINVAL);
+    /* t.f16 in pieces of 3, 0, 1 and 3 rows; one row too many is refused */
+    REQUIRE_OK(lmk_gguf_writer_stream_rows(w, a, 3));
+    REQUIRE_OK(lmk_gguf_writer_stream_rows(w, a + 3 * 64, 0));
+    REQUIRE_OK(lmk_gguf_writer_stream_rows(w, a + 3 * 64, 1));
+    CHECK_RC(lmk_gguf_writer_stream_rows(w, a + 4 * 64, 4), LMK_EINVAL);
+    CHECK_RC(lmk_gguf_writer_stream_raw(w, q, 7), LMK_EINVAL); /* not whole rows */
+    REQUIRE_OK(lmk_gguf_writer_stream_rows(w, a + 4 * 64, 3));
+    REQUIRE_OK(lmk_gguf_writer_stream_rows(w, v, 1)); /* t.vec; t.mid follows by itself */
+    REQUIRE_OK(lmk_gguf_writer_stream_rows(w, q8src, 1)); /* t.q8: one row from f32 */
+    REQUIRE_OK(lmk_gguf_writer_stream_raw(w, q + 34, 2 * 34));
+    CHECK_RC(lmk_gguf_writer_stream_raw(w, q, 34), LMK_EINVAL); /* nothing left */
+    REQUIRE_OK(lmk_gguf_writer_stream_close(w));
+    CHECK_RC(lmk_gguf_writer_stream_close(w), LMK_EINVAL);
+    lmk_gguf_writer_free(w);
+
+    /* read back with the reader, and byte for byte against the in-memory writer */
+    char err[256];
+    lmk_gguf *g;
+    REQUIRE_OK(lmk_gguf_open(path, &g, err, sizeof err));
+    CHECK(lmk_gguf_n_tensors(g) == 5);
+    uint32_t u = 0;
+    REQUIRE_OK(lmk_gguf_get_u32(g, "test.u32", &u));
+    CHECK(u == 7);
+    const lmk_gguf_tensor *t = lmk_gguf_find_tensor(g, "t.f16");
+    REQUIRE(t && t->type == LMK_GGML_F16 && t->n_rows == 7 && t->row_len == 64);
+    float back[64 * 7];
+    REQUIRE_OK(lmk_gguf_tensor_rows_f32(t, 0, 7, back));
+    for (int i = 0; i < 64 * 7; i++)
+        CHECK(back[i] == a[i]); /* multiples of 1/256 below 8: exact in f16 */
+    t = lmk_gguf_find_tensor(g, "t.vec");
+    REQUIRE(t);
+    REQUIRE_OK(lmk_gguf_tensor_rows_f32(t, 0, 1, back));
+    CHECK(!memcmp(back, v, sizeof v));
+    t = lmk_gguf_find_tensor(g, "t.mid");
+    REQUIRE(t);
+    REQUIRE_OK(lmk_gguf_tensor_rows_f32(t, 0, 1, back));
+    CHECK(!memcmp(back, five, sizeof five));
+    t = lmk_gguf_find_tensor(g, "t.q8");
+    REQUIRE(t && t->n_bytes == 34 * 3);
+    CHECK(!memcmp(t->data, q, 34)); /* the row from stream_rows (same reference rounding) */
+    CHECK(!memcmp(t->data + 34, q + 34, 2 * 34));
+    lmk_gguf_close(g);
+    if (stream_reference(a, v, q, sizeof q, &mem, &mem_n))
+        return 1;
+    FILE *f = fopen(path, "rb");
+    REQUIRE(f);
+    uint8_t *disk = malloc(mem_n + 1);
+    size_t got = fread(disk, 1, mem_n + 1, f);
+    fclose(f);
+    CHECK(got == mem_n && !memcmp(disk, mem, mem_n));
+    free(disk);
+    free(mem);
+
+    /* closing before every declared tensor is complete */
+    REQUIRE_OK(lmk_gguf_writer_new(&w));
+    REQUIRE_OK(lmk_gguf_writer_declare(w, "t.f16", 2, da, LMK_GGML_F16));
+    REQUIRE_OK(lmk_gguf_writer_stream_open(w, path));
+    REQUIRE_OK(lmk_gguf_writer_stream_rows(w, a, 2));
+    CHECK_RC(lmk_gguf_writer_stream_close(w), LMK_EINVAL);
+    lmk_gguf_writer_free(w);
+    /* an open stream is closed by free */
+    REQUIRE_OK(lmk_gguf_writer_new(&w));
+    REQUIRE_OK(lmk_gguf_writer_declare(w, "t.f16", 2, da, LMK_GGML_F16));
+    REQUIRE_OK(lmk_gguf_writer_stream_open(w, path));
+    lmk_gguf_writer_free(w);
+    if (lmk_test_failures == 0)
+        lmk_test_rmdir(dir);
+    return 0;
+}
+
 int main(void)
 {
     seed = lmk_test_seed("test_gguf", 20240611);
     test_known_blocks();
     test_roundtrip();
+    test_stream();
     test_truncation();
     test_hostile();
     test_random_damage();

@@ -17,6 +17,15 @@
  * bytes are the landmark session directory's allocated blocks, "kv" the llama.cpp cache's
  * bytes. A child over --time-limit seconds is killed (SIGALRM) and its row says so.
  *
+ * --model-1b: instead of --model, a random-weight model shaped like Llama-3.2-1B (16 layers,
+ * width 2048, 32 query / 8 KV heads of 64, FFN 8192, tied embeddings, rope base 500000 with
+ * llama3 frequency factors, the vocabulary of llama.cpp's ggml-vocab-llama-bpe.gguf) made in
+ * --model-dir (default: beside this program, in the build tree) and reused while valid:
+ * written as F16 by the streaming GGUF writer (normal(0, 0.02) weights from a fixed seed,
+ * generated row piece by row piece), then quantized to Q4_K_M by llama.cpp's own
+ * llama_model_quantize; both engines run the Q4_K_M file. Both children check that their
+ * logits are finite.
+ *
  * bound tok/s: what one decode token costs at the measured read bandwidth when it reads
  * the weights once plus (landmark) the f32 landmarks it scans and the f16 blocks it
  * fetches, (llama.cpp) its whole f16 KV cache. A lower bound on time, printed beside each
@@ -28,6 +37,7 @@
 #include "lmk_fs.h"
 #include "lmk_session.h"
 #include "lmk_gguf.h"
+#include "lmk_gguf_write.h"
 #include "lmk_model.h"
 #include "lmk_tasks.h"
 #include "lmk_tokenizer.h"
@@ -55,7 +65,8 @@ void openblas_set_num_threads(int num_threads);
 #define MAX_DEPTHS 32
 
 typedef struct {
-    const char *model, *text, *workdir, *json, *plot, *lib;
+    const char *model, *text, *workdir, *json, *plot, *lib, *model_dir;
+    int model_1b, make_only;
     int64_t depths[MAX_DEPTHS];
     int n_depths;
     int threads, time_limit, run_landmark, run_llama;
@@ -97,6 +108,14 @@ static double peak_rss_mb(void)
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     return ru.ru_maxrss / 1024.0;
+}
+
+static int all_finite(const float *x, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        if (!isfinite(x[i]))
+            return 0;
+    return 1;
 }
 
 static int64_t dir_bytes(const char *path)
@@ -204,6 +223,11 @@ static int lmk_child(const opts *o, int64_t depth)
             }
             t_prefill = lmk_clock_s() - t0;
             c_prefill = cpu_s() - c0;
+            if (!rc && !all_finite(logits, n_vocab)) {
+                printf("R status=error:nonfinite\n");
+                fprintf(stderr, "landmark-compare: landmark's prefill logits are not finite\n");
+                return 1;
+            }
         }
         int64_t positions = lmk_ctx_n_past(c);
         a.retrieve = to.retrieve;
@@ -231,6 +255,11 @@ static int lmk_child(const opts *o, int64_t depth)
         if (rc) {
             printf("R status=error:feed\n");
             fprintf(stderr, "landmark-compare: %s (%s)\n", lmk_ctx_errmsg(c), lmk_strerror(rc));
+            return 1;
+        }
+        if (!all_finite(logits, n_vocab)) {
+            printf("R status=error:nonfinite\n");
+            fprintf(stderr, "landmark-compare: landmark's decode logits are not finite\n");
             return 1;
         }
         if (pass == 0) {
@@ -301,6 +330,9 @@ static int llama_child(const opts *o, int64_t depth)
     SYM(ll, llama_decode)
     SYM(ll, llama_free)
     SYM(ll, llama_model_free)
+    SYM(ll, llama_get_logits_ith)
+    SYM(ll, llama_model_get_vocab)
+    SYM(ll, llama_vocab_n_tokens)
     p_llama_log_set(quiet_log, NULL);
     p_ggml_backend_load_all_from_path(libdir);
     p_llama_backend_init();
@@ -333,6 +365,13 @@ static int llama_child(const opts *o, int64_t depth)
         }
     }
     double t_prefill = lmk_clock_s() - t0, c_prefill = cpu_s() - c0;
+    int n_vocab = p_llama_vocab_n_tokens(p_llama_model_get_vocab(model));
+    const float *lg = p_llama_get_logits_ith(ctx, -1);
+    if (!lg || !all_finite(lg, n_vocab)) {
+        printf("R status=error:nonfinite\n");
+        fprintf(stderr, "landmark-compare: llama.cpp's prefill logits are not finite\n");
+        return 1;
+    }
     t0 = lmk_clock_s();
     c0 = cpu_s();
     for (int i = 0; i < N_DECODE; i++)
@@ -341,6 +380,12 @@ static int llama_child(const opts *o, int64_t depth)
             return 1;
         }
     double t_dec = lmk_clock_s() - t0, c_dec = cpu_s() - c0;
+    lg = p_llama_get_logits_ith(ctx, -1);
+    if (!lg || !all_finite(lg, n_vocab)) {
+        printf("R status=error:nonfinite\n");
+        fprintf(stderr, "landmark-compare: llama.cpp's decode logits are not finite\n");
+        return 1;
+    }
     printf("R status=ok prefill_tps=%.3f decode_tps=%.3f decode_none_tps=%.3f rss_mb=%.1f "
            "disk_mb=0 prefill_cpu=%.3f decode_cpu=%.3f\n",
            depth / t_prefill, N_DECODE / t_dec, N_DECODE / t_dec, peak_rss_mb(),
@@ -348,6 +393,341 @@ static int llama_child(const opts *o, int64_t depth)
     p_llama_free(ctx);
     p_llama_model_free(model);
     free(ids);
+    return 0;
+}
+
+/* ---- the 1B-shaped random model (--model-1b) ---- */
+
+#define M1B_NAME "landmark-random-llama-3.2-1b-shape"
+#define M1B_SEED 20261130u
+#define M1B_VERSION 1u /* bump when the generator changes: cached files are then remade */
+#define M1B_LAYERS 16
+#define M1B_EMBD 2048
+#define M1B_HEADS 32
+#define M1B_KV_HEADS 8
+#define M1B_HEAD_DIM 64
+#define M1B_FF 8192
+#define M1B_STD 0.02f
+#define M1B_TENSORS (3 + 9 * M1B_LAYERS)
+
+static uint64_t mix64(uint64_t z)
+{
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+/* n (even) normal(0, sd) values for row `row` of tensor `ti` (Box-Muller over splitmix64
+ * seeded by seed, tensor and row: the same values for any thread count). */
+static void gauss_row(uint32_t ti, int64_t row, float sd, float *dst, int64_t n)
+{
+    uint64_t s = mix64(((uint64_t)M1B_SEED << 32) ^ ((uint64_t)ti << 24) ^ (uint64_t)row);
+    for (int64_t i = 0; i < n; i += 2) {
+        uint64_t a = mix64(s += 0x9e3779b97f4a7c15ull), b = mix64(s += 0x9e3779b97f4a7c15ull);
+        float u1 = ((float)(a >> 40) + 0.5f) * (1.0f / 16777216.0f); /* (0, 1) */
+        float u2 = (float)(b >> 40) * (1.0f / 16777216.0f);
+        float r = sd * sqrtf(-2.0f * logf(u1)), th = 6.28318530718f * u2;
+        dst[i] = r * cosf(th);
+        dst[i + 1] = r * sinf(th);
+    }
+}
+
+/* llama3 rope frequency factors as llama.cpp's converter writes them (rope_freqs.weight):
+ * factor 32, low/high frequency factors 1 and 4, original context 8192. */
+static void llama3_freq_factors(float *ff, int head_dim, double base)
+{
+    const double factor = 32, lo = 1, hi = 4, old_ctx = 8192;
+    double lo_wl = old_ctx / lo, hi_wl = old_ctx / hi;
+    for (int i = 0; i < head_dim / 2; i++) {
+        double freq = 1.0 / pow(base, 2.0 * i / head_dim), wl = 2 * M_PI / freq;
+        if (wl < hi_wl)
+            ff[i] = 1.0f;
+        else if (wl > lo_wl)
+            ff[i] = (float)factor;
+        else {
+            double sm = (old_ctx / wl - lo) / (hi - lo);
+            ff[i] = (float)(1.0 / ((1 - sm) / factor + sm));
+        }
+    }
+}
+
+/* Copy every tokenizer.* key of the GGUF file `vocab` into w. */
+static int copy_tokenizer(lmk_gguf_writer *w, const char *vocab)
+{
+    char err[256];
+    lmk_gguf *g = NULL;
+    if (lmk_gguf_open(vocab, &g, err, sizeof err)) {
+        fprintf(stderr, "landmark-compare: %s\n", err);
+        return 1;
+    }
+    int rc = 0;
+    for (int64_t k = 0; k < lmk_gguf_n_kv(g) && !rc; k++) {
+        const char *key = lmk_gguf_key_name(g, k);
+        if (strncmp(key, "tokenizer.", 10))
+            continue;
+        lmk_gguf_type et;
+        uint64_t n = 0, len;
+        const char *str;
+        int type = lmk_gguf_key_type(g, k, &et, &n);
+        if (type == LMK_GGUF_STRING) {
+            rc = lmk_gguf_get_str(g, key, &str, &len);
+            char *z = rc ? NULL : strndup(str, len);
+            rc = z ? lmk_gguf_writer_add_str(w, key, z) : ENOMEM;
+            free(z);
+        } else if (type == LMK_GGUF_U32) {
+            uint32_t v = 0;
+            rc = lmk_gguf_get_u32(g, key, &v);
+            rc = rc ? rc : lmk_gguf_writer_add_u32(w, key, v);
+        } else if (type == LMK_GGUF_BOOL) {
+            int v = 0;
+            rc = lmk_gguf_get_bool(g, key, &v);
+            rc = rc ? rc : lmk_gguf_writer_add_bool(w, key, v);
+        } else if (type == LMK_GGUF_F32) {
+            float v = 0;
+            rc = lmk_gguf_get_f32(g, key, &v);
+            rc = rc ? rc : lmk_gguf_writer_add_f32(w, key, v);
+        } else if (type == LMK_GGUF_ARRAY && et == LMK_GGUF_STRING) {
+            char **v = calloc(n ? n : 1, sizeof *v);
+            rc = v ? 0 : ENOMEM;
+            for (uint64_t i = 0; i < n && !rc; i++) {
+                rc = lmk_gguf_get_arr_str(g, key, i, &str, &len);
+                if (!rc && !(v[i] = strndup(str, len)))
+                    rc = ENOMEM;
+            }
+            if (!rc)
+                rc = lmk_gguf_writer_add_array(w, key, LMK_GGUF_STRING, n, v);
+            for (uint64_t i = 0; v && i < n; i++)
+                free(v[i]);
+            free(v);
+        } else if (type == LMK_GGUF_ARRAY) {
+            const void *data;
+            rc = lmk_gguf_get_array(g, key, &et, &n, &data);
+            rc = rc ? rc : lmk_gguf_writer_add_array(w, key, et, n, data);
+        } else {
+            fprintf(stderr, "landmark-compare: %s: key %s has a type this copy does not handle\n",
+                    vocab, key);
+            rc = LMK_EFORMAT;
+        }
+    }
+    if (rc)
+        fprintf(stderr, "landmark-compare: copying the vocabulary of %s: %s\n", vocab,
+                lmk_strerror(rc));
+    lmk_gguf_close(g);
+    return rc ? 1 : 0;
+}
+
+/* The F16 model, streamed: only one piece of rows is ever in memory. */
+static int write_1b_f16(const char *path, const char *vocab, int threads)
+{
+    lmk_gguf_writer *w = NULL;
+    if (lmk_gguf_writer_new(&w))
+        return 1;
+    int rc = 0;
+#define W(call)                                                                           \
+    if (!rc && (rc = (call)) != 0)                                                        \
+        fprintf(stderr, "landmark-compare: %s: %s\n", #call, lmk_strerror(rc));
+    W(lmk_gguf_writer_add_str(w, "general.architecture", "llama"))
+    W(lmk_gguf_writer_add_str(w, "general.name", M1B_NAME))
+    W(lmk_gguf_writer_add_u32(w, "general.file_type", LLAMA_FTYPE_MOSTLY_F16))
+    W(lmk_gguf_writer_add_u32(w, "landmark.random_seed", M1B_SEED))
+    W(lmk_gguf_writer_add_u32(w, "landmark.random_version", M1B_VERSION))
+    W(lmk_gguf_writer_add_u32(w, "llama.block_count", M1B_LAYERS))
+    W(lmk_gguf_writer_add_u32(w, "llama.context_length", 131072))
+    W(lmk_gguf_writer_add_u32(w, "llama.embedding_length", M1B_EMBD))
+    W(lmk_gguf_writer_add_u32(w, "llama.feed_forward_length", M1B_FF))
+    W(lmk_gguf_writer_add_u32(w, "llama.attention.head_count", M1B_HEADS))
+    W(lmk_gguf_writer_add_u32(w, "llama.attention.head_count_kv", M1B_KV_HEADS))
+    W(lmk_gguf_writer_add_f32(w, "llama.rope.freq_base", 500000.0f))
+    W(lmk_gguf_writer_add_f32(w, "llama.attention.layer_norm_rms_epsilon", 1e-5f))
+    W(lmk_gguf_writer_add_u32(w, "llama.attention.key_length", M1B_HEAD_DIM))
+    W(lmk_gguf_writer_add_u32(w, "llama.attention.value_length", M1B_HEAD_DIM))
+    W(lmk_gguf_writer_add_u32(w, "llama.rope.dimension_count", M1B_HEAD_DIM))
+    if (!rc && copy_tokenizer(w, vocab))
+        rc = LMK_EFORMAT;
+    uint32_t n_vocab = 0;
+    {
+        char err[256];
+        lmk_gguf *g = NULL;
+        uint64_t n = 0;
+        if (!rc && !lmk_gguf_open(vocab, &g, err, sizeof err)) {
+            lmk_gguf_key_type(g, lmk_gguf_find_key(g, "tokenizer.ggml.tokens"), NULL, &n);
+            lmk_gguf_close(g);
+        }
+        n_vocab = (uint32_t)n;
+    }
+    if (!rc && n_vocab == 0)
+        rc = LMK_EFORMAT;
+    W(lmk_gguf_writer_add_u32(w, "llama.vocab_size", n_vocab))
+
+    /* tensors: (name, cols, rows); rows > 1 streamed as F16, vectors F32 with their data */
+    typedef struct {
+        char name[48];
+        int64_t cols, rows;
+    } tdesc;
+    tdesc td[M1B_TENSORS];
+    int nt = 0;
+    td[nt++] = (tdesc){"token_embd.weight", M1B_EMBD, n_vocab};
+    td[nt++] = (tdesc){"rope_freqs.weight", M1B_HEAD_DIM / 2, 1};
+    for (int l = 0; l < M1B_LAYERS; l++) {
+        const struct {
+            const char *n;
+            int64_t c, r;
+        } per[9] = {{"attn_norm", M1B_EMBD, 1},
+                    {"attn_q", M1B_EMBD, M1B_HEADS * M1B_HEAD_DIM},
+                    {"attn_k", M1B_EMBD, M1B_KV_HEADS * M1B_HEAD_DIM},
+                    {"attn_v", M1B_EMBD, M1B_KV_HEADS * M1B_HEAD_DIM},
+                    {"attn_output", M1B_HEADS * M1B_HEAD_DIM, M1B_EMBD},
+                    {"ffn_norm", M1B_EMBD, 1},
+                    {"ffn_gate", M1B_EMBD, M1B_FF},
+                    {"ffn_up", M1B_EMBD, M1B_FF},
+                    {"ffn_down", M1B_FF, M1B_EMBD}};
+        for (int j = 0; j < 9; j++) {
+            snprintf(td[nt].name, sizeof td[nt].name, "blk.%d.%s.weight", l, per[j].n);
+            td[nt].cols = per[j].c;
+            td[nt].rows = per[j].r;
+            nt++;
+        }
+    }
+    td[nt++] = (tdesc){"output_norm.weight", M1B_EMBD, 1};
+    float ff[M1B_HEAD_DIM / 2], ones[M1B_FF];
+    llama3_freq_factors(ff, M1B_HEAD_DIM, 500000.0);
+    for (int i = 0; i < M1B_FF; i++)
+        ones[i] = 1.0f;
+    for (int i = 0; i < nt && !rc; i++) {
+        int64_t dims[2] = {td[i].cols, td[i].rows};
+        if (td[i].rows > 1)
+            rc = lmk_gguf_writer_declare(w, td[i].name, 2, dims, LMK_GGML_F16);
+        else
+            rc = lmk_gguf_writer_add_tensor(w, td[i].name, 1, dims, LMK_GGML_F32,
+                                            !strcmp(td[i].name, "rope_freqs.weight") ? ff : ones);
+    }
+    W(lmk_gguf_writer_stream_open(w, path))
+    enum { PIECE = 64 };
+    float *buf = malloc((size_t)PIECE * M1B_FF * sizeof *buf);
+    if (!buf && !rc)
+        rc = ENOMEM;
+    for (int i = 0; i < nt && !rc; i++) {
+        if (td[i].rows == 1)
+            continue;
+        for (int64_t r0 = 0; r0 < td[i].rows && !rc; r0 += PIECE) {
+            int64_t nr = td[i].rows - r0 < PIECE ? td[i].rows - r0 : PIECE;
+#pragma omp parallel for num_threads(threads) schedule(static)
+            for (int64_t r = 0; r < nr; r++)
+                gauss_row((uint32_t)i, r0 + r, M1B_STD, buf + r * td[i].cols, td[i].cols);
+            rc = lmk_gguf_writer_stream_rows(w, buf, nr);
+        }
+    }
+    free(buf);
+    if (w && !rc)
+        rc = lmk_gguf_writer_stream_close(w);
+    if (rc)
+        fprintf(stderr, "landmark-compare: writing %s: %s\n", path, lmk_strerror(rc));
+    lmk_gguf_writer_free(w);
+#undef W
+    return rc ? 1 : 0;
+}
+
+/* A cached model is valid when it opens (the reader checks every tensor's extent against
+ * the file), is this generator's version and seed, has the tensors and the file type. */
+static int model_1b_valid(const char *path, uint32_t file_type)
+{
+    char err[256];
+    lmk_gguf *g = NULL;
+    if (access(path, R_OK) || lmk_gguf_open(path, &g, err, sizeof err))
+        return 0;
+    char name[128] = "";
+    uint32_t seed = 0, ver = 0, ft = 0;
+    int ok = lmk_gguf_get_strz(g, "general.name", name, sizeof name) == 0 &&
+             !strcmp(name, M1B_NAME) && lmk_gguf_get_u32(g, "landmark.random_seed", &seed) == 0 &&
+             seed == M1B_SEED && lmk_gguf_get_u32(g, "landmark.random_version", &ver) == 0 &&
+             ver == M1B_VERSION && lmk_gguf_get_u32(g, "general.file_type", &ft) == 0 &&
+             ft == file_type && lmk_gguf_n_tensors(g) == M1B_TENSORS &&
+             lmk_gguf_find_tensor(g, "token_embd.weight") &&
+             !lmk_gguf_find_tensor(g, "output.weight");
+    lmk_gguf_close(g);
+    return ok;
+}
+
+/* llama.cpp's quantizer, from the fetched libllama. */
+static int quantize_q4_k_m(const char *in, const char *out, const char *libdir, int threads)
+{
+    char p[4096];
+    snprintf(p, sizeof p, "%s/libggml.v0.4.0.so", libdir);
+    void *gl = dlopen(p, RTLD_NOW | RTLD_GLOBAL);
+    snprintf(p, sizeof p, "%s/libllama.v0.4.0.so", libdir);
+    void *ll = gl ? dlopen(p, RTLD_NOW | RTLD_GLOBAL) : NULL;
+    if (!ll) {
+        fprintf(stderr, "landmark-compare: %s\n", dlerror());
+        return 1;
+    }
+    SYM(gl, ggml_backend_load_all_from_path)
+    SYM(ll, llama_log_set)
+    SYM(ll, llama_backend_init)
+    SYM(ll, llama_model_quantize_default_params)
+    SYM(ll, llama_model_quantize)
+    p_llama_log_set(quiet_log, NULL);
+    p_ggml_backend_load_all_from_path(libdir);
+    p_llama_backend_init();
+    struct llama_model_quantize_params qp = p_llama_model_quantize_default_params();
+    qp.nthread = threads;
+    qp.ftype = LLAMA_FTYPE_MOSTLY_Q4_K_M;
+    if (p_llama_model_quantize(in, out, &qp)) {
+        fprintf(stderr, "landmark-compare: llama_model_quantize %s -> %s failed\n", in, out);
+        return 1;
+    }
+    return 0;
+}
+
+/* Make (or reuse) DIR/random-1b-f16.gguf and DIR/random-1b-q4_k_m.gguf; the Q4_K_M path in
+ * q4 (cap bytes). Each is written under a temporary name and renamed when complete. The work
+ * runs in a forked process so that the parent's peak RSS stays its own. */
+static int ensure_model_1b(const opts *o, const char *dir, char *q4, size_t cap)
+{
+    char f16[4300], tmp[4400];
+    snprintf(f16, sizeof f16, "%s/random-1b-f16.gguf", dir);
+    snprintf(q4, cap, "%s/random-1b-q4_k_m.gguf", dir);
+    if (model_1b_valid(q4, LLAMA_FTYPE_MOSTLY_Q4_K_M))
+        return 0;
+    pid_t pid = fork();
+    if (pid < 0)
+        return 1;
+    if (pid == 0) {
+        const char *libdir = o->lib ? o->lib : LMK_LLAMA_REF "/lib";
+        int rc = 0;
+        if (!model_1b_valid(f16, LLAMA_FTYPE_MOSTLY_F16)) {
+            double t0 = lmk_clock_s();
+            snprintf(tmp, sizeof tmp, "%s.partial", f16);
+            fprintf(stderr, "landmark-compare: writing %s (random weights, seed %u)\n", f16,
+                    M1B_SEED);
+            rc = write_1b_f16(tmp, LMK_LLAMA_REF "/src/models/ggml-vocab-llama-bpe.gguf",
+                              o->threads);
+            if (!rc && rename(tmp, f16))
+                rc = 1;
+            if (rc)
+                unlink(tmp);
+            else
+                fprintf(stderr, "landmark-compare: %s written in %.0f s\n", f16, lmk_clock_s() - t0);
+        }
+        if (!rc) {
+            double t0 = lmk_clock_s();
+            snprintf(tmp, sizeof tmp, "%s.partial", q4);
+            fprintf(stderr, "landmark-compare: quantizing to %s with llama.cpp\n", q4);
+            rc = quantize_q4_k_m(f16, tmp, libdir, o->threads);
+            if (!rc && rename(tmp, q4))
+                rc = 1;
+            if (rc)
+                unlink(tmp);
+            else
+                fprintf(stderr, "landmark-compare: %s written in %.0f s\n", q4, lmk_clock_s() - t0);
+        }
+        _exit(rc ? 1 : 0);
+    }
+    int ws = 0;
+    waitpid(pid, &ws, 0);
+    if (!WIFEXITED(ws) || WEXITSTATUS(ws) || !model_1b_valid(q4, LLAMA_FTYPE_MOSTLY_Q4_K_M)) {
+        fprintf(stderr, "landmark-compare: could not make the 1B-shaped model in %s\n", dir);
+        return 1;
+    }
     return 0;
 }
 
@@ -601,10 +981,16 @@ static void plot(const opts *o, const row *rows, int n)
 static void usage(void)
 {
     fprintf(stderr,
-            "usage: landmark-compare --model GGUF [--depths 1k,4k,16k,64k] [-t N] [--text FILE]\n"
-            "         [--engines landmark,llama] [--time-limit S] [--workdir DIR] [--json FILE]\n"
-            "         [--plot FILE.png] [--lib DIR]\n"
-            "Without --text the tokens are random ids (fixed seed).\n");
+            "usage: landmark-compare (--model GGUF | --model-1b [--model-dir DIR] [--make-only])\n"
+            "         [--depths 1k,4k,16k,64k] [-t N] [--text FILE] [--engines landmark,llama]\n"
+            "         [--time-limit S] [--workdir DIR] [--json FILE] [--plot FILE.png] [--lib DIR]\n"
+            "Without --text the tokens are random ids (fixed seed).\n"
+            "--model-1b: a random-weight model shaped like Llama-3.2-1B (16 layers, width 2048,\n"
+            "  32/8 heads of 64, FFN 8192, tied embeddings, rope base 500000 with llama3 factors,\n"
+            "  llama.cpp's llama-bpe vocabulary), written as F16 by a streaming writer and\n"
+            "  quantized to Q4_K_M by llama.cpp's llama_model_quantize, both cached in --model-dir\n"
+            "  (default: this program's directory) and reused while valid (about 3.3 GB).\n"
+            "  --make-only stops once the model is there.\n");
 }
 
 int main(int argc, char **argv)
@@ -636,6 +1022,12 @@ int main(int argc, char **argv)
             o.plot = v, i++;
         else if (!strcmp(a, "--lib") && v)
             o.lib = v, i++;
+        else if (!strcmp(a, "--model-1b"))
+            o.model_1b = 1;
+        else if (!strcmp(a, "--model-dir") && v)
+            o.model_dir = v, i++;
+        else if (!strcmp(a, "--make-only"))
+            o.make_only = 1;
         else if (!strcmp(a, "--engines") && v) {
             o.run_landmark = strstr(v, "landmark") != NULL;
             o.run_llama = strstr(v, "llama") != NULL;
@@ -645,7 +1037,7 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    if (!o.model || o.threads < 1) {
+    if ((!o.model == !o.model_1b && !child) || o.threads < 1) {
         usage();
         return 2;
     }
@@ -659,6 +1051,23 @@ int main(int argc, char **argv)
     }
     if (!getenv("OMP_WAIT_POLICY"))
         setenv("OMP_WAIT_POLICY", "passive", 1);
+    char self[4096], q4[4300];
+    ssize_t sl = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (sl <= 0)
+        return 1;
+    self[sl] = 0;
+    if (o.model_1b) {
+        char dir[4096];
+        snprintf(dir, sizeof dir, "%s", o.model_dir ? o.model_dir : self);
+        if (!o.model_dir && strrchr(dir, '/'))
+            *strrchr(dir, '/') = 0;
+        if (ensure_model_1b(&o, dir, q4, sizeof q4))
+            return 1;
+        o.model = q4;
+        fprintf(stderr, "landmark-compare: model %s\n", q4);
+        if (o.make_only)
+            return 0;
+    }
     char *dl = strdup(depths);
     for (char *tok = strtok(dl, ","); tok; tok = strtok(NULL, ",")) {
         int64_t d = parse_count(tok);
@@ -678,11 +1087,6 @@ int main(int argc, char **argv)
     if (read_shape(o.model, &sh) || write_tokens(&o, max_depth + N_DECODE))
         return 1;
     double avail = (double)sysconf(_SC_AVPHYS_PAGES) * (double)sysconf(_SC_PAGESIZE);
-    char self[4096];
-    ssize_t sl = readlink("/proc/self/exe", self, sizeof self - 1);
-    if (sl <= 0)
-        return 1;
-    self[sl] = 0;
 
     fprintf(stderr, "landmark-compare: %s, %d threads, time limit %d s\n", o.model, o.threads,
             o.time_limit);
@@ -724,9 +1128,12 @@ int main(int argc, char **argv)
         char none[32] = "-";
         if (!strcmp(r->engine, "landmark"))
             snprintf(none, sizeof none, "%.1f", r->decode_none_tps);
-        printf("| %s | %lld | %.0f | %.1f | %s | %.0f | %.0f | %.1f | %.0f | %.1f | %s |\n",
-               r->engine, (long long)r->depth, r->prefill_tps, r->decode_tps, none, r->bound_tps,
-               r->prefill_cpu, r->decode_cpu, r->rss_mb, r->disk_mb, r->status);
+        /* one decimal under 100 (a 1B model prefills tens of tokens a second here) */
+        printf("| %s | %lld | %.*f | %.1f | %s | %.*f | %.*f | %.1f | %.0f | %.1f | %s |\n",
+               r->engine, (long long)r->depth, r->prefill_tps < 100 ? 1 : 0, r->prefill_tps,
+               r->decode_tps, none, r->bound_tps < 100 ? 1 : 0, r->bound_tps,
+               r->prefill_cpu < 100 ? 1 : 0, r->prefill_cpu, r->decode_cpu, r->rss_mb, r->disk_mb,
+               r->status);
     }
     for (int i = 0; i < n; i++)
         for (int j = 0; j < n; j++)
