@@ -64,6 +64,12 @@ static void progress_bar(void *ud, const char *what, int64_t done, int64_t total
     if (!final && t - last < 0.2)
         return;
     last = t;
+    double rate = elapsed > 0 ? (double)done / elapsed : 0;
+    if (total <= 0) { /* a document read as it is fed: its length is not known yet */
+        fprintf(stderr, "\r%s: %lld tokens, %.0f tokens/s   ", what, (long long)done, rate);
+        fflush(stderr);
+        return;
+    }
     double frac = total > 0 ? (double)done / (double)total : 1;
     if (frac > 1)
         frac = 1;
@@ -72,7 +78,6 @@ static void progress_bar(void *ud, const char *what, int64_t done, int64_t total
     for (int i = 0; i < 40; i++)
         bar[i] = i < fill ? '#' : '.';
     bar[40] = 0;
-    double rate = elapsed > 0 ? (double)done / elapsed : 0;
     fprintf(stderr, "\r%s [%s] %3.0f%% %lld/%lld tokens, %.0f tokens/s   ", what, bar,
             100 * frac, (long long)done, (long long)total, rate);
     if (final)
