@@ -241,7 +241,12 @@ typedef struct lmk_passkey_opts {
     const double *depths; /* n_depths depths in [0, 1] cycled through, or NULL: uniform */
     int n_depths;         /* <= LMK_PASSKEY_MAX_DEPTHS */
     const char *haystack; /* text read from a random line on (wrapping), or NULL: a filler */
-    size_t haystack_len;  /* >= 1024 when haystack is given */
+    size_t haystack_len;  /* >= 1024 when haystack or haystack_read is given */
+    /* Or (haystack NULL) a haystack of haystack_len bytes read through haystack_read: up to
+     * len bytes at offset off into buf, *got of them (fewer only at the end); 0 or an
+     * errno. Each trial reads about 4 bytes per token from its offset, never the whole. */
+    int (*haystack_read)(void *ud, uint64_t off, char *buf, size_t len, size_t *got);
+    void *haystack_ud;
     uint64_t seed;        /* keys, offsets and depths (default 42) */
     void (*on_trial)(void *ud, const lmk_passkey_trial *t); /* may be NULL */
     void *ud;
