@@ -286,6 +286,8 @@ int lmk_cmd_passkey(int argc, char **argv)
         lmk_cli_error("passkey", "--model and --tokens N are required (see --help)");
         return 2;
     }
+    if (haystack && lmk_cli_check_input("passkey", haystack))
+        return 1; /* before the model is read */
     c.quiet = json;
     lmk_model_cli_finish(&c);
     p.tokens = tokens;

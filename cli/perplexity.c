@@ -160,6 +160,8 @@ int lmk_cmd_perplexity(int argc, char **argv)
         lmk_cli_error("perplexity", "--model and --file are required (see --help)");
         return 2;
     }
+    if (lmk_cli_check_input("perplexity", file))
+        return 1; /* before the model is read */
     c.quiet = json;
     lmk_model_cli_finish(&c);
     char err[1024];
