@@ -510,7 +510,11 @@ static int doc_stream(lmk_run *r, doc_feed *f, int first, lmk_task_read_fn read,
     for (;;) {
         size_t got = 0;
         if ((rc = read(ud, rbuf, rcap, &got)) != 0) {
-            rc = lmk_model__err(err, cap, rc, "reading the document: %s", strerror(rc));
+            if (rc == EINTR)
+                rc = lmk_model__err(err, cap, rc, "interrupted after %lld document tokens",
+                                    (long long)(f->idx > f->skip ? f->idx - f->skip : 0));
+            else
+                rc = lmk_model__err(err, cap, rc, "reading the document: %s", strerror(rc));
             break;
         }
         if (got == 0)
