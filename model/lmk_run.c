@@ -430,8 +430,9 @@ static int mark_rewind(lmk_run *r, const char *pending, int64_t pending_base)
  * steps of lmk_task__feed_at over the whole document, whatever the text pieces were. */
 typedef struct {
     lmk_run *r;
-    int32_t *buf;        /* (piece) tokens waiting: document indices [start, idx) */
-    int64_t piece, idx, start, skip;
+    int32_t *buf;        /* (buf_cap <= piece) tokens waiting: document indices
+                          * [start, idx) */
+    int64_t piece, idx, start, skip, buf_cap;
     int bos;             /* BOS still to go before the first token */
     int fed;             /* a piece was fed */
     double t0;
@@ -481,6 +482,14 @@ static int doc_push(doc_feed *f, const int32_t *ids, size_t n, char *err, size_t
             int rc = doc_flush(f, 0, err, cap);
             if (rc)
                 return rc;
+        }
+        if (f->idx - f->start == f->buf_cap) { /* grown as needed: --piece may be huge */
+            int64_t nc = f->buf_cap * 2 < f->piece ? f->buf_cap * 2 : f->piece;
+            int32_t *nb = realloc(f->buf, (size_t)nc * sizeof *nb);
+            if (!nb)
+                return lmk_model__err(err, cap, ENOMEM, "out of memory");
+            f->buf = nb;
+            f->buf_cap = nc;
         }
         f->buf[f->idx - f->start] = ids[i];
         f->idx++;
@@ -603,7 +612,8 @@ LMK_API int lmk_run_prefill_read(lmk_run *r, const char *doc_id, lmk_task_read_f
         f.skip = skip;
         f.bos = doc_base == 0 && want_bos; /* the document starts with BOS */
         f.t0 = t0;
-        if (!(f.buf = malloc((size_t)f.piece * sizeof *f.buf))) {
+        f.buf_cap = f.piece < 4096 ? f.piece : 4096;
+        if (!(f.buf = malloc((size_t)f.buf_cap * sizeof *f.buf))) {
             rc = lmk_model__err(err, cap, ENOMEM, "out of memory");
             goto out;
         }
