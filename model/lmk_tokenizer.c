@@ -1610,6 +1610,7 @@ LMK_API int lmk_tokenizer_stream_write(lmk_tokenizer_stream *s, const char *text
         int rc = stream_piece(s, s->buf, p, n);
         if (rc)
             return rc;
+        *ids = s->ids; /* stream_piece may have moved them */
         memmove(s->buf, s->buf + p, s->n - p);
         s->n -= p;
     }
@@ -1629,6 +1630,7 @@ LMK_API int lmk_tokenizer_stream_finish(lmk_tokenizer_stream *s, const int32_t *
         return LMK_ESTATE;
     s->done = 1;
     int rc = stream_piece(s, s->buf, s->n, n);
+    *ids = s->ids; /* stream_piece may have moved them */
     s->n = 0;
     return rc;
 }

@@ -115,6 +115,28 @@ static int spm_vocab(vocab *v)
     return make(v, "crafted spm", "llama", 256 + ne, toks, sc, ty, NULL, 0, NULL);
 }
 
+/* SentencePiece with no U+2581 piece: a space takes three byte tokens, so a piece may give
+ * more ids than bytes (the stream's id buffer grows). */
+static int spm_nospace_vocab(vocab *v)
+{
+    static const char *toks[300];
+    static float sc[300];
+    static int32_t ty[300];
+    for (int b = 0; b < 256; b++) {
+        snprintf(byte_names[b], sizeof byte_names[b], "<0x%02X>", b);
+        toks[b] = byte_names[b];
+        ty[b] = 6;
+    }
+    const char *extra[] = {"<s>", "</s>", "w", "o", "r", "d", "wo", "wor", "word"};
+    int ne = (int)(sizeof extra / sizeof extra[0]);
+    for (int i = 0; i < ne; i++) {
+        toks[256 + i] = extra[i];
+        ty[256 + i] = i < 2 ? 3 : 1;
+        sc[256 + i] = -(float)i;
+    }
+    return make(v, "crafted spm, no space", "llama", 256 + ne, toks, sc, ty, NULL, 0, NULL);
+}
+
 /* Byte-level BPE with merges over words, spaces, newlines and digits, a user token. */
 static int bpe_vocab(vocab *v, const char *pre)
 {
@@ -449,7 +471,8 @@ static void run(vocab *v, const char *crafted, size_t cl, const char *kjv, size_
                 uint64_t seed, tally *ta)
 {
     double t0 = (double)clock() / CLOCKS_PER_SEC;
-    check_vocab(v, crafted, cl, "crafted text", seed, ta);
+    check_vocab(v, crafted, cl, kjv || cl != 20 * 2005 ? "crafted text" : "runs of spaces",
+                seed, ta);
     if (kjv)
         check_vocab(v, kjv, kl, "KJV", seed, ta);
     check_head(v, crafted, cl);
@@ -493,6 +516,18 @@ int main(void)
         run(&v, crafted, cl, kjv, kl, seed, &ta);
     if (!spm_vocab(&v))
         run(&v, crafted, cl, kjv, kl, seed, &ta);
+    /* runs of 2000 spaces: three ids a byte */
+    char *spaces = malloc(20 * 2010);
+    size_t sl = 0;
+    for (int i = 0; spaces && i < 20; i++) {
+        memcpy(spaces + sl, "word", 4);
+        memset(spaces + sl + 4, ' ', 2000);
+        memcpy(spaces + sl + 2004, "x", 1);
+        sl += 2005;
+    }
+    if (spaces && !spm_nospace_vocab(&v))
+        run(&v, spaces, sl, NULL, 0, seed, &ta);
+    free(spaces);
     static const char *const pres[] = {"llama-bpe", "qwen2", "gpt-2", "default"};
     for (int i = 0; i < 4; i++)
         if (!bpe_vocab(&v, pres[i]))
