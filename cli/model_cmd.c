@@ -64,6 +64,12 @@ static void progress_bar(void *ud, const char *what, int64_t done, int64_t total
     if (!final && t - last < 0.2)
         return;
     last = t;
+    double rate = elapsed > 0 ? (double)done / elapsed : 0;
+    if (total <= 0) { /* a document read as it is fed: its length is not known yet */
+        fprintf(stderr, "\r%s: %lld tokens, %.0f tokens/s   ", what, (long long)done, rate);
+        fflush(stderr);
+        return;
+    }
     double frac = total > 0 ? (double)done / (double)total : 1;
     if (frac > 1)
         frac = 1;
@@ -72,7 +78,6 @@ static void progress_bar(void *ud, const char *what, int64_t done, int64_t total
     for (int i = 0; i < 40; i++)
         bar[i] = i < fill ? '#' : '.';
     bar[40] = 0;
-    double rate = elapsed > 0 ? (double)done / elapsed : 0;
     fprintf(stderr, "\r%s [%s] %3.0f%% %lld/%lld tokens, %.0f tokens/s   ", what, bar,
             100 * frac, (long long)done, (long long)total, rate);
     if (final)
@@ -124,48 +129,4 @@ int lmk_cli_check_input(const char *cmd, const char *path)
         return 1;
     }
     return 0;
-}
-
-char *lmk_cli_read_file(const char *cmd, const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        lmk_cli_error(cmd, "%s: %s", path, strerror(errno));
-        return NULL;
-    }
-    struct stat sb;
-    if (fstat(fileno(f), &sb) || !(S_ISREG(sb.st_mode) || S_ISFIFO(sb.st_mode))) {
-        lmk_cli_error(cmd, "%s is not a regular file or a pipe", path);
-        fclose(f);
-        return NULL;
-    }
-    size_t cap = 1 << 16, n = 0;
-    char *b = malloc(cap);
-    for (;;) {
-        if (!b) {
-            lmk_cli_error(cmd, "%s: out of memory", path);
-            fclose(f);
-            return NULL;
-        }
-        size_t r = fread(b + n, 1, cap - n, f);
-        n += r;
-        if (r == 0)
-            break;
-        if (n == cap) {
-            cap *= 2;
-            char *nb = realloc(b, cap);
-            if (!nb)
-                free(b);
-            b = nb;
-        }
-    }
-    int err = ferror(f);
-    fclose(f);
-    if (err) {
-        lmk_cli_error(cmd, "%s: read error", path);
-        free(b);
-        return NULL;
-    }
-    *len = n;
-    return b;
 }

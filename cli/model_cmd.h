@@ -88,10 +88,9 @@ extern const lmk_opt_word lmk_cli_top_k_words[], lmk_cli_pos_words[], lmk_cli_mo
     {"--threads", 't', LMK_OPT_INT, &(c)->t.n_threads, 1, 1024, NULL, NULL, NULL, "N",        \
      "threads (default: all cores)"}
 
-/* The whole of a file, malloc'ed (NULL after printing "landmark CMD: PATH: reason"). */
-char *lmk_cli_read_file(const char *cmd, const char *path, size_t *len);
-/* Whether path is an input lmk_cli_read_file accepts: a regular file or a pipe (a device
- * such as /dev/zero never ends). Returns 0, or 1 after printing the error. */
+/* Whether path is an input the commands read: a regular file or a pipe (a device such as
+ * /dev/zero never ends; a directory or a socket is no text). Documents and haystacks are
+ * read a piece at a time, never whole. Returns 0, or 1 after printing the error. */
 int lmk_cli_check_input(const char *cmd, const char *path);
 /* "slots", "fixed", "original" and "grouped", "union". */
 const char *lmk_cli_pos_name(int pos);

@@ -1,9 +1,12 @@
 /* landmark passkey: the pass-key retrieval test (model/lmk_tasks.h does the work). */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "commands.h"
 #include "model_cmd.h"
@@ -121,6 +124,77 @@ static void rec_free(recorder *r)
     free(r->q);
 }
 
+/* ---- --haystack: a regular file read at the offsets the trials take; a pipe's first
+ * HAY_PIPE_MAX bytes in memory ---- */
+
+#define HAY_PIPE_MAX ((size_t)64 << 20)
+
+static int hay_pread(void *ud, uint64_t off, char *buf, size_t len, size_t *got)
+{
+    int fd = *(const int *)ud;
+    *got = 0;
+    while (*got < len) {
+        ssize_t n = pread(fd, buf + *got, len - *got, (off_t)(off + *got));
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return errno;
+        if (n == 0)
+            break;
+        *got += (size_t)n;
+    }
+    return 0;
+}
+
+/* Open the haystack into p: *fd for a regular file, *mem (malloc'ed) for a pipe. Returns 0,
+ * or 1 after printing the error. */
+static int hay_open(const char *path, lmk_passkey_opts *p, int *fd, char **mem)
+{
+    struct stat sb;
+    *fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (*fd < 0) {
+        lmk_cli_error("passkey", "%s: %s", path, strerror(errno));
+        return 1;
+    }
+    if (fstat(*fd, &sb) || !(S_ISREG(sb.st_mode) || S_ISFIFO(sb.st_mode))) {
+        lmk_cli_error("passkey", "%s is not a regular file or a pipe", path);
+        return 1;
+    }
+    if (S_ISREG(sb.st_mode)) {
+        p->haystack_len = (size_t)sb.st_size;
+        p->haystack_read = hay_pread;
+        p->haystack_ud = fd;
+        return 0;
+    }
+    if (!(*mem = malloc(HAY_PIPE_MAX))) {
+        lmk_cli_error("passkey", "out of memory");
+        return 1;
+    }
+    size_t n = 0;
+    int more = 0;
+    for (;;) {
+        ssize_t r = read(*fd, *mem + n, HAY_PIPE_MAX - n);
+        if (r < 0 && errno == EINTR && !lmk_cli_interrupted)
+            continue;
+        if (r < 0) {
+            lmk_cli_error("passkey", "%s: %s", path, strerror(errno));
+            return 1;
+        }
+        n += (size_t)r;
+        if (r == 0 || n == HAY_PIPE_MAX) {
+            char c;
+            more = n == HAY_PIPE_MAX && read(*fd, &c, 1) == 1;
+            break;
+        }
+    }
+    if (more)
+        fprintf(stderr, "landmark passkey: %s: a pipe's first %zu MiB are the haystack\n", path,
+                HAY_PIPE_MAX >> 20);
+    p->haystack = *mem;
+    p->haystack_len = n;
+    return 0;
+}
+
 static void trial_line(void *ud, const lmk_passkey_trial *t)
 {
     (void)ud;
@@ -212,6 +286,8 @@ int lmk_cmd_passkey(int argc, char **argv)
         lmk_cli_error("passkey", "--model and --tokens N are required (see --help)");
         return 2;
     }
+    if (haystack && lmk_cli_check_input("passkey", haystack))
+        return 1; /* before the model is read */
     c.quiet = json;
     lmk_model_cli_finish(&c);
     p.tokens = tokens;
@@ -226,7 +302,7 @@ int lmk_cmd_passkey(int argc, char **argv)
         return 1;
     }
     char *hay = NULL;
-    int rc = 1;
+    int rc = 1, hay_fd = -1;
     if (record) {
         if (rec_init(&rec, m)) {
             lmk_cli_error("passkey", "out of memory");
@@ -236,13 +312,12 @@ int lmk_cmd_passkey(int argc, char **argv)
         c.t.record_ud = &rec;
     }
     if (haystack) {
-        if (!(hay = lmk_cli_read_file("passkey", haystack, &p.haystack_len)))
+        if (hay_open(haystack, &p, &hay_fd, &hay))
             goto out;
         if (p.haystack_len < 1024) {
             lmk_cli_error("passkey", "%s: haystack too short", haystack);
             goto out;
         }
-        p.haystack = hay;
     }
     lmk_passkey_result res;
     if (lmk_passkey_eval(m, &c.t, &p, &res, err, sizeof err)) {
@@ -256,6 +331,8 @@ int lmk_cmd_passkey(int argc, char **argv)
 out:
     rec_free(&rec);
     free(hay);
+    if (hay_fd >= 0)
+        close(hay_fd);
     lmk_model_close(m);
     return rc;
 }

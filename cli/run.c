@@ -1,9 +1,14 @@
 /* landmark run: a document and/or a prompt into a persistent session, then generation
  * (model/lmk_tasks.h does the work). */
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "commands.h"
 #include "lmk_chat.h"
@@ -30,6 +35,55 @@ static void emit(void *ud, const char *piece, size_t len)
     o->n = all - ok;
     memcpy(o->held, tmp + ok, o->n);
     free(tmp);
+}
+
+/* The document, read as the prefill takes it (never whole): from an open regular file or
+ * pipe; leading white space dropped when the chat format trims it. */
+typedef struct {
+    int fd;
+    int trim;
+} doc_reader;
+
+static int doc_read(void *ud, char *buf, size_t cap, size_t *got)
+{
+    doc_reader *d = ud;
+    *got = 0;
+    for (;;) {
+        if (lmk_cli_interrupted)
+            return EINTR;
+        ssize_t n = read(d->fd, buf, cap);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return errno;
+        size_t k = 0;
+        while (d->trim && k < (size_t)n && isspace((unsigned char)buf[k]))
+            k++;
+        if (n == 0 || k < (size_t)n) {
+            d->trim = 0;
+            memmove(buf, buf + k, (size_t)n - k);
+            *got = (size_t)n - k;
+            return 0;
+        }
+    }
+}
+
+/* The document opened for doc_read: a regular file or a pipe (a device such as /dev/zero
+ * never ends, a directory or a socket is no document). -1 after printing the error. */
+static int doc_open(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    struct stat sb;
+    if (fd < 0) {
+        lmk_cli_error("run", "%s: %s", path, strerror(errno));
+        return -1;
+    }
+    if (fstat(fd, &sb) || !(S_ISREG(sb.st_mode) || S_ISFIFO(sb.st_mode))) {
+        lmk_cli_error("run", "%s is not a regular file or a pipe", path);
+        close(fd);
+        return -1;
+    }
+    return fd;
 }
 
 /* --chat: the format and system prompt. */
@@ -121,13 +175,15 @@ static int run_session(lmk_run *r, const char *session, const char *file, const 
                        const chat_opts *co)
 {
     char err[1024], doc_id[PATH_MAX] = "";
-    char *text = NULL;
+    const char *text = NULL; /* "" when there is a document (chat_prepare) */
     size_t len = 0;
+    doc_reader dr = {-1, 0};
     if (file) {
         if (!realpath(file, doc_id))
             snprintf(doc_id, sizeof doc_id, "%s", file);
-        if (!(text = lmk_cli_read_file("run", file, &len)))
+        if ((dr.fd = doc_open(file)) < 0)
             return 1;
+        text = "";
     }
     size_t prompt_len = prompt ? strlen(prompt) : 0, doc_skip = 0, q_off = 0;
     lmk_chat_state cs;
@@ -141,17 +197,22 @@ static int run_session(lmk_run *r, const char *session, const char *file, const 
         if (wrc)
             lmk_cli_error("run", "%s/model-chat.txt: %s", session, strerror(wrc));
         if (bad || wrc) {
-            free(text);
+            if (dr.fd >= 0)
+                close(dr.fd);
             for (int i = 0; i < 4; i++)
                 free(own[i]);
             return 1;
         }
         lmk_run_set_frame(r, &f);
+        dr.trim = text && lmk_chat_doc_trims(cs.format);
     }
+    (void)doc_skip; /* the reader trims the document */
     lmk_run_prefill_stats ps;
-    int rc = lmk_run_prefill(r, doc_id, text ? text + doc_skip : NULL, len - doc_skip,
-                             prompt ? prompt + q_off : NULL, prompt_len, &ps, err, sizeof err);
-    free(text);
+    int rc = lmk_run_prefill_read(r, doc_id, file ? doc_read : NULL, &dr,
+                                  prompt ? prompt + q_off : NULL, prompt_len, &ps, err,
+                                  sizeof err);
+    if (dr.fd >= 0)
+        close(dr.fd);
     for (int i = 0; i < 4; i++)
         free(own[i]);
     if (!rc && co->on && prompt) {
@@ -200,11 +261,16 @@ int lmk_cmd_run(int argc, char **argv)
     unsigned long long seed = 42;
     int g_generate = 0;
     chat_opts co = {0, NULL, NULL};
+    long long text_window = 0;
     const lmk_opt opts[] = {
         {"--session", 0, LMK_OPT_STR, &session, 0, 0, NULL, NULL, NULL, "DIR",
          "the session directory (created when empty)"},
         {"--file", 0, LMK_OPT_STR, &file, 0, 0, NULL, NULL, NULL, "DOC",
          "document to append to the session"},
+        {"--text-window", 0, LMK_OPT_COUNT, &text_window, 64, 1 << 30, NULL, NULL, NULL, "B",
+         "bytes of the document read and tokenized at a time (default 1m;\n"
+         "the tokens do not depend on it where the text has a safe cut in\n"
+         "every B bytes: see model/lmk_tokenizer.h)"},
         {"--prompt", 0, LMK_OPT_STR, &prompt, 0, 0, NULL, NULL, NULL, "TEXT",
          "text to append after it (a question)"},
         {"--generate", 0, LMK_OPT_COUNT, &generate, 0, 0, NULL, NULL, &g_generate, "N",
@@ -251,6 +317,7 @@ int lmk_cmd_run(int argc, char **argv)
         return 2;
     }
     lmk_model_cli_finish(&c);
+    c.t.text_window = (size_t)text_window;
     int exists;
     char recorded[PATH_MAX];
     lmk_run_probe(session, &exists, recorded, sizeof recorded);

@@ -265,6 +265,8 @@ static char *dup_n(const char *s, size_t n)
 
 static int trims_user(int f) { return f == LMK_CHAT_LLAMA3; }
 
+LMK_API int lmk_chat_doc_trims(int f) { return trims_user(f); }
+
 LMK_API int lmk_chat_doc_frame(int f, const char *system, const char *doc, size_t doc_len,
                                char **head, size_t *skip)
 {

@@ -63,6 +63,9 @@ long long lmk_chat_render(int f, const lmk_chat_msg *msgs, size_t n, int add_ass
  * Returns 0, LMK_EINVAL (unknown format), ENOMEM. */
 int lmk_chat_doc_frame(int f, const char *system, const char *doc, size_t doc_len,
                        char **head, size_t *skip);
+/* Whether format f drops a document's leading white space (the *skip above), for a
+ * document read as a stream. */
+int lmk_chat_doc_trims(int f);
 
 /* The frame of a question: *head (template text before it; "" after a document, where
  * the question continues the user's message), *sep (content between the document and

@@ -25,35 +25,80 @@ LMK_API lmk_passkey_opts lmk_passkey_opts_default(void)
     return p;
 }
 
+/* The haystack's bytes [off, off + len) (len <= hay_len - off): a pointer into the caller's
+ * text, or read into *buf (grown as needed). NULL after setting the error. */
+static const char *hay_bytes(const lmk_passkey_opts *p, size_t off, size_t len, char **buf,
+                             size_t *buf_cap, int *rc, char *err, size_t cap)
+{
+    if (p->haystack)
+        return p->haystack + off;
+    if (len > *buf_cap) {
+        char *nb = realloc(*buf, len);
+        if (!nb) {
+            *rc = lmk_model__err(err, cap, ENOMEM, "out of memory");
+            return NULL;
+        }
+        *buf = nb;
+        *buf_cap = len;
+    }
+    size_t got = 0;
+    *rc = p->haystack_read(p->haystack_ud, (uint64_t)off, *buf, len, &got);
+    if (!*rc && got != len)
+        *rc = EIO;
+    if (*rc) {
+        *rc = lmk_model__err(err, cap, *rc, "reading the haystack at byte %zu: %s", off,
+                             strerror(*rc));
+        return NULL;
+    }
+    return *buf;
+}
+
 /* need haystack tokens into th: from a random line of the haystack on (wrapping), or the
  * filler repeated. */
 static int haystack_tokens(lmk_model *m, const lmk_passkey_opts *p, uint64_t *rng, int32_t *th,
                            int64_t need, char *err, size_t cap)
 {
-    const char *hay = p->haystack;
-    size_t hay_len = p->haystack_len, off = 0;
-    if (hay) {
+    int has = p->haystack || p->haystack_read;
+    size_t hay_len = p->haystack_len, off = 0, buf_cap = 0;
+    char *buf = NULL;
+    int rc = LMK_OK;
+    if (has) {
         off = (size_t)(lmk_task_rng_next(rng) % hay_len);
-        while (off < hay_len && hay[off] != '\n')
-            off++;
+        /* to the start of the next line (the start of the text when there is none) */
+        while (off < hay_len) {
+            size_t n = hay_len - off < 65536 ? hay_len - off : 65536;
+            const char *b = hay_bytes(p, off, n, &buf, &buf_cap, &rc, err, cap);
+            if (!b)
+                goto out;
+            const char *nl = memchr(b, '\n', n);
+            if (nl) {
+                off += (size_t)(nl - b);
+                break;
+            }
+            off += n;
+        }
         off = off < hay_len ? off + 1 : 0;
     }
     for (int64_t have = 0; have < need;) {
-        const char *src = hay ? hay + off : k_filler;
-        size_t avail = hay ? hay_len - off : sizeof k_filler - 1;
+        size_t avail = has ? hay_len - off : sizeof k_filler - 1;
         size_t want = (size_t)(need - have) * 4 + 64, take = avail < want ? avail : want;
+        const char *src = has ? hay_bytes(p, off, take, &buf, &buf_cap, &rc, err, cap)
+                              : k_filler;
+        if (!src)
+            goto out;
         int64_t nt;
         int32_t *t;
-        int rc = lmk_task_tokenize(m, src, take, have == 0, &t, &nt, err, cap);
-        if (rc)
-            return rc;
+        if ((rc = lmk_task_tokenize(m, src, take, have == 0, &t, &nt, err, cap)) != 0)
+            goto out;
         int64_t k = nt < need - have ? nt : need - have;
         memcpy(th + have, t, (size_t)k * sizeof *t);
         have += k;
         free(t);
-        off = hay ? (off + take) % hay_len : 0;
+        off = has ? (off + take) % hay_len : 0;
     }
-    return LMK_OK;
+out:
+    free(buf);
+    return rc;
 }
 
 /* The prompt of one trial into ids (tokens + 1): BOS when wanted, the haystack th (need)
@@ -224,7 +269,7 @@ LMK_API int lmk_passkey_eval(lmk_model *m, const lmk_task_opts *opts, const lmk_
     if (p->tokens < 1 || p->trials < 1 || p->n_depths < 0 ||
         p->n_depths > LMK_PASSKEY_MAX_DEPTHS || (p->n_depths && !p->depths))
         return lmk_model__err(err, cap, LMK_EINVAL, "invalid pass-key test options");
-    if (p->haystack && p->haystack_len < 1024)
+    if ((p->haystack || p->haystack_read) && p->haystack_len < 1024)
         return lmk_model__err(err, cap, LMK_EINVAL, "haystack too short");
     int nd = p->n_depths;
     res->n_bins = nd ? nd : 5;

@@ -450,38 +450,6 @@ static int tokenize_framed(lmk_run *r, const char *head, const char *sep, const 
     return tokenize_segments(r, seg, 4, first, ids, n, err, cap);
 }
 
-/* Tokenize the document (continuing a pending one) and the prompt; *skip: document tokens
- * already in the session, *doc_base: its regular tokens before the document. */
-static int prefill_tokens(lmk_run *r, const char *doc_id, const char *doc, size_t doc_len,
-                          const char *prompt, size_t prompt_len, int32_t **d, int64_t *nd,
-                          int32_t **q, int64_t *nq, int64_t *doc_base, char *err, size_t cap)
-{
-    int rc;
-    *doc_base = lmk_ctx_n_regular(r->c);
-    if (doc) {
-        /* the same document after an interrupted prefill: continue where the session stops */
-        if (r->existed && r->st.pending[0] && !strcmp(r->st.pending, doc_id) &&
-            r->st.pending_base <= *doc_base)
-            *doc_base = r->st.pending_base;
-        if ((rc = tokenize_framed(r, r->frame.doc_head, NULL, doc, doc_len, NULL,
-                                  *doc_base == 0, d, nd, err, cap)))
-            return rc;
-    }
-    int fresh = doc ? *doc_base == 0 : lmk_ctx_n_past(r->c) == 0;
-    if (r->pseg) {
-        if ((rc = tokenize_segments(r, r->pseg, r->n_pseg, fresh && !*nd, q, nq, err, cap)))
-            return rc;
-    } else if (prompt && (rc = tokenize_framed(r, r->frame.prompt_head, r->frame.prompt_sep,
-                                               prompt, prompt_len, r->frame.prompt_tail,
-                                               fresh && !*nd, q, nq, err, cap))) {
-        return rc;
-    }
-    if (fresh && lmk_task_want_bos(r->m) && (*nd || *nq)) /* the document starts with BOS */
-        if ((rc = prepend_bos(*nd ? d : q, *nd ? nd : nq, lmk_model_get_info(r->m)->bos)))
-            return lmk_model__err(err, cap, rc, "out of memory");
-    return LMK_OK;
-}
-
 /* Record the session's length now as the rewind mark, with the prediction there. */
 static int mark_rewind(lmk_run *r, const char *pending, int64_t pending_base)
 {
@@ -498,53 +466,233 @@ static int mark_rewind(lmk_run *r, const char *pending, int64_t pending_base)
     return rc;
 }
 
+/* A document's tokens on their way to the session: dropped while they are already in it
+ * (a resumed prefill), else fed in pieces that end at multiples of o->piece of the
+ * document's own token index, the last one (at the end) with the prediction: the forward
+ * steps of lmk_task__feed_at over the whole document, whatever the text pieces were. */
+typedef struct {
+    lmk_run *r;
+    int32_t *buf;        /* (buf_cap <= piece) tokens waiting: document indices
+                          * [start, idx) */
+    int64_t piece, idx, start, skip, buf_cap;
+    int bos;             /* BOS still to go before the first token */
+    int fed;             /* a piece was fed */
+    double t0;
+} doc_feed;
+
+static int doc_flush(doc_feed *f, int last, char *err, size_t cap)
+{
+    lmk_run *r = f->r;
+    int64_t m = f->idx - f->start;
+    if (m <= 0)
+        return LMK_OK;
+    if (lmk_task__interrupted(&r->o))
+        return lmk_model__err(err, cap, EINTR, "interrupted after %lld document tokens",
+                              (long long)(f->start - f->skip));
+    if (!f->fed) {
+        lmk_attend_opts a = lmk_task__attend(&r->o, r->o.prefill_chunkwise);
+        lmk_ctx_set_attend(r->c, &a);
+    }
+    int rc = lmk_ctx_feed(r->c, f->buf, m, last ? r->logits : NULL, last);
+    if (rc)
+        return lmk_model__err(err, cap, rc, "%s", lmk_ctx_errmsg(r->c));
+    f->fed = 1;
+    f->start = f->idx;
+    if (r->o.progress) /* the total is not known before the end */
+        r->o.progress(r->o.ud, "prefill", f->idx - f->skip, last ? f->idx - f->skip : 0,
+                      lmk_clock_s() - f->t0, last);
+    return LMK_OK;
+}
+
+static int doc_push(doc_feed *f, const int32_t *ids, size_t n, char *err, size_t cap)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (f->bos) {
+            f->bos = 0;
+            int32_t b = lmk_model_get_info(f->r->m)->bos;
+            int rc = doc_push(f, &b, 1, err, cap);
+            if (rc)
+                return rc;
+        }
+        if (f->idx < f->skip) { /* in the session already */
+            f->idx++;
+            f->start = f->idx;
+            continue;
+        }
+        /* a full piece is fed once a token follows it (the last one takes the logits) */
+        if (f->idx > f->start && f->idx % f->piece == 0) {
+            int rc = doc_flush(f, 0, err, cap);
+            if (rc)
+                return rc;
+        }
+        if (f->idx - f->start == f->buf_cap) { /* grown as needed: --piece may be huge */
+            int64_t nc = f->buf_cap * 2 < f->piece ? f->buf_cap * 2 : f->piece;
+            int32_t *nb = realloc(f->buf, (size_t)nc * sizeof *nb);
+            if (!nb)
+                return lmk_model__err(err, cap, ENOMEM, "out of memory");
+            f->buf = nb;
+            f->buf_cap = nc;
+        }
+        f->buf[f->idx - f->start] = ids[i];
+        f->idx++;
+    }
+    return LMK_OK;
+}
+
+/* The document from read(): tokenized in bounded pieces (lmk_tokenizer_stream_*), fed
+ * through f. *nd: its tokens, BOS included. */
+static int doc_stream(lmk_run *r, doc_feed *f, int first, lmk_task_read_fn read, void *ud,
+                      int64_t *nd, char *err, size_t cap)
+{
+    const char *head = r->frame.doc_head;
+    lmk_tokenizer_stream *ts = NULL;
+    size_t rcap = 1 << 16;
+    char *rbuf = malloc(rcap);
+    int rc = rbuf ? lmk_tokenizer_stream_open(lmk_model_tokenizer(r->m),
+                                              first ? 0 : LMK_TOK_CONTINUE, head,
+                                              head ? strlen(head) : 0, r->o.text_window, &ts)
+                  : ENOMEM;
+    if (rc) {
+        free(rbuf);
+        return lmk_model__err(err, cap, rc, "out of memory");
+    }
+    const int32_t *ids;
+    size_t n;
+    for (;;) {
+        size_t got = 0;
+        if ((rc = read(ud, rbuf, rcap, &got)) != 0) {
+            if (rc == EINTR)
+                rc = lmk_model__err(err, cap, rc, "interrupted after %lld document tokens",
+                                    (long long)(f->idx > f->skip ? f->idx - f->skip : 0));
+            else
+                rc = lmk_model__err(err, cap, rc, "reading the document: %s", strerror(rc));
+            break;
+        }
+        if (got == 0)
+            break;
+        for (size_t at = 0; at < got && !rc;) {
+            size_t used;
+            rc = lmk_tokenizer_stream_write(ts, rbuf + at, got - at, &used, &ids, &n);
+            if (rc)
+                rc = lmk_model__err(err, cap, rc, "tokenizing: %s", lmk_strerror(rc));
+            else
+                rc = doc_push(f, ids, n, err, cap);
+            at += used;
+        }
+        if (rc)
+            break;
+    }
+    if (!rc && (rc = lmk_tokenizer_stream_finish(ts, &ids, &n)) != 0)
+        rc = lmk_model__err(err, cap, rc, "tokenizing: %s", lmk_strerror(rc));
+    if (!rc)
+        rc = doc_push(f, ids, n, err, cap);
+    if (!rc && lmk_tokenizer_stream_inexact(ts))
+        lmk_task__log(&r->o, "the document has %zu stretches of %zu bytes with no safe place "
+                      "to cut the text: tokenized in pieces there (see lmk_tokenizer.h)",
+                      lmk_tokenizer_stream_inexact(ts),
+                      r->o.text_window ? r->o.text_window : LMK_TOK_STREAM_WINDOW);
+    lmk_tokenizer_stream_free(ts);
+    free(rbuf);
+    *nd = f->idx;
+    return rc;
+}
+
+/* lmk_run_prefill's reader over a document in memory. */
+typedef struct {
+    const char *p;
+    size_t left;
+} mem_reader;
+
+static int mem_read(void *ud, char *buf, size_t cap, size_t *got)
+{
+    mem_reader *m = ud;
+    *got = m->left < cap ? m->left : cap;
+    memcpy(buf, m->p, *got);
+    m->p += *got;
+    m->left -= *got;
+    return 0;
+}
+
 LMK_API int lmk_run_prefill(lmk_run *r, const char *doc_id, const char *doc, size_t doc_len,
                             const char *prompt, size_t prompt_len, lmk_run_prefill_stats *st,
                             char *err, size_t cap)
 {
-    int32_t *d = NULL, *q = NULL;
-    int64_t nd = 0, nq = 0, skip = 0, doc_base = 0;
-    memset(st, 0, sizeof *st);
-    int rc = prefill_tokens(r, doc_id, doc, doc_len, prompt, prompt_len, &d, &nd, &q, &nq,
-                            &doc_base, err, cap);
-    if (rc)
-        goto out;
-    if (doc) {
+    mem_reader m = {doc, doc_len};
+    return lmk_run_prefill_read(r, doc_id, doc ? mem_read : NULL, &m, prompt, prompt_len, st,
+                                err, cap);
+}
+
+LMK_API int lmk_run_prefill_read(lmk_run *r, const char *doc_id, lmk_task_read_fn read,
+                                 void *read_ud, const char *prompt, size_t prompt_len,
+                                 lmk_run_prefill_stats *st, char *err, size_t cap)
+{
+    int32_t *q = NULL;
+    int64_t nd = 0, nq = 0, skip = 0, doc_base = lmk_ctx_n_regular(r->c);
+    int want_bos = lmk_task_want_bos(r->m);
+    doc_feed f;
+    memset(&f, 0, sizeof f);
+    memset(st, 0, sizeof st[0]);
+    int rc = LMK_OK;
+    double t0 = lmk_clock_s();
+    int64_t p0 = lmk_ctx_n_past(r->c);
+    if (read) {
+        /* the same document after an interrupted prefill: continue where the session stops */
+        if (r->existed && r->st.pending[0] && !strcmp(r->st.pending, doc_id) &&
+            r->st.pending_base <= doc_base)
+            doc_base = r->st.pending_base;
         skip = lmk_ctx_n_regular(r->c) - doc_base;
-        if (skip > nd) {
-            rc = lmk_model__err(err, cap, LMK_EINVAL,
-                                "the session holds more of %s than the file has "
-                                "(%lld > %lld tokens): was the file changed?",
-                                doc_id, (long long)skip, (long long)nd);
-            goto out;
-        }
-        if (skip > 0)
-            lmk_task__log(&r->o, "resuming %s after the %lld tokens already in the session",
-                          doc_id, (long long)skip);
-        st->resumed = skip;
         if ((rc = state_write(r, NULL, doc_id, doc_base, -1)) != 0) {
             rc = lmk_model__err(err, cap, rc, "cannot write %s/model-run.txt: %s", r->dir,
                                 strerror(rc));
             goto out;
         }
-    }
-    double t0 = lmk_clock_s();
-    int64_t p0 = lmk_ctx_n_past(r->c);
-    if (nd - skip > 0) {
-        lmk_attend_opts a = lmk_task__attend(&r->o, r->o.prefill_chunkwise);
-        lmk_ctx_set_attend(r->c, &a);
-        rc = lmk_task__feed_at(&r->o, r->c, d + skip, nd - skip, skip, r->logits, "prefill",
-                               err, cap);
+        if (skip > 0)
+            lmk_task__log(&r->o, "resuming %s after the %lld tokens already in the session",
+                          doc_id, (long long)skip);
+        f.r = r;
+        f.piece = r->o.piece > 0 ? r->o.piece : 8192;
+        f.skip = skip;
+        f.bos = doc_base == 0 && want_bos; /* the document starts with BOS */
+        f.t0 = t0;
+        f.buf_cap = f.piece < 4096 ? f.piece : 4096;
+        if (!(f.buf = malloc((size_t)f.buf_cap * sizeof *f.buf))) {
+            rc = lmk_model__err(err, cap, ENOMEM, "out of memory");
+            goto out;
+        }
+        rc = doc_stream(r, &f, doc_base == 0, read, read_ud, &nd, err, cap);
+        if (!rc && skip > nd)
+            rc = lmk_model__err(err, cap, LMK_EINVAL,
+                                "the session holds more of %s than the file has "
+                                "(%lld > %lld tokens): was the file changed?",
+                                doc_id, (long long)skip, (long long)nd);
+        if (!rc)
+            rc = doc_flush(&f, 1, err, cap);
         if (rc)
             goto out; /* the pending record lets a rerun resume */
-        r->have_logits = 1;
+        if (f.fed)
+            r->have_logits = 1;
+        st->resumed = skip < nd ? skip : nd;
     }
     /* the document is in: what follows is redone by a rerun should this run not finish */
-    if ((rc = mark_rewind(r, doc ? doc_id : NULL, doc_base)) != 0) {
+    if ((rc = mark_rewind(r, read ? doc_id : NULL, doc_base)) != 0) {
         rc = lmk_model__err(err, cap, rc, "cannot write %s/model-run.txt: %s", r->dir,
                             strerror(rc));
         goto out;
     }
+    int fresh = read ? doc_base == 0 : lmk_ctx_n_past(r->c) == 0;
+    if (r->pseg) {
+        if ((rc = tokenize_segments(r, r->pseg, r->n_pseg, fresh && !nd, &q, &nq, err, cap)))
+            goto out;
+    } else if (prompt && (rc = tokenize_framed(r, r->frame.prompt_head, r->frame.prompt_sep,
+                                               prompt, prompt_len, r->frame.prompt_tail,
+                                               fresh && !nd, &q, &nq, err, cap))) {
+        goto out;
+    }
+    if (fresh && want_bos && !nd && nq) /* no document: the prompt starts with BOS */
+        if ((rc = prepend_bos(&q, &nq, lmk_model_get_info(r->m)->bos))) {
+            rc = lmk_model__err(err, cap, rc, "out of memory");
+            goto out;
+        }
     if (nq) {
         /* the question decides the answer: per-token retrieval unless it is long */
         lmk_attend_opts a = lmk_task__attend(&r->o, r->o.prefill_chunkwise && nq > 512);
@@ -556,10 +704,10 @@ LMK_API int lmk_run_prefill(lmk_run *r, const char *doc_id, const char *doc, siz
         r->have_logits = 1;
     }
     st->seconds = lmk_clock_s() - t0;
-    st->tokens = nd - skip + nq;
+    st->tokens = (nd > skip ? nd - skip : 0) + nq;
     st->positions = lmk_ctx_n_past(r->c) - p0;
 out:
-    free(d);
+    free(f.buf);
     free(q);
     memset(&r->frame, 0, sizeof r->frame);
     r->pseg = NULL;

@@ -61,6 +61,8 @@ typedef struct lmk_task_opts {
     int n_repr;
     int chunk;            /* positions per prefill step (default 256) */
     int64_t piece;        /* tokens between interrupt checks and progress calls (8192) */
+    size_t text_window;   /* bytes of a document tokenized at a time (0: 1 MiB,
+                           * LMK_TOK_STREAM_WINDOW; see lmk_tokenizer_stream_open) */
     /* new sessions */
     const char *index_spec; /* FAISS index (default "Flat") */
     lmk_dtype dtype;      /* default LMK_DTYPE_F16 */
@@ -154,18 +156,34 @@ typedef struct lmk_run_prefill_stats {
     double seconds;
 } lmk_run_prefill_stats;
 
-/* Append a document (doc_id names it, e.g. its real path; doc may be NULL) and then a
- * prompt (may be NULL) to the session, BOS first on a new session when the model wants
- * it. The document is recorded as pending until its prefill completes: the same doc_id
- * after an interruption continues where the session stops (a log line says so), with
- * the same forward steps as an uninterrupted prefill (pieces end at multiples of o->piece
- * of the document's tokens), so the stored data is the same wherever it was cut. Once the
- * document is in, the session's length is recorded as a rewind mark (with the prediction
- * there) until lmk_run_save: a run killed during its prompt or generation is cut back to
- * the mark by the next lmk_run_open (a log line says so), and rerunning it redoes them.
- * Document prefill uses chunk retrieval when prefill_chunkwise; the prompt per-token
- * retrieval unless it is over 512 tokens. Returns LMK_OK, EINTR (interrupted; rerun to
- * resume), LMK_EINVAL (the session holds more of doc_id than doc has), or an error. */
+/* Reads up to cap bytes of a document into buf; *got = 0 at its end. Returns 0 or an errno
+ * (EINTR included). */
+typedef int (*lmk_task_read_fn)(void *ud, char *buf, size_t cap, size_t *got);
+
+/* Append a document (doc_id names it, e.g. its real path) read through read (NULL: no
+ * document) and then a prompt (may be NULL) to the session, BOS first on a new session when
+ * the model wants it. The document is read, tokenized and fed a piece at a time
+ * (lmk_tokenizer_stream_* with o->text_window), so memory does not grow with its length:
+ * about text_window bytes of text, its tokens, and o->piece tokens waiting. Its tokens are
+ * those of tokenizing it whole wherever the text has a safe cut in every text_window bytes
+ * (lmk_tokenizer.h; a log line counts the stretches where it had none), and never depend
+ * on how read() splits it. The document is recorded as pending until its prefill
+ * completes: the same doc_id after an interruption is read again from its start and
+ * continues where the session stops (a log line says so), with the same forward steps as an
+ * uninterrupted prefill (pieces end at multiples of o->piece of the document's tokens), so
+ * the stored data is the same wherever it was cut. Once the document is in, the session's
+ * length is recorded as a rewind mark (with the prediction there) until lmk_run_save: a run
+ * killed during its prompt or generation is cut back to the mark by the next lmk_run_open
+ * (a log line says so), and rerunning it redoes them. Document prefill uses chunk retrieval
+ * when prefill_chunkwise; the prompt per-token retrieval unless it is over 512 tokens.
+ * Progress calls under "prefill" give 0 as the total until the last one. Returns LMK_OK,
+ * EINTR (interrupted; rerun to resume), LMK_EINVAL (the session holds more of doc_id than
+ * the document has), read()'s errno, or an error. */
+int lmk_run_prefill_read(lmk_run *r, const char *doc_id, lmk_task_read_fn read, void *read_ud,
+                         const char *prompt, size_t prompt_len, lmk_run_prefill_stats *st,
+                         char *err, size_t cap);
+
+/* lmk_run_prefill_read with the document in memory: doc_len bytes at doc (NULL: none). */
 int lmk_run_prefill(lmk_run *r, const char *doc_id, const char *doc, size_t doc_len,
                     const char *prompt, size_t prompt_len, lmk_run_prefill_stats *st,
                     char *err, size_t cap);
@@ -242,7 +260,12 @@ typedef struct lmk_passkey_opts {
     const double *depths; /* n_depths depths in [0, 1] cycled through, or NULL: uniform */
     int n_depths;         /* <= LMK_PASSKEY_MAX_DEPTHS */
     const char *haystack; /* text read from a random line on (wrapping), or NULL: a filler */
-    size_t haystack_len;  /* >= 1024 when haystack is given */
+    size_t haystack_len;  /* >= 1024 when haystack or haystack_read is given */
+    /* Or (haystack NULL) a haystack of haystack_len bytes read through haystack_read: up to
+     * len bytes at offset off into buf, *got of them (fewer only at the end); 0 or an
+     * errno. Each trial reads about 4 bytes per token from its offset, never the whole. */
+    int (*haystack_read)(void *ud, uint64_t off, char *buf, size_t len, size_t *got);
+    void *haystack_ud;
     uint64_t seed;        /* keys, offsets and depths (default 42) */
     void (*on_trial)(void *ud, const lmk_passkey_trial *t); /* may be NULL */
     void *ud;

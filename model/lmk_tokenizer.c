@@ -1369,3 +1369,268 @@ LMK_API size_t lmk_utf8_complete_prefix(const char *s, size_t n)
     }
     return n;
 }
+
+/* ---- streaming input: safe cuts (the rules are in the header) ---- */
+
+#define CUT_TRIES 64 /* candidates checked in full before giving up on a window */
+
+/* Context needed on both sides of a cut. */
+static size_t cut_margin(const lmk_tokenizer *t) { return t->max_len + 4; }
+
+static int ascii_alpha(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
+
+/* Whether an occurrence of a user-defined token in text[0..len) overlaps or touches p. */
+static int user_token_at(const lmk_tokenizer *t, const char *text, size_t len, size_t p)
+{
+    for (int k = 0; k < t->n_special; k++) {
+        int32_t id = t->special[k];
+        if (t->type[id] != TT_USER)
+            continue;
+        size_t L = t->len[id];
+        size_t a = p >= L ? p - L : 0, b = p + L <= len ? p + L : len;
+        while (b - a >= L) {
+            const char *m = memmem(text + a, b - a, t->text[id], L);
+            if (!m)
+                break;
+            size_t s = (size_t)(m - text);
+            if (s <= p && p <= s + L)
+                return 1;
+            a = s + 1;
+        }
+    }
+    return 0;
+}
+
+/* User-defined tokens at p, and with phi-3's stripping at either end of the white space
+ * around p. */
+static int special_near(const lmk_tokenizer *t, const char *text, size_t len, size_t p,
+                        int strip)
+{
+    if (user_token_at(t, text, len, p))
+        return 1;
+    if (!strip)
+        return 0;
+    size_t a = p, b = p;
+    while (a > 0 && is_space(text[a - 1]))
+        a--;
+    while (b < len && is_space(text[b]))
+        b++;
+    if (a == p && b == p)
+        return 0;
+    if (a == 0 || b == len) /* white space up to the buffer's edge: unknown */
+        return 1;
+    return user_token_at(t, text, len, a) || user_token_at(t, text, len, b);
+}
+
+/* SentencePiece: whether a symbol or a token can span p (see the header). w: scratch of
+ * 6 * max_len + 16 bytes. */
+static int spm_spans(const lmk_tokenizer *t, const char *text, size_t len, size_t p, char *w)
+{
+    for (size_t j = 1; j <= 3 && j <= p; j++) {
+        uint8_t c = (uint8_t)text[p - j];
+        if (c >= 0xc0 && utf8_len(c) > j)
+            return 1; /* a lead byte whose symbol would reach past p */
+    }
+    if (((uint8_t)text[p] & 0xc0) == 0x80)
+        return 1;
+    size_t M = t->max_len;
+    size_t a = p >= M ? p - M : 0, b = p + M <= len ? p + M : len, wl = 0, wp = 0;
+    for (size_t i = a; i < b; i++) {
+        if (i == p)
+            wp = wl;
+        if (text[i] == ' ') {
+            memcpy(w + wl, "\xe2\x96\x81", 3);
+            wl += 3;
+        } else {
+            w[wl++] = text[i];
+        }
+    }
+    for (size_t s = wp > M ? wp - M + 1 : 0; s < wp; s++)
+        for (size_t e = wp + 1; e <= wl && e - s <= M; e++)
+            if (hmap_get(&t->vocab, w + s, e - s) >= 0)
+                return 1;
+    return 0;
+}
+
+LMK_API size_t lmk_tokenizer_safe_cut(const lmk_tokenizer *t, const char *text, size_t len,
+                                      size_t limit)
+{
+    size_t M = cut_margin(t);
+    if (limit > len)
+        limit = len;
+    if (t->kind == LMK_TOK_BYTE)
+        return limit;
+    if (len < 2 * M || limit < M)
+        return 0;
+    size_t hi = limit < len - M ? limit : len - M;
+    int strip = 0;
+    for (int k = 0; k < t->n_special; k++)
+        strip |= t->strip[t->special[k]] != 0;
+    int tries = 0;
+    if (t->kind == LMK_TOK_GPT2) {
+        for (size_t p = hi; p >= M && tries < CUT_TRIES; p--) {
+            if (text[p] != ' ' || !ascii_alpha(text[p - 1]) || !ascii_alpha(text[p + 1]))
+                continue;
+            tries++;
+            if (!special_near(t, text, len, p, strip))
+                return p;
+        }
+        return 0;
+    }
+    char *w = malloc(6 * t->max_len + 16);
+    if (!w)
+        return 0;
+    size_t cut = 0;
+    /* before a space that follows a non-space, then before any character */
+    for (size_t p = hi; p >= M && tries < CUT_TRIES && !cut; p--) {
+        if (text[p] != ' ' || text[p - 1] == ' ')
+            continue;
+        tries++;
+        if (!spm_spans(t, text, len, p, w) && !special_near(t, text, len, p, strip))
+            cut = p;
+    }
+    tries = 0;
+    for (size_t p = hi; p >= M && tries < CUT_TRIES && !cut; p--) {
+        if (((uint8_t)text[p] & 0xc0) == 0x80)
+            continue;
+        tries++;
+        if (!spm_spans(t, text, len, p, w) && !special_near(t, text, len, p, strip))
+            cut = p;
+    }
+    free(w);
+    return cut;
+}
+
+struct lmk_tokenizer_stream {
+    const lmk_tokenizer *t;
+    int cont;           /* the next piece continues the document */
+    int done;           /* finished */
+    char *head;         /* (head_len) tokenized with the first piece */
+    size_t head_len;
+    char *buf;          /* (cap) the text since the last cut: n bytes */
+    size_t n, cap, window;
+    int32_t *ids;       /* (ids_cap) the last piece's ids */
+    size_t ids_cap;
+    size_t inexact;
+};
+
+LMK_API int lmk_tokenizer_stream_open(const lmk_tokenizer *t, unsigned flags, const char *head,
+                                      size_t head_len, size_t window,
+                                      lmk_tokenizer_stream **out)
+{
+    *out = NULL;
+    lmk_tokenizer_stream *s = calloc(1, sizeof *s);
+    if (!s)
+        return ENOMEM;
+    size_t M = cut_margin(t);
+    s->t = t;
+    s->cont = (flags & LMK_TOK_CONTINUE) != 0;
+    s->window = window ? window : LMK_TOK_STREAM_WINDOW;
+    if (s->window < 2 * M)
+        s->window = 2 * M;
+    s->cap = s->window + M;
+    s->ids_cap = s->cap + 16;
+    s->buf = malloc(s->cap);
+    s->ids = malloc(s->ids_cap * sizeof *s->ids);
+    if (head && head_len && (s->head = malloc(head_len)))
+        memcpy(s->head, head, head_len), s->head_len = head_len;
+    if (!s->buf || !s->ids || (head && head_len && !s->head)) {
+        lmk_tokenizer_stream_free(s);
+        return ENOMEM;
+    }
+    *out = s;
+    return LMK_OK;
+}
+
+LMK_API void lmk_tokenizer_stream_free(lmk_tokenizer_stream *s)
+{
+    if (!s)
+        return;
+    free(s->head);
+    free(s->buf);
+    free(s->ids);
+    free(s);
+}
+
+LMK_API size_t lmk_tokenizer_stream_inexact(const lmk_tokenizer_stream *s)
+{
+    return s->inexact;
+}
+
+/* Tokenize text[0..len) as the next piece into s->ids. */
+static int stream_piece(lmk_tokenizer_stream *s, const char *text, size_t len, size_t *n)
+{
+    unsigned fl = s->cont ? LMK_TOK_CONTINUE : 0;
+    for (;;) {
+        size_t got = 0;
+        int rc;
+        if (s->head_len) {
+            lmk_tok_segment seg[2] = {{s->head, s->head_len, 1}, {text, len, 0}};
+            rc = lmk_tokenizer_tokenize_segments(s->t, seg, 2, fl, s->ids, s->ids_cap, &got);
+        } else {
+            rc = lmk_tokenizer_tokenize(s->t, text, len, fl, s->ids, s->ids_cap, &got);
+        }
+        if (rc == LMK_EINVAL && got > s->ids_cap) { /* more ids than bytes: room, again */
+            int32_t *p = realloc(s->ids, got * sizeof *p);
+            if (!p)
+                return ENOMEM;
+            s->ids = p;
+            s->ids_cap = got;
+            continue;
+        }
+        if (rc)
+            return rc;
+        *n = got;
+        s->cont = 1;
+        free(s->head);
+        s->head = NULL;
+        s->head_len = 0;
+        return LMK_OK;
+    }
+}
+
+LMK_API int lmk_tokenizer_stream_write(lmk_tokenizer_stream *s, const char *text, size_t len,
+                                       size_t *used, const int32_t **ids, size_t *n)
+{
+    *used = 0;
+    *n = 0;
+    *ids = s->ids;
+    if (s->done)
+        return LMK_ESTATE;
+    if (len == 0)
+        return LMK_OK;
+    if (s->n == s->cap) { /* full, and text follows: cut */
+        size_t p = lmk_tokenizer_safe_cut(s->t, s->buf, s->n, s->window);
+        if (p == 0) {
+            p = s->window;
+            for (int k = 0; k < 3 && p > 1 && ((uint8_t)s->buf[p] & 0xc0) == 0x80; k++)
+                p--;
+            s->inexact++;
+        }
+        int rc = stream_piece(s, s->buf, p, n);
+        if (rc)
+            return rc;
+        *ids = s->ids; /* stream_piece may have moved them */
+        memmove(s->buf, s->buf + p, s->n - p);
+        s->n -= p;
+    }
+    size_t k = len < s->cap - s->n ? len : s->cap - s->n;
+    memcpy(s->buf + s->n, text, k);
+    s->n += k;
+    *used = k;
+    return LMK_OK;
+}
+
+LMK_API int lmk_tokenizer_stream_finish(lmk_tokenizer_stream *s, const int32_t **ids,
+                                        size_t *n)
+{
+    *n = 0;
+    *ids = s->ids;
+    if (s->done)
+        return LMK_ESTATE;
+    s->done = 1;
+    int rc = stream_piece(s, s->buf, s->n, n);
+    *ids = s->ids; /* stream_piece may have moved them */
+    s->n = 0;
+    return rc;
+}

@@ -127,6 +127,75 @@ int lmk_tokenizer_piece_special(const lmk_tokenizer *t, int32_t id, char *buf, s
 long long lmk_tokenizer_decode(const lmk_tokenizer *t, const int32_t *ids, size_t n,
                                int special, char *buf, size_t cap);
 
+/* ---- streaming input: a text of any length in bounded memory ----
+ *
+ * A document is tokenized in pieces cut where tokenizing the two sides apart gives the ids
+ * of tokenizing them together: a "safe cut". The cut rules, for the text since the last
+ * cut (the buffer), with M = the longest token's length + 4 bytes of context needed on
+ * both sides of a cut:
+ * - LMK_TOK_BYTE: every position (one token per byte).
+ * - LMK_TOK_SPM: just before a space that follows a non-space, else (for text without
+ *   spaces) before any character, when no vocabulary token's text spans the position in
+ *   the U+2581-escaped text (so no merge can cross it), no lead byte in the 3 bytes before
+ *   it reaches past it (the symbols stay aligned), and no user-defined token touches it
+ *   (the space prefix after a special token). The continuing piece gets no space prefix
+ *   (LMK_TOK_CONTINUE), as in the whole text.
+ * - LMK_TOK_GPT2: before a space between two ASCII letters ("a b" cut as "a" | " b"): for
+ *   every supported pre-tokenizer (gpt2, llama3, qwen2, default) a pre-token ends at that
+ *   position both in the whole text and at the end of the left piece (the space belongs to
+ *   the following word's pre-token; a cut after a space, a newline or inside a run of
+ *   spaces is not safe: "\s+(?!\S)" and "\s*[\r\n]+" look past it), UTF-8 decoding is in
+ *   step at ASCII bytes, and no user-defined token touches it.
+ * - Every kind, with phi-3's space stripping around special tokens: no user-defined token
+ *   at either end of the white space around the position.
+ * Positions with fewer than M bytes on either side in the buffer are not considered.
+ *
+ * The stream keeps at most window + M bytes (window: LMK_TOK_STREAM_WINDOW by default) and
+ * cuts only when that buffer is full and more text comes, at the last safe cut at or
+ * before `window` bytes into it. When the buffer holds none (a run of window bytes with no
+ * space between letters, e.g. code or CJK text through a byte-level BPE, or random bytes),
+ * it cuts at the last character boundary at or before `window` (an "inexact" cut, counted
+ * by lmk_tokenizer_stream_inexact): the ids there may differ from the whole text's (a merge
+ * or a pre-token across the cut is lost). Either way the cut positions depend only on the
+ * text and the window, never on how the text is split between calls, so the same text
+ * always gives the same ids. */
+
+#define LMK_TOK_STREAM_WINDOW ((size_t)1 << 20) /* default window: 1 MiB */
+
+/* The largest safe cut p <= limit of text[0..len), or 0 when there is none (see above):
+ * text[0] must start the text or follow a safe cut; what follows text[len) does not
+ * matter. Tokenizing text[0..p) and then text[p..) with LMK_TOK_CONTINUE gives the ids of
+ * tokenizing text[0..) at once (neither part with LMK_TOK_PARSE_SPECIAL). */
+size_t lmk_tokenizer_safe_cut(const lmk_tokenizer *t, const char *text, size_t len,
+                              size_t limit);
+
+typedef struct lmk_tokenizer_stream lmk_tokenizer_stream;
+
+/* A stream over tokenizer t (borrowed: must outlive the stream). flags: LMK_TOK_CONTINUE
+ * when the text continues a document (no SentencePiece space prefix); others are ignored
+ * (no BOS or EOS is added, control tokens are never parsed in the text). head (may be
+ * NULL; copied) is text before the stream's first byte with control tokens recognized,
+ * e.g. a chat template's header: it is tokenized together with the first piece, as
+ * lmk_tokenizer_tokenize_segments would. window 0: LMK_TOK_STREAM_WINDOW; it is raised to
+ * 2 M when smaller. On failure *out is NULL. Returns LMK_OK, ENOMEM. */
+int lmk_tokenizer_stream_open(const lmk_tokenizer *t, unsigned flags, const char *head,
+                              size_t head_len, size_t window, lmk_tokenizer_stream **out);
+void lmk_tokenizer_stream_free(lmk_tokenizer_stream *s);
+
+/* Hand the stream up to len more bytes: *used of them are taken (fewer than len when its
+ * buffer is full: call again with the rest). When the buffer was full and text follows,
+ * one piece is cut and tokenized first: *ids, *n are its ids (borrowed: valid until the
+ * next call on s); otherwise *n is 0. A loop that calls it until every byte is used and then
+ * lmk_tokenizer_stream_finish gets the text's ids in order. Returns LMK_OK, LMK_ESTATE
+ * (after finish), LMK_EUNSUPPORTED (a byte the vocabulary cannot express), ENOMEM. */
+int lmk_tokenizer_stream_write(lmk_tokenizer_stream *s, const char *text, size_t len,
+                               size_t *used, const int32_t **ids, size_t *n);
+/* The ids of the rest of the text (*ids borrowed as above); later writes fail. Returns as
+ * lmk_tokenizer_stream_write. */
+int lmk_tokenizer_stream_finish(lmk_tokenizer_stream *s, const int32_t **ids, size_t *n);
+/* Cuts made with no safe cut in the window so far (0: the ids equal the whole text's). */
+size_t lmk_tokenizer_stream_inexact(const lmk_tokenizer_stream *s);
+
 /* Streaming output: the length of the longest prefix of s[0..n) that does not end inside
  * a UTF-8 character (an incomplete trailing sequence of at most 3 bytes is held back;
  * invalid bytes are not). */

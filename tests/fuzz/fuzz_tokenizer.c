@@ -7,7 +7,9 @@
  * llama-bpe, qwen2, gpt-2, none), byte tokens for llama (bit 3), a phi-3 name (bit 4), the
  * tokenize flags (bits 5-6), token types from the tokens' first bytes (bit 7). Then the
  * tokens, separated by NUL bytes, up to a double NUL; the rest is the text. gpt2 merges
- * split every token of two or more bytes in its middle.
+ * split every token of two or more bytes in its middle. The text is also streamed
+ * (lmk_tokenizer_stream_*) with the smallest window in reads of 1 to 16 bytes: without an
+ * inexact cut its ids must be the whole text's (abort otherwise).
  *
  * Build: meson setup build-fuzz -Dfuzzers=true with CC=clang (tests/meson.build); run
  *   ./build-fuzz/tests/fuzz_tokenizer -max_total_time=60 */
@@ -125,6 +127,42 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 got > cap)
                 abort();
         }
+        /* streamed in small reads: the whole text's ids unless a cut was inexact */
+        lmk_tokenizer_stream *ts = NULL;
+        int32_t *sid = ids ? malloc((cap ? cap : 1) * sizeof *sid) : NULL;
+        unsigned sf = (mode & 2) ? LMK_TOK_CONTINUE : 0;
+        if (sid && lmk_tokenizer_tokenize(t, text, len, sf, ids, cap, &got) == 0 &&
+            lmk_tokenizer_stream_open(t, sf, NULL, 0, 1, &ts) == 0) {
+            size_t k = 0, at = 0, n_ids, used;
+            const int32_t *p_ids;
+            int src = 0;
+            while (!src && at < len) {
+                size_t step = 1 + (size_t)(uint8_t)text[at] % 16;
+                step = step < len - at ? step : len - at;
+                for (size_t u = 0; !src && u < step; u += used) {
+                    src = lmk_tokenizer_stream_write(ts, text + at + u, step - u, &used, &p_ids,
+                                                     &n_ids);
+                    if (!src) {
+                        if (k + n_ids > cap)
+                            abort();
+                        memcpy(sid + k, p_ids, n_ids * sizeof *sid);
+                        k += n_ids;
+                    }
+                }
+                at += step;
+            }
+            if (!src && lmk_tokenizer_stream_finish(ts, &p_ids, &n_ids) == 0) {
+                if (k + n_ids > cap)
+                    abort();
+                memcpy(sid + k, p_ids, n_ids * sizeof *sid);
+                k += n_ids;
+                if (lmk_tokenizer_stream_inexact(ts) == 0 &&
+                    (k != got || (k && memcmp(sid, ids, k * sizeof *sid))))
+                    abort(); /* a safe cut that was not */
+            }
+        }
+        lmk_tokenizer_stream_free(ts);
+        free(sid);
         /* the legacy entry point with its implicit bound */
         if (ids)
             lmk_tokenizer_encode(t, text, len, mode & 2, ids, &got);
