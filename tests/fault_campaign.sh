@@ -140,7 +140,7 @@ damage_data() {
     truncated) truncate -s $(( $(stat -c %s "$C.src/data.mdb") * (RANDOM % 100) / 100 )) "$C.src/data.mdb" ;;
     zeroed)
       # a B-tree page (its header's page number is its own, flags branch or leaf)
-      pages=$(od -An -v -t u2 -w4096 "$C.src/data.mdb" |
+      pages=$(head -c 4194304 "$C.src/data.mdb" | od -An -v -t u2 -w4096 |
         awk '{ pg = NR - 1; if ($1 + $2 * 65536 == pg && ($6 == 1 || $6 == 2)) print pg }')
       pg=$(awk -v r=$RANDOM '{ a[NR] = $1 } END { if (NR) print a[1 + r % NR] }' <<<"$pages")
       dd if=/dev/zero of="$C.src/data.mdb" bs=4096 seek="${pg:-2}" count=1 conv=notrunc 2>/dev/null ;;
@@ -269,9 +269,9 @@ for spec in "${REFUSED[@]}"; do
   rm -rf "$ROOT/refused"
 done
 damage_data "$ROOT/size-8" "8 landmarks, Flat"
-fork_dir "$ROOT/size-1024" "$ROOT/d1024" && lm "" reindex "$ROOT/d1024" --index IVF4,SQ8 &&
-  damage_data "$ROOT/d1024" "1024 landmarks, IVF4,SQ8"
-rm -rf "$ROOT/d1024"
+fork_dir "$ROOT/size-156" "$ROOT/d156" && must "" reindex "$ROOT/d156" --index IVF4,Flat &&
+  damage_data "$ROOT/d156" "156 landmarks, IVF4,Flat (trained)"
+rm -rf "$ROOT/d156"
 cpu_mark
 echo "index families: $nfam spec and size cases, ${#REFUSED[@]} refused specs: $((SECONDS - t0)) s (cpu so far $(cpu) s)"
 
@@ -495,11 +495,13 @@ demo_kill() {
   rm -rf "$D" "$D".*
 }
 
+# run_kill [any|text]: a kill at a random moment of the run, or once text is streaming
+# (random when not given)
 run_kill() {
-  local D=$ROOT/kr delay phase t aim pid n=0
+  local D=$ROOT/kr delay phase t aim=${1:-} pid n=0
   rm -rf "$D" "$D".*
-  # half the kills at a random moment of the run, half once text is streaming
-  if [ $((RANDOM % 2)) = 0 ]; then aim=any; delay=$(rand_delay "$RUN_SPAN"); else aim=text; delay=$(rand_delay 0.4); fi
+  [ -n "$aim" ] || { [ $((RANDOM % 2)) = 0 ] && aim=any || aim=text; }
+  if [ $aim = any ]; then delay=$(rand_delay "$RUN_SPAN"); else delay=$(rand_delay 0.4); fi
   "$L" "${RUN[@]}" --model "$M" --session "$D" >"$D.o" 2>"$D.e" &
   pid=$!
   if [ $aim = text ]; then
@@ -584,7 +586,9 @@ reindex_kill() {
 
 t0=$SECONDS
 KINDS=(demo truncate fork reindex)
-[ -n "$M" ] && KINDS+=(run run)
+run_any_kill() { run_kill any; }
+run_text_kill() { run_kill text; }
+[ -n "$M" ] && KINDS+=(run_any run_text run)
 iter=0
 # every kind once, then random kinds until the budget is spent
 while :; do
