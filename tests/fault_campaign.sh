@@ -40,7 +40,7 @@ ulimit -c 0
 t_start=$SECONDS
 . "$(dirname "$0")/fault_lib.sh"
 
-kills=0 resumes=0 damaged=0 crashes=0 fails=0 skipped=0 reads=0 early=0
+kills=0 resumes=0 damaged=0 refused=0 crashes=0 fails=0 skipped=0 reads=0 early=0
 # cpu: user + system seconds of every command so far (the wall time on a loaded machine says
 # little)
 # (cpu_mark in the main shell: `times` in a command substitution sees the subshell only)
@@ -293,7 +293,7 @@ for c in "truncate $W --tokens 100" "reindex $W --index HNSW16" "demo --dir $W -
   # shellcheck disable=SC2086
   lm "lock files deleted, writer running" $c
   one_line "second writer ($c) beside a writer whose lock files were deleted" &&
-    { grep -q 'in use' "$ROOT/e" && damaged=$((damaged + 1)) || fail "second writer ($c): $(cat "$ROOT/e")"; }
+    { grep -q 'in use' "$ROOT/e" && refused=$((refused + 1)) || fail "second writer ($c): $(cat "$ROOT/e")"; }
 done
 lm "lock files deleted, reader" info "$W"
 wait $wpid
@@ -505,13 +505,22 @@ run_kill() {
   if [ $aim = any ]; then delay=$(rand_delay "$RUN_SPAN"); else delay=$(rand_delay 0.4); fi
   "$L" "${RUN[@]}" --model "$M" --session "$D" >"$D.o" 2>"$D.e" &
   pid=$!
+  local rpid=
   if [ $aim = text ]; then
     while kill -0 $pid 2>/dev/null && [ ! -s "$D.o" ] && [ $n -lt 3000 ]; do sleep 0.01; n=$((n + 1)); done
+  else
+    readers "$D" "$D.stop" "$D.log" &
+    rpid=$!
   fi
   sleep "$delay"
   kill -9 $pid 2>/dev/null
   { wait $pid; } 2>/dev/null
   KILL_ST=$?
+  if [ -n "$rpid" ]; then
+    touch "$D.stop"
+    wait $rpid
+    read_log "run" "$D.log"
+  fi
   killed "run" || return
   t=$(tokens_of "$D")
   if [ -s "$D.o" ]; then phase=generation; elif [ "${t:-0}" -lt "$DOC_POS" ]; then phase=prefill; else phase=prompt; fi
@@ -608,5 +617,5 @@ cpu_mark
 total_cpu=$(cpu)
 rm -rf "$ROOT"
 echo "fault campaign: $((SECONDS - t_start)) s wall, $total_cpu s cpu, seed $SEED"
-echo "fault campaign: $kills kills, $resumes resumes with equal digests, $damaged damaged files refused cleanly, $reads concurrent reads, $early runs ended before the kill, $skipped skipped, $crashes crashes, $fails failures"
+echo "fault campaign: $kills kills, $resumes resumes with equal digests, $damaged damaged files refused or rebuilt cleanly, $refused second writers refused, $reads concurrent reads, $early runs ended before the kill, $skipped skipped, $crashes crashes, $fails failures"
 [ $crashes -eq 0 ] && [ $fails -eq 0 ]
