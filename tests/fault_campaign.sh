@@ -522,6 +522,11 @@ run_kill() {
     read_log "run" "$D.log"
   fi
   killed "run" || return
+  if [ "$KILL_ST" = 0 ]; then # it finished first: a re-run would be another turn
+    [ "$(data_digest "$D")" = "$RUN_DIGEST" ] || fail "run (not killed): digest $(data_digest "$D"), want $RUN_DIGEST"
+    rm -rf "$D" "$D".*
+    return
+  fi
   t=$(tokens_of "$D")
   if [ -s "$D.o" ]; then phase=generation; elif [ "${t:-0}" -lt "$DOC_POS" ]; then phase=prefill; else phase=prompt; fi
   echo "  [$iter] run killed after $delay s$([ $aim = text ] && echo " of text") in the $phase (${t:-0} positions kept)"
