@@ -512,14 +512,21 @@ run_kill() {
     readers "$D" "$D.stop" "$D.log" &
     rpid=$!
   fi
+  # one kill in four is a SIGINT: the run stops at the next piece, saying so, exit 1
+  local sig=KILL
+  [ $((RANDOM % 4)) = 0 ] && sig=INT
   sleep "$delay"
-  kill -9 $pid 2>/dev/null
+  kill -s $sig $pid 2>/dev/null
   { wait $pid; } 2>/dev/null
   KILL_ST=$?
   if [ -n "$rpid" ]; then
     touch "$D.stop"
     wait $rpid
     read_log "run" "$D.log"
+  fi
+  if [ $sig = INT ] && [ "$KILL_ST" = 1 ]; then
+    grep -q 'interrupted' "$D.e" || fail "run stopped by SIGINT: $(head -c 300 "$D.e")"
+    KILL_ST=137
   fi
   killed "run" || return
   if [ "$KILL_ST" = 0 ]; then # it finished first: a re-run would be another turn
@@ -529,7 +536,7 @@ run_kill() {
   fi
   t=$(tokens_of "$D")
   if [ -s "$D.o" ]; then phase=generation; elif [ "${t:-0}" -lt "$DOC_POS" ]; then phase=prefill; else phase=prompt; fi
-  echo "  [$iter] run killed after $delay s$([ $aim = text ] && echo " of text") in the $phase (${t:-0} positions kept)"
+  echo "  [$iter] run stopped by SIG$sig after $delay s$([ $aim = text ] && echo " of text") in the $phase (${t:-0} positions kept)"
   [ -e "$D/data.mdb" ] && [ -n "$t" ] && verify_ok "$D" "run killed in the $phase"
   must "rerun after a kill in the $phase" "${RUN[@]}" --model "$M" --session "$D" || return
   cmp -s "$ROOT/o" "$ROOT/run-ref.out" || fail "rerun after a kill in the $phase: text differs: '$(head -c 200 "$ROOT/o")' vs '$(head -c 200 "$ROOT/run-ref.out")'"
