@@ -426,6 +426,7 @@ if [ -n "$M" ]; then
   if must "reference run" "${RUN[@]}" --model "$M" --session "$ROOT/run-ref"; then
     RUN_SPAN=$(elapsed "$t0")
     RUN_DIGEST=$(data_digest "$ROOT/run-ref")
+    RUN_TOKENS=$(tokens_of "$ROOT/run-ref")
     cp "$ROOT/o" "$ROOT/run-ref.out"
     must "document alone" run --model "$M" --session "$ROOT/run-doc" --file "$DOC" -t 2
     DOC_POS=$(tokens_of "$ROOT/run-doc")
@@ -529,17 +530,22 @@ run_kill() {
     KILL_ST=137
   fi
   killed "run" || return
-  if [ "$KILL_ST" = 0 ]; then # it finished first: a re-run would be another turn
-    [ "$(data_digest "$D")" = "$RUN_DIGEST" ] || fail "run (not killed): digest $(data_digest "$D"), want $RUN_DIGEST"
+  t=$(tokens_of "$D")
+  # it finished first, or was killed after saving its state (no rewind mark left, every
+  # position in): a re-run would be another turn
+  if [ "$KILL_ST" = 0 ] || { [ "${t:-0}" = "$RUN_TOKENS" ] && [ -e "$D/model-run.txt" ] &&
+    ! grep -q '^rewind=' "$D/model-run.txt"; }; then
+    [ "$(data_digest "$D")" = "$RUN_DIGEST" ] || fail "run (finished, status $KILL_ST): digest $(data_digest "$D"), want $RUN_DIGEST"
+    echo "  [$iter] run finished before SIG$sig after $delay s (status $KILL_ST)"
     rm -rf "$D" "$D".*
     return
   fi
-  t=$(tokens_of "$D")
   if [ -s "$D.o" ]; then phase=generation; elif [ "${t:-0}" -lt "$DOC_POS" ]; then phase=prefill; else phase=prompt; fi
   echo "  [$iter] run stopped by SIG$sig after $delay s$([ $aim = text ] && echo " of text") in the $phase (${t:-0} positions kept)"
   [ -e "$D/data.mdb" ] && [ -n "$t" ] && verify_ok "$D" "run killed in the $phase"
+  cp "$D/model-run.txt" "$D.state" 2>/dev/null
   must "rerun after a kill in the $phase" "${RUN[@]}" --model "$M" --session "$D" || return
-  cmp -s "$ROOT/o" "$ROOT/run-ref.out" || fail "rerun after a kill in the $phase: text differs: '$(head -c 200 "$ROOT/o")' vs '$(head -c 200 "$ROOT/run-ref.out")'"
+  cmp -s "$ROOT/o" "$ROOT/run-ref.out" || fail "rerun after a kill in the $phase: text differs: '$(head -c 200 "$ROOT/o")' vs '$(head -c 200 "$ROOT/run-ref.out")' (run state: $(grep -v '^#' "$D.state" 2>/dev/null | tr '\n' ' '); rerun: $(head -c 300 "$ROOT/e"))"
   [ "$(data_digest "$D")" = "$RUN_DIGEST" ] && resumes=$((resumes + 1)) ||
     fail "rerun after a kill in the $phase: digest $(data_digest "$D"), want $RUN_DIGEST"
   rm -rf "$D" "$D".*
