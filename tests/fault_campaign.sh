@@ -460,7 +460,7 @@ readers() {
 }
 # read_log LOG WHAT: no reader crashed or reported damage that was not there
 read_log() {
-  local what=$2 line
+  local what=$1 line
   while read -r line; do
     [ -n "$line" ] || continue
     reads=$((reads + 1))
