@@ -525,11 +525,17 @@ run_kill() {
     wait $rpid
     read_log "run" "$D.log"
   fi
-  if [ $sig = INT ] && [ "$KILL_ST" = 1 ]; then
-    grep -q 'interrupted' "$D.e" || fail "run stopped by SIGINT: $(head -c 300 "$D.e")"
-    KILL_ST=137
-  fi
+  [ $sig = INT ] && [ "$KILL_ST" = 1 ] && KILL_ST=137 # stopped at the next piece
   killed "run" || return
+  # a SIGINT during the answer ends the turn there, keeping what was said (no rewind
+  # mark left): the next run is a new turn, so the session only has to verify
+  if [ $sig = INT ] && [ -e "$D/model-run.txt" ] && ! grep -q '^rewind=\|^pending_file=' "$D/model-run.txt" &&
+    [ -s "$D.o" ]; then
+    echo "  [$iter] run stopped by SIGINT after $delay s kept its partial answer ($(tokens_of "$D") positions)"
+    verify_ok "$D" "run stopped by SIGINT in its answer"
+    rm -rf "$D" "$D".*
+    return
+  fi
   t=$(tokens_of "$D")
   # it finished first, or was killed after saving its state (no rewind mark left, every
   # position in): a re-run would be another turn
