@@ -20,6 +20,9 @@ int lmk_cmd_serve(int argc, char **argv);
 /* Shared helpers of the command line (cli/landmark.c). */
 /* Print "landmark <cmd>: <message>" to stderr (one line). */
 void lmk_cli_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* 1 once lmk_cli_error() has printed: what a session logs afterwards (closing after a
+ * failed write, say) is a consequence of that error and stays unprinted. */
+int lmk_cli_error_printed(void);
 /* Print s to f as a JSON string: quoted, with '"', '\\' and control characters escaped. */
 void lmk_cli_json_str(FILE *f, const char *s);
 /* Set OpenBLAS's pool deliberately: 1 while the engine runs its own threads (one level of

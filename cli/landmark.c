@@ -10,9 +10,17 @@
 
 void openblas_set_num_threads(int num_threads);
 
+static int error_printed;
+
+int lmk_cli_error_printed(void)
+{
+    return error_printed;
+}
+
 void lmk_cli_error(const char *cmd, const char *fmt, ...)
 {
     va_list ap;
+    error_printed = 1;
     fprintf(stderr, "landmark %s: ", cmd);
     va_start(ap, fmt);
     vfprintf(stderr, fmt, ap);

@@ -131,6 +131,8 @@ int lmk_cli_probe_session(const char *cmd, const char *dir, int flags)
 
 static void log_line(void *ud, const char *msg)
 {
+    if (lmk_cli_error_printed())
+        return; /* one line per failure: the error said it */
     fprintf(stderr, "landmark %s: %s\n", (const char *)ud, msg);
 }
 

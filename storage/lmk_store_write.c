@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "lmk_store_priv.h"
@@ -205,6 +206,17 @@ static int apply_del_range(lmk_store *s, MDB_txn *txn, const unsigned char *from
     return mrc == MDB_NOTFOUND ? MDB_SUCCESS : mrc;
 }
 
+/* 1 when the data file's filesystem has less room than the pending batch: LMDB turns the
+ * short write of a full disk into EIO, which this tells apart from a failing device. */
+static int disk_full(lmk_store *s)
+{
+    int fd = -1;
+    struct statvfs sv;
+    if (mdb_env_get_fd(s->env, &fd) || fd < 0 || fstatvfs(fd, &sv) != 0)
+        return 0;
+    return (uint64_t)sv.f_bavail * sv.f_frsize < (uint64_t)s->arena_len + 16u * s->psize;
+}
+
 /* One attempt: a write txn applying every buffered op, committed. Returns an LMDB code;
  * on failure nothing is applied and s->msg says what failed. */
 static int apply_batch(lmk_store *s)
@@ -243,6 +255,8 @@ static int apply_batch(lmk_store *s)
         i++;
     }
     mrc = mdb_txn_commit(txn); /* frees txn, success or not */
+    if (mrc == EIO && disk_full(s))
+        mrc = ENOSPC; /* LMDB reports a short write as EIO ("filesystem full?") */
     if (mrc)
         set_msg(s, "mdb_txn_commit (%zu ops, %zu bytes): %s", s->n_ops, s->arena_len,
                 mdb_strerror(mrc));

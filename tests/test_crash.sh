@@ -34,35 +34,9 @@ fail() {
   fails=$((fails + 1))
 }
 
-# json FIELD < text: the value of a string or number field of a one-line JSON object
-json() {
-  sed -n "s/.*\"$1\": \"\{0,1\}\([^\",}]*\)\"\{0,1\}[,}].*/\1/p" | head -n 1
-}
-
-now() { date +%s.%N; }
-elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.3f", b - a }'; }
-# random delay in [0, max) seconds, millisecond steps
-rand_delay() { awk -v m="$1" -v r="$(( (RANDOM << 15 | RANDOM) % 1000 ))" 'BEGIN { printf "%.3f", m * r / 1000 }'; }
+. "$(dirname "$0")/fault_lib.sh"
 
 DEMO=(demo --tokens "$N" --index Flat --probes 2 --json)
-
-# verify DIR WHAT [ingest]: verify must report ok; prints nothing on success
-verify_ok() {
-  local out rc
-  out=$("$L" verify "$1" --json 2>&1)
-  rc=$?
-  if [ $rc -ne 0 ] || ! grep -q '"ok": true' <<<"$out"; then
-    fail "$2: verify exit $rc: $out"
-    return 1
-  fi
-  # after a kill during an ingest an index file may lag behind the store (caught up on
-  # open), never lead it: that would mean committed blocks went missing (after a killed
-  # truncate it does lead, by the blocks the truncation removed)
-  if [ "${3:-}" = ingest ] && grep -q 'session has [0-9]*: truncated' <<<"$out"; then
-    fail "$2: an index file covers more blocks than the store holds: $out"
-  fi
-  return 0
-}
 
 # resume DIR WHAT: continue the demo to N; data digest and probe digest as the reference
 resume_check() {

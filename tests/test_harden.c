@@ -205,6 +205,7 @@ typedef struct {
     int read_ro;      /* read on read-only media */
     int write_ro;
     int read_other;   /* read as another user (lock.mdb not writable) */
+    int big_full;     /* a batch larger than the free space: ENOSPC (0), not EIO */
     char why[256];
 } mnt_res;
 
@@ -223,6 +224,25 @@ static int child_create_full(void *p)
     fprintf(stderr, "  create on a full disk: %s (%s)\n", lmk_strerror(rc), msg);
     lmk_store_close(s);
     return rc == LMK_OK ? 1 : 0;
+}
+
+static int child_big_batch(void *p)
+{
+    (void)p;
+    char d[600], msg[512] = "";
+    snprintf(d, sizeof d, "%s/big", g_mnt);
+    lmk_store *s = NULL;
+    int rc = open_s(d, 1, 0, &s, msg, sizeof msg);
+    if (rc == LMK_OK)
+        rc = fill(s, 0, 40, 65536); /* 2.6 MB, on a 2 MiB disk */
+    if (s)
+        snprintf(msg, sizeof msg, "%s", lmk_store_errmsg(s));
+    fprintf(stderr, "  a batch larger than the disk: %s (%s)\n", lmk_strerror(rc), msg);
+    lmk_store_close(s);
+    rm_f(d, "data.mdb");
+    rm_f(d, "lock.mdb");
+    rmdir(d);
+    return rc == ENOSPC ? 0 : 1;
 }
 
 static int child_read(void *p)
@@ -291,6 +311,9 @@ static int ns_main(void *p)
     lmk_store_close(s);
     chmod(d, 0755);
 
+    /* LMDB reports the short write of a full disk as EIO */
+    r->big_full = run_child(child_big_batch, NULL, 30);
+
     /* another user: lock.mdb (root's, 0644) cannot be opened for writing */
     r->read_other = run_child(child_read_as_nobody, d, 30);
 
@@ -334,6 +357,7 @@ static int test_full_and_readonly(void)
         CHECK(g_res->done);
         CHECK_RC(g_res->create_full, 0);
         CHECK_RC(g_res->read_full, 0);
+        CHECK_RC(g_res->big_full, 0);
         CHECK(g_res->write_full < 128); /* an error or success, never a signal */
         if (g_res->read_ro < 0)
             printf("  read-only media: SKIPPED (cannot remount read-only)\n");
