@@ -44,11 +44,17 @@ if command -v clang >/dev/null; then
   [ -d build-fuzz ] || CC=clang CXX=clang++ meson setup build-fuzz -Dfuzzers=true \
     -Dbuildtype=debugoptimized -Db_sanitize=address -Db_lundef=false >/dev/null
   step "build (fuzzers)" ninja -C build-fuzz -j "$jobs"
+  # Each target starts from a copy of its committed seeds (tests/fuzz/corpus/<target>, the
+  # minimized corpus of a long run; never written here) plus what earlier runs kept in the
+  # build tree.
   for f in build-fuzz/tests/fuzz_*; do
     [ -f "$f" ] && [ -x "$f" ] || continue
-    mkdir -p "build-fuzz/corpus-$(basename "$f")"
-    step "fuzz $(basename "$f") 30 s" "$f" -max_total_time=30 -rss_limit_mb=2048 \
-      "build-fuzz/corpus-$(basename "$f")"
+    t=$(basename "$f")
+    mkdir -p "build-fuzz/corpus-$t"
+    if [ -d "tests/fuzz/corpus/$t" ]; then
+      cp -rn "tests/fuzz/corpus/$t/." "build-fuzz/corpus-$t/"
+    fi
+    step "fuzz $t 30 s" "$f" -max_total_time=30 -rss_limit_mb=2048 "build-fuzz/corpus-$t"
   done
 fi
 

@@ -28,6 +28,19 @@ void bench_rec_close(bench_rec *r);
 int bench_rec_kv(bench_rec *r, int layer, int64_t t0, int64_t n, float *k, float *v, char *err,
                  size_t cap);
 
+/* A recorded stream with one query per token held in memory as f32 (the representative
+ * table, lmk_oracle.c). */
+typedef struct bench_rec_mem {
+    int NL, NH, NKV, D;
+    int64_t T, NQ;
+    float *k; /* per layer: keys (T, NKV, D), values (T, NKV, D), queries (NQ, NH, D) */
+} bench_rec_mem;
+/* Loads the stream at path: bench_rec_open's checks (header, exact size) before anything is
+ * allocated, then n_queries == n_tokens in [2, 2^24] (the reader's query limit). Returns
+ * LMK_OK, an errno value or LMK_EFORMAT (message in err); on success free(r->k) releases
+ * it, on failure r->k is NULL. */
+int bench_rec_load(const char *path, bench_rec_mem *r, char *err, size_t cap);
+
 /* The workload: where the keys, values and step queries come from. */
 typedef struct bench_workload {
     lmk_synth *gen;  /* synthetic stream, or NULL */

@@ -147,6 +147,46 @@ int bench_rec_kv(bench_rec *r, int layer, int64_t t0, int64_t n, float *k, float
     return 0;
 }
 
+int bench_rec_load(const char *path, bench_rec_mem *m, char *err, size_t cap)
+{
+    memset(m, 0, sizeof *m);
+    bench_rec r;
+    int rc = bench_rec_open(path, &r, err, cap);
+    if (rc)
+        return rc;
+    if (r.n_tokens < 2 || r.n_tokens > (1 << 24) || r.n_queries != r.n_tokens) {
+        snprintf(err, cap, "%s: the representative table needs one query per token (tokens "
+                 "%lld, queries %lld, at most 2^24)", path, (long long)r.n_tokens,
+                 (long long)r.n_queries);
+        bench_rec_close(&r);
+        return LMK_EFORMAT;
+    }
+    m->NL = r.n_layers, m->NH = r.n_heads, m->NKV = r.n_kv_heads, m->D = r.head_dim;
+    m->T = r.n_tokens, m->NQ = r.n_queries;
+    /* rows of head_dim numbers in one layer: keys, values, queries; the file holds them all,
+     * so the allocation is at most twice its size */
+    int64_t rows = 2 * m->T * m->NKV + m->NQ * m->NH;
+    size_t per = (size_t)rows * (size_t)m->D;
+    m->k = malloc(per * (size_t)m->NL * sizeof(float));
+    if (!m->k) {
+        snprintf(err, cap, "out of memory loading %s", path);
+        bench_rec_close(&r);
+        return ENOMEM;
+    }
+    for (int l = 0; l < m->NL; l++)
+        if (rec_read(&r, rec_layer_base(&r, l), 0, rows, m->D, m->k + per * (size_t)l, err,
+                     cap)) {
+            rc = strstr(err, "out of memory") ? ENOMEM : LMK_EFORMAT;
+            break;
+        }
+    bench_rec_close(&r);
+    if (rc) {
+        free(m->k);
+        m->k = NULL;
+    }
+    return rc;
+}
+
 static int rec_query(bench_rec *r, int layer, int64_t i, float *q, char *err, size_t cap)
 {
     uint64_t esz = r->f16 ? 2 : 4;

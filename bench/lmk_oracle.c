@@ -8,6 +8,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench_priv.h"
 #include "lmk_clock.h"
 #include "lmk_export.h"
 #include "lmk_f16.h"
@@ -72,90 +73,15 @@ LMK_API lmk_repr_cfg lmk_repr_cfg_default(void)
     return c;
 }
 
-/* A recorded stream held in memory as f32. */
-typedef struct rec {
-    int NL, NH, NKV, D;
-    int64_t T, NQ;
-    float *k, *v, *q; /* per layer: (T, NKV, D), (T, NKV, D), (NQ, NH, D) */
-} rec;
-
-static int rec_load(const char *path, rec *r, char *err, size_t cap)
-{
-    memset(r, 0, sizeof *r);
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        int e = errno;
-        snprintf(err, cap, "%s: %s", path, strerror(e));
-        return e;
-    }
-    unsigned char h[48];
-    uint32_t u[4], dt, res;
-    uint64_t nt, nq;
-    if (fread(h, 1, 48, f) != 48 || memcmp(h, "LMKREC1", 8) != 0) {
-        fclose(f);
-        snprintf(err, cap, "%s: not a recorded stream", path);
-        return LMK_EFORMAT;
-    }
-    memcpy(u, h + 8, 16);
-    memcpy(&nt, h + 24, 8);
-    memcpy(&nq, h + 32, 8);
-    memcpy(&dt, h + 40, 4);
-    memcpy(&res, h + 44, 4);
-    if (u[0] < 1 || u[0] > 1024 || u[1] < 1 || u[1] > 4096 || u[2] < 1 || u[2] > u[1] ||
-        u[1] % u[2] || u[3] < 1 || u[3] > 1024 || dt > 1 || res || nt < 2 ||
-        nt > (1ull << 26) || nq != nt) {
-        fclose(f);
-        snprintf(err, cap, "%s: the representative table needs one query per token (tokens "
-                 "%llu, queries %llu) and a sane shape", path, (unsigned long long)nt,
-                 (unsigned long long)nq);
-        return LMK_EFORMAT;
-    }
-    r->NL = (int)u[0], r->NH = (int)u[1], r->NKV = (int)u[2], r->D = (int)u[3];
-    r->T = (int64_t)nt, r->NQ = (int64_t)nq;
-    size_t kv = (size_t)r->T * r->NKV * r->D, qn = (size_t)r->NQ * r->NH * r->D;
-    size_t per = 2 * kv + qn, es = dt ? 2 : 4;
-    r->k = malloc(per * r->NL * sizeof(float));
-    uint16_t *tmp = dt ? malloc(per * 2) : NULL;
-    if (!r->k || (dt && !tmp)) {
-        fclose(f);
-        free(r->k);
-        free(tmp);
-        snprintf(err, cap, "out of memory loading %s", path);
-        return ENOMEM;
-    }
-    int rc = LMK_OK;
-    for (int l = 0; l < r->NL && rc == LMK_OK; l++) {
-        float *dst = r->k + per * l;
-        void *buf = dt ? (void *)tmp : (void *)dst;
-        if (fread(buf, es, per, f) != per) {
-            snprintf(err, cap, "%s: short file", path);
-            rc = LMK_EFORMAT;
-        } else if (dt) {
-            lmk_f16_to_f32_n(tmp, dst, per);
-        }
-    }
-    if (rc == LMK_OK && fgetc(f) != EOF) {
-        snprintf(err, cap, "%s: longer than its header says", path);
-        rc = LMK_EFORMAT;
-    }
-    fclose(f);
-    free(tmp);
-    if (rc) {
-        free(r->k);
-        r->k = NULL;
-    }
-    return rc;
-}
-
-static const float *rec_keys(const rec *r, int l)
+static const float *rec_keys(const bench_rec_mem *r, int l)
 {
     return r->k + (size_t)l * (2 * (size_t)r->T * r->NKV * r->D + (size_t)r->NQ * r->NH * r->D);
 }
-static const float *rec_vals(const rec *r, int l)
+static const float *rec_vals(const bench_rec_mem *r, int l)
 {
     return rec_keys(r, l) + (size_t)r->T * r->NKV * r->D;
 }
-static const float *rec_queries(const rec *r, int l)
+static const float *rec_queries(const bench_rec_mem *r, int l)
 {
     return rec_vals(r, l) + (size_t)r->T * r->NKV * r->D;
 }
@@ -256,8 +182,8 @@ LMK_API int lmk_repr_bench_run(const lmk_repr_cfg *c, lmk_repr_row *rows, char *
         snprintf(err, cap, "representative table: bad configuration");
         return LMK_EINVAL;
     }
-    rec r;
-    int rc = rec_load(c->recorded, &r, err, cap);
+    bench_rec_mem r;
+    int rc = bench_rec_load(c->recorded, &r, err, cap);
     if (rc)
         return rc;
     const int L = c->block_len, K = c->top_k, NL = r.NL, NH = r.NH, NKV = r.NKV, D = r.D;

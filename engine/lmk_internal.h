@@ -175,6 +175,10 @@ int lmk_sess_index_cut(lmk_session *s, int layer, int kvh, int64_t n);
  * truncation (undo and truncate) and rebuild after a failed truncation; the call that brings
  * one to 0 fails with LMK_EINDEX. */
 extern int lmk_fault_index_add, lmk_fault_index_truncate, lmk_fault_index_rebuild;
+/* Test hook (fault injection): bit h set makes the index search of KV head h (h < 64) fail
+ * with LMK_EINDEX in the search phase of attend, "searching layer L head h: injected fault";
+ * 0 in normal use. */
+extern uint64_t lmk_fault_search_kvh;
 
 /* Refuse a call inside an explicit transaction (what: the call's name). */
 int lmk_sess_no_txn(lmk_session *s, const char *what);

@@ -27,6 +27,8 @@ static void ranking_query(const lmk_session *s, const lmk_attend_opts *o, const 
     o->pos->rotate(o->pos->ud, dst, 1, s->head_dim, &pos);
 }
 
+LMK_INTERNAL uint64_t lmk_fault_search_kvh; /* test hook (lmk_internal.h) */
+
 typedef struct rctx_geo {
     int64_t i0, i1; /* a run of queries sharing one candidate pool and k */
     int sparse;     /* chunk retrieval over more than one query */
@@ -116,10 +118,13 @@ static int retrieve_kvh(rctx *r, int kvh, char *msg, size_t msg_cap)
                     }
                 }
             }
-            int rc = lmk_index_search_groups(idx, nrow, qs, (int)k, s->R, pool, &sp, ids, NULL);
+            int fault = kvh < 64 && (lmk_fault_search_kvh >> kvh & 1);
+            int rc = fault ? LMK_EINDEX
+                           : lmk_index_search_groups(idx, nrow, qs, (int)k, s->R, pool, &sp,
+                                                     ids, NULL);
             if (rc) {
                 snprintf(msg, msg_cap, "searching layer %d head %d: %s", r->layer, kvh,
-                         lmk_index_errmsg(idx));
+                         fault ? "injected fault" : lmk_index_errmsg(idx));
                 return rc;
             }
             int64_t row = 0;

@@ -7,13 +7,16 @@
  *   the reference computed with that set;
  * - a prefill chunk equals single-token steps; results do not depend on n_threads;
  * - the slots position policy with every block retrieved equals attention over keys rotated
- *   at their original positions. */
+ *   at their original positions;
+ * - when several KV heads' searches fail at once on worker threads, the message is the whole
+ *   message of the first failing head in head order. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "lmk_index.h"
+#include "lmk_internal.h" /* lmk_fault_search_kvh */
 #include "lmk_session.h"
 #include "lmk_test.h"
 
@@ -543,6 +546,62 @@ static int slots_policy(uint64_t seed)
     return 0;
 }
 
+/* The search phase runs the KV heads on worker threads; a failing head describes itself in
+ * its own message and the first failing head in head order writes the session's message (all
+ * of them writing it, the last writer won: another head's message or a torn one). Several
+ * heads fail at once (injected), on the parallel path: 4 threads over 8 KV heads, and 16
+ * queries x 8 heads x 256 candidate blocks x head_dim 64 = 2M multiply-adds, over the 1M
+ * under which one thread searches every head. */
+static int search_errors_in_parallel(uint64_t seed)
+{
+    cfg c = {1, 8, 8, 64, 16, LMK_DTYPE_F32, LMK_LANDMARK_MEAN};
+    const int64_t T = 256 * 16, NQ = 16;
+    const int KV = c.n_kv_heads * c.head_dim, QW = c.n_heads * c.head_dim;
+    char dir[4096];
+    lmk_test_dir(dir, sizeof dir, "search_errors");
+    lmk_session *s = NULL;
+    REQUIRE_OK(open_session(dir, &c, "Flat", 4, &s));
+    float *k = malloc((size_t)T * KV * sizeof *k), *v = malloc((size_t)T * KV * sizeof *v);
+    float *q = malloc((size_t)NQ * QW * sizeof *q), *out = malloc((size_t)NQ * QW * sizeof *out);
+    REQUIRE(k && v && q && out);
+    fill(&seed, k, (size_t)T * KV, 1.0f);
+    fill(&seed, v, (size_t)T * KV, 1.0f);
+    fill(&seed, q, (size_t)NQ * QW, 1.0f);
+    REQUIRE_OK(lmk_session_append(s, 0, T, k, v));
+    lmk_attend_opts o = lmk_attend_opts_default();
+    o.top_k = 4; /* under the candidate pool: every head searches its index */
+    REQUIRE_OK(lmk_session_attend(s, 0, NQ, q, &o, out, NULL));
+    int iters = getenv("LMK_ITERS") ? 10 * atoi(getenv("LMK_ITERS")) : 2000, wrong = 0;
+    for (int it = 0; it < iters; it++) {
+        uint64_t mask = 0;
+        while (__builtin_popcountll(mask) < 2) /* at least two failing heads */
+            mask |= 1ull << (lmk_test_rand(&seed) % (uint64_t)c.n_kv_heads);
+        char want[128];
+        snprintf(want, sizeof want, "searching layer 0 head %d: injected fault",
+                 __builtin_ctzll(mask));
+        lmk_fault_search_kvh = mask;
+        int rc = lmk_session_attend(s, 0, NQ, q, &o, out, NULL);
+        lmk_fault_search_kvh = 0;
+        const char *got = lmk_session_errmsg(s);
+        if (rc != LMK_EINDEX || strcmp(got, want) != 0) {
+            if (wrong++ < 5)
+                fprintf(stderr, "heads 0x%02llx failing: rc %d, message \"%s\", want \"%s\"\n",
+                        (unsigned long long)mask, rc, got, want);
+        }
+    }
+    if (wrong)
+        fprintf(stderr, "search_errors_in_parallel: %d of %d calls wrong\n", wrong, iters);
+    CHECK(wrong == 0);
+    REQUIRE_OK(lmk_session_attend(s, 0, NQ, q, &o, out, NULL)); /* still usable */
+    lmk_session_close(s);
+    free(k);
+    free(v);
+    free(q);
+    free(out);
+    lmk_test_rmdir(dir);
+    return 0;
+}
+
 static int bad_arguments(void)
 {
     cfg c = {1, 2, 1, 4, 4, LMK_DTYPE_F32, LMK_LANDMARK_MEAN};
@@ -601,5 +660,6 @@ int main(void)
     chunk_equals_steps(seed + 1);
     slots_policy(seed + 2);
     bad_arguments();
+    search_errors_in_parallel(seed + 3);
     return lmk_test_finish("test_attend", 0);
 }

@@ -8,6 +8,7 @@
 
 #include "lmk_bench.h"
 #include "lmk_clock.h"
+#include "lmk_oracle.h"
 #include "lmk_test.h"
 
 static int n_warn;
@@ -76,6 +77,46 @@ static int test_invalid(const char *dir)
     c.recorded = "/nonexistent/stream.rec";
     CHECK_RC(lmk_bench_run(&c, &rep, err, sizeof err), ENOENT);
     lmk_bench_report_free(NULL);
+    return 0;
+}
+
+/* The representative table's loader: a file whose header names more bytes than it holds is
+ * refused by its size before anything is allocated (it used to allocate what the header
+ * claimed first: a 48-byte file asked for 192 GB and was reported as out of memory). */
+static int test_repr_short_stream(const char *dir)
+{
+    char path[4200], err[512];
+    snprintf(path, sizeof path, "%s/header-only.rec", dir);
+    unsigned char h[48] = "LMKREC1";
+    uint32_t u[4] = {1, 1, 1, 1024}; /* layers, heads, kv heads, head_dim */
+    uint64_t n = 1ull << 24;         /* tokens and queries: 192 GB of f32 */
+    memcpy(h + 8, u, sizeof u);
+    memcpy(h + 24, &n, 8);
+    memcpy(h + 32, &n, 8);
+    FILE *f = fopen(path, "wb");
+    REQUIRE(f && fwrite(h, 1, sizeof h, f) == sizeof h && fclose(f) == 0);
+    lmk_repr_cfg c = lmk_repr_cfg_default();
+    c.recorded = path;
+    c.n_cases = 1;
+    c.cases[0].landmark = 0;
+    c.dir = dir;
+    lmk_repr_row row;
+    CHECK_RC(lmk_repr_bench_run(&c, &row, err, sizeof err), LMK_EFORMAT);
+    CHECK(strstr(err, "48 bytes, the header's shape needs") != NULL);
+    /* a stream of the right size with a query count other than its token count */
+    u[3] = 1;
+    n = 2;
+    uint64_t nq = 3;
+    memcpy(h + 8, u, sizeof u);
+    memcpy(h + 24, &n, 8);
+    memcpy(h + 32, &nq, 8);
+    float x[2 * 2 + 3] = {0};
+    f = fopen(path, "wb");
+    REQUIRE(f && fwrite(h, 1, sizeof h, f) == sizeof h && fwrite(x, 4, 7, f) == 7 &&
+            fclose(f) == 0);
+    CHECK_RC(lmk_repr_bench_run(&c, &row, err, sizeof err), LMK_EFORMAT);
+    CHECK(strstr(err, "one query per token") != NULL);
+    unlink(path);
     return 0;
 }
 
@@ -176,6 +217,7 @@ int main(void)
     REQUIRE(mkdir(dir, 0755) == 0);
     test_cfg();
     test_invalid(dir);
+    test_repr_short_stream(dir);
     test_run(dir);
     test_child_timeout(dir);
     if (!lmk_test_failures)

@@ -1,15 +1,19 @@
-/* libFuzzer target: the recorded-stream reader of the benchmarks (bench_rec_open and
- * bench_rec_kv, bench/bench_stream.c), which reads a header and arrays from a file on disk.
+/* libFuzzer target: the readers of recorded streams (the LMKREC1 file `landmark passkey
+ * --record` and `landmark bench --save-stream` write), bench/bench_stream.c: bench_rec_open
+ * and bench_rec_kv (`landmark bench --recorded`), and bench_rec_load, the in-memory loader
+ * of the representative table (`landmark bench --recorded FILE --repr`).
  * Build: meson setup build-fuzz -Dfuzzers=true with CC=clang.
  *
  * The input is the file, handed over through a memfd. A stream the reader accepts must keep
  * the reader's promise: its size is exactly the header plus the arrays its shape names
  * (computed here without overflow), so reading the first and the last key/value rows of the
- * first and the last layer succeeds. */
+ * first and the last layer succeeds. A stream the loader accepts was accepted by the reader,
+ * has one query per token, and holds the same first key row. */
 #define _GNU_SOURCE
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -48,9 +52,23 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 bench_rec_kv(&r, last, r.n_tokens - 1, 1, k, v, err, sizeof err))
                 __builtin_trap(); /* an accepted stream must be readable */
         }
+        bench_rec_mem m;
+        if (bench_rec_load(path, &m, err, sizeof err) == 0) {
+            if (m.T != r.n_tokens || m.NQ != m.T || m.NL != r.n_layers || m.D != r.head_dim)
+                __builtin_trap(); /* the loader disagrees with the reader */
+            if (k && v &&
+                (bench_rec_kv(&r, 0, 0, 1, k, v, err, sizeof err) ||
+                 memcmp(m.k, k, w * sizeof *k) != 0))
+                __builtin_trap(); /* the loader's first key row is not the reader's */
+            free(m.k);
+        }
         free(k);
         free(v);
         bench_rec_close(&r);
+    } else {
+        bench_rec_mem m;
+        if (bench_rec_load(path, &m, err, sizeof err) == 0 || m.k)
+            __builtin_trap(); /* the loader accepted what the reader refused */
     }
     close(fd);
     return 0;
