@@ -1401,8 +1401,25 @@ static int user_token_at(const lmk_tokenizer *t, const char *text, size_t len, s
     return 0;
 }
 
-/* User-defined tokens at p, and with phi-3's stripping at either end of the white space
- * around p. */
+/* Whether a user-defined token occurs in text[a..b) or touches either end of it. */
+static int user_token_in(const lmk_tokenizer *t, const char *text, size_t len, size_t a,
+                         size_t b)
+{
+    for (int k = 0; k < t->n_special; k++) {
+        int32_t id = t->special[k];
+        if (t->type[id] != TT_USER)
+            continue;
+        size_t L = t->len[id];
+        size_t lo = a >= L ? a - L : 0, hi = b + L <= len ? b + L : len;
+        if (hi > lo && hi - lo >= L && memmem(text + lo, hi - lo, t->text[id], L))
+            return 1;
+    }
+    return 0;
+}
+
+/* User-defined tokens at p, and with phi-3's stripping anywhere in the white space around
+ * p or at either end of it (a user-defined token may itself be white space, e.g. "\n",
+ * and strips the spaces after it). */
 static int special_near(const lmk_tokenizer *t, const char *text, size_t len, size_t p,
                         int strip)
 {
@@ -1419,7 +1436,7 @@ static int special_near(const lmk_tokenizer *t, const char *text, size_t len, si
         return 0;
     if (a == 0 || b == len) /* white space up to the buffer's edge: unknown */
         return 1;
-    return user_token_at(t, text, len, a) || user_token_at(t, text, len, b);
+    return user_token_in(t, text, len, a, b);
 }
 
 /* SentencePiece: whether a symbol or a token can span p (see the header). w: scratch of

@@ -39,6 +39,9 @@ static void vocab_free(vocab *v)
     memset(v, 0, sizeof *v);
 }
 
+/* general.name of the next vocabulary made (phi-3's space stripping keys on it), or NULL */
+static const char *g_general_name;
+
 static int make(vocab *v, const char *name, const char *model, int n, const char **toks,
                 const float *scores, const int32_t *types, const char **merges, int n_merges,
                 const char *pre)
@@ -60,6 +63,8 @@ static int make(vocab *v, const char *name, const char *model, int n, const char
                                              (uint64_t)n_merges, merges));
     if (pre)
         REQUIRE_OK(lmk_gguf_writer_add_str(w, "tokenizer.ggml.pre", pre));
+    if (g_general_name)
+        REQUIRE_OK(lmk_gguf_writer_add_str(w, "general.name", g_general_name));
     size_t size;
     REQUIRE_OK(lmk_gguf_writer_encode(w, &v->buf, &size));
     lmk_gguf_writer_free(w);
@@ -270,6 +275,63 @@ static int32_t *tokenize_cut(const lmk_tokenizer *t, const char *text, size_t le
 static int same(const int32_t *a, size_t na, const int32_t *b, size_t nb)
 {
     return na == nb && (na == 0 || !memcmp(a, b, na * sizeof *a));
+}
+
+/* Phi-3's stripping removes every space after a user-defined token, and a user-defined
+ * token may itself be white space ("\n"): a cut anywhere in the white space around one
+ * is not safe, even when neither end of that white space touches it (found by
+ * fuzz_tokenizer). Every cut lmk_tokenizer_safe_cut proposes in such text keeps the ids. */
+static int check_whitespace_user_token(void)
+{
+    static const char *toks[260];
+    static float sc[260];
+    static int32_t ty[260];
+    for (int b = 0; b < 256; b++) {
+        snprintf(byte_names[b], sizeof byte_names[b], "<0x%02X>", b);
+        toks[b] = byte_names[b];
+        ty[b] = 6;
+        sc[b] = 0;
+    }
+    toks[256] = "\n";
+    ty[256] = 4;
+    toks[257] = "\x02";
+    ty[257] = 3;
+    vocab v;
+    g_general_name = "Phi-3 mini";
+    int rc = make(&v, "phi-3 spm, white-space user token", "llama", 258, toks, sc, ty, NULL, 0,
+                  NULL);
+    g_general_name = NULL;
+    if (rc)
+        return rc;
+    char text[4096];
+    size_t len = 0;
+    for (int i = 0; i < 40; i++) {
+        const char *u = i % 2 ? "\xc8\xc8&    \n      \xd7      " : "ab  \n  \n   cd ";
+        memcpy(text + len, u, strlen(u));
+        len += strlen(u);
+    }
+    size_t nw = 0, cuts = 0;
+    int32_t *whole = tokenize_whole(v.t, text, len, 0, &nw);
+    REQUIRE(whole);
+    for (size_t lim = 1; lim < len; lim++) {
+        size_t p = lmk_tokenizer_safe_cut(v.t, text, len, lim), nn = 0;
+        if (p != lim)
+            continue;
+        cuts++;
+        int32_t *cut = tokenize_cut(v.t, text, len, &p, 1, &nn);
+        int ok = cut && same(cut, nn, whole, nw);
+        if (!ok)
+            fprintf(stderr, "%s: the safe cut at %zu changed the ids\n", v.name, p);
+        CHECK(ok);
+        free(cut);
+        if (!ok)
+            break;
+    }
+    printf("%s: %zu safe cuts checked\n", v.name, cuts);
+    CHECK(cuts > 0);
+    free(whole);
+    vocab_free(&v);
+    return 0;
 }
 
 /* The text through a stream with reads of `step` bytes (0: random sizes from *rng). */
@@ -511,6 +573,7 @@ int main(void)
     if (!kjv)
         printf("NOTICE: %s not found: KJV text skipped\n", path);
     tally ta = {0, 0, 0, 0};
+    check_whitespace_user_token();
     vocab v;
     if (!byte_vocab(&v))
         run(&v, crafted, cl, kjv, kl, seed, &ta);
