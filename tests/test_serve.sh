@@ -60,6 +60,10 @@ check_log() {
 }
 start_server() {
     check_log
+    # emptied here, not by the redirection below: that happens in the child, which may run
+    # after the loop has read the previous server's port from the old log
+    : >"$TMP/server.log"
+    port=
     "$LMK" serve --model "$M" --sessions "$SD" --port 0 -t 1 --api-key "$KEY" \
         --parallel 2 --queue "${QUEUE:-1}" --max-body 8k --max-document 256k \
         --max-prompt-tokens 2000 "$@" 2>"$TMP/server.log" &
