@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "lmk_attend_internal.h"
+#include "lmk_vexp.h"
 
 typedef struct actx {
     lmk_session *s;
@@ -222,10 +223,9 @@ static void block_gates(const actx *a, const qgeo *x, int kvh, int nb, float sca
  * returns the sum of the weights. */
 static double direct_values(const awork *w, int64_t nt, float m, int D, float *out)
 {
-    double z = 0;
+    double z = lmk_exp_shift(w->esc, w->esc, nt, m); /* the scores become the weights */
     for (int64_t t = 0; t < nt; t++) {
-        float e = expf(w->esc[t] - m);
-        z += e;
+        float e = w->esc[t];
         for (int d = 0; d < D; d++)
             out[d] += e * w->ev[t][d];
     }
@@ -244,10 +244,7 @@ static double softmax_union(const awork *w, int64_t nt, int nb, int L, int rows_
     double z = direct_values(w, nt, m, D, out);
     for (int j = 0; j < nb; j++) {
         float *sc = w->bsc + (size_t)j * L;
-        for (int r = 0; r < rows_per_block; r++) {
-            sc[r] = expf(sc[r] - m);
-            z += sc[r];
-        }
+        z += lmk_exp_shift(sc, sc, rows_per_block, m);
         if (rows_per_block > 0)
             cblas_sgemv(CblasRowMajor, CblasTrans, rows_per_block, D, 1.0f, w->bv[j], D, sc, 1,
                         1.0f, out, 1);
@@ -264,9 +261,9 @@ static double softmax_grouped(const awork *w, int64_t nt, int nb, int L, int row
         if (w->gate[j] > m)
             m = w->gate[j];
     double z = direct_values(w, nt, m, D, out);
+    z += lmk_exp_shift(w->gate, w->gate, nb, m); /* the gates become their weights */
     for (int j = 0; j < nb; j++) {
-        float pg = expf(w->gate[j] - m);
-        z += pg;
+        float pg = w->gate[j];
         if (rows_per_block == 0)
             continue;
         float *sc = w->bsc + (size_t)j * L;
@@ -274,11 +271,7 @@ static double softmax_grouped(const awork *w, int64_t nt, int nb, int L, int row
         for (int r = 0; r < rows_per_block; r++)
             if (sc[r] > mb)
                 mb = sc[r];
-        double zb = 0;
-        for (int r = 0; r < rows_per_block; r++) {
-            sc[r] = expf(sc[r] - mb);
-            zb += sc[r];
-        }
+        double zb = lmk_exp_shift(sc, sc, rows_per_block, mb);
         cblas_sgemv(CblasRowMajor, CblasTrans, rows_per_block, D, (float)(pg / zb), w->bv[j], D,
                     sc, 1, 1.0f, out, 1);
     }

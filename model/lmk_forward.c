@@ -11,6 +11,7 @@
 #include "lmk_clock.h"
 #include "lmk_export.h"
 #include "lmk_model_impl.h"
+#include "lmk_vexp.h"
 #include "lmk_quant.h"
 
 #define DENSE_QB 16 /* dense reference: queries per score block */
@@ -330,10 +331,7 @@ static int forward(lmk_ctx *c, const int32_t *ids, int64_t n, int n_out, float *
         matmul(c, &L->wg, c->xn, n, c->hg, 0);
         matmul(c, &L->wu, c->xn, n, c->hu, 0);
         int64_t nf = n * H->n_ff;
-        for (int64_t i = 0; i < nf; i++) {
-            float g = c->hg[i];
-            c->hg[i] = g / (1.0f + expf(-g)) * c->hu[i];
-        }
+        lmk_silu_mul(c->hg, c->hg, c->hu, nf);
         matmul(c, &L->wd, c->hg, n, c->x, 1);
     }
     if (n_out > 0) {
