@@ -66,6 +66,8 @@ void openblas_set_num_threads(int num_threads);
 
 typedef struct {
     const char *model, *text, *workdir, *json, *plot, *lib, *model_dir;
+    const char *index_spec; /* landmark's FAISS index (NULL: the default, Flat) */
+    int nprobe;             /* landmark's IVF nprobe (0: the index's default) */
     int model_1b, make_only;
     int64_t depths[MAX_DEPTHS];
     int n_depths;
@@ -180,7 +182,7 @@ static int lmk_child(const opts *o, int64_t depth)
         lmk_model_session_opts(m, (lmk_pos_kind)to.pos, to.block_len, &so, fp);
         so.create = pass == 0;
         so.n_threads = o->threads;
-        so.index_spec = to.index_spec;
+        so.index_spec = o->index_spec ? o->index_spec : to.index_spec;
         so.dtype = to.dtype;
         so.durability = pass == 0 ? LMK_DURABLE_NOMETA : LMK_DURABLE_NONE;
         if (pass == 1) {
@@ -207,6 +209,7 @@ static int lmk_child(const opts *o, int64_t depth)
         a.n_sink = to.n_sink;
         a.n_local = to.n_local;
         a.retrieve = LMK_RETRIEVE_CHUNK;
+        a.nprobe = o->nprobe;
         co.attend = a;
         lmk_ctx *c = NULL;
         if (lmk_ctx_open(m, &co, &c, err, sizeof err)) {
@@ -796,16 +799,26 @@ static double read_bandwidth(void)
     return best;
 }
 
-static double bound_tps(const shape *sh, const char *engine, int64_t depth, double bw)
+static double bound_tps(const shape *sh, const opts *o, const char *engine, int64_t depth,
+                        double bw)
 {
     double bytes = sh->weight_bytes;
     double kvdim = (double)sh->n_kv_heads * sh->head_dim;
     if (!strcmp(engine, "landmark")) {
         double blocks = (double)depth / (sh->block_len - (sh->n_recent ? 1 : 0));
+        double scanned = blocks;
+        int nlist = 0;
+        /* an IVF index scans nprobe of its nlist lists (about that share of the landmarks)
+         * plus the nlist centroids; other specs are counted as a full scan */
+        if (o->index_spec && sscanf(o->index_spec, "IVF%d", &nlist) == 1 && nlist > 0 &&
+            blocks >= 39.0 * nlist) { /* FAISS trains at 39 per list: exact search before */
+            int np = o->nprobe > 0 ? o->nprobe : 1;
+            scanned = blocks * (np < nlist ? np : nlist) / nlist + nlist;
+        }
         double fetched = (double)sh->n_heads * sh->top_k + sh->n_kv_heads * (sh->n_recent + 1);
         if (fetched * sh->block_len > depth * (double)sh->n_kv_heads)
             fetched = blocks * sh->n_kv_heads;
-        bytes += sh->n_layers * (blocks * kvdim * 4 + fetched * sh->block_len * sh->head_dim * 4);
+        bytes += sh->n_layers * (scanned * kvdim * 4 + fetched * sh->block_len * sh->head_dim * 4);
     } else {
         bytes += sh->n_layers * (double)depth * kvdim * 4; /* K and V, f16 */
     }
@@ -829,9 +842,19 @@ static int run_child(const char *self, const opts *o, const char *engine, int64_
     argv[k++] = o->workdir;
     argv[k++] = "-t";
     argv[k++] = tstr;
+    char npstr[16];
     if (o->lib) {
         argv[k++] = "--lib";
         argv[k++] = o->lib;
+    }
+    if (o->index_spec) {
+        argv[k++] = "--index";
+        argv[k++] = o->index_spec;
+    }
+    if (o->nprobe > 0) {
+        snprintf(npstr, sizeof npstr, "%d", o->nprobe);
+        argv[k++] = "--nprobe";
+        argv[k++] = npstr;
     }
     argv[k] = NULL;
     int fd[2];
@@ -984,7 +1007,10 @@ static void usage(void)
             "usage: landmark-compare (--model GGUF | --model-1b [--model-dir DIR] [--make-only])\n"
             "         [--depths 1k,4k,16k,64k] [-t N] [--text FILE] [--engines landmark,llama]\n"
             "         [--time-limit S] [--workdir DIR] [--json FILE] [--plot FILE.png] [--lib DIR]\n"
+            "         [--index SPEC] [--nprobe N]\n"
             "Without --text the tokens are random ids (fixed seed).\n"
+            "--index, --nprobe: landmark's FAISS index spec (default Flat) and IVF nprobe, for\n"
+            "  the prefill and the decode; the bound column counts an IVF index's share scanned.\n"
             "--model-1b: a random-weight model shaped like Llama-3.2-1B (16 layers, width 2048,\n"
             "  32/8 heads of 64, FFN 8192, tied embeddings, rope base 500000 with llama3 factors,\n"
             "  llama.cpp's llama-bpe vocabulary), written as F16 by a streaming writer and\n"
@@ -1022,6 +1048,10 @@ int main(int argc, char **argv)
             o.plot = v, i++;
         else if (!strcmp(a, "--lib") && v)
             o.lib = v, i++;
+        else if (!strcmp(a, "--index") && v)
+            o.index_spec = v, i++;
+        else if (!strcmp(a, "--nprobe") && v && atoi(v) > 0)
+            o.nprobe = atoi(v), i++;
         else if (!strcmp(a, "--model-1b"))
             o.model_1b = 1;
         else if (!strcmp(a, "--model-dir") && v)
@@ -1088,8 +1118,11 @@ int main(int argc, char **argv)
         return 1;
     double avail = (double)sysconf(_SC_AVPHYS_PAGES) * (double)sysconf(_SC_PAGESIZE);
 
-    fprintf(stderr, "landmark-compare: %s, %d threads, time limit %d s\n", o.model, o.threads,
-            o.time_limit);
+    fprintf(stderr, "landmark-compare: %s, %d threads, time limit %d s, landmark index %s",
+            o.model, o.threads, o.time_limit, o.index_spec ? o.index_spec : "Flat");
+    if (o.nprobe > 0)
+        fprintf(stderr, " nprobe %d", o.nprobe);
+    fprintf(stderr, "\n");
     row rows[2 * MAX_DEPTHS];
     int n = 0;
     for (int i = 0; i < o.n_depths; i++)
@@ -1118,7 +1151,7 @@ int main(int argc, char **argv)
     double bw = read_bandwidth();
     printf("read bandwidth %.2f GB/s (one thread, 256 MiB, best of 3)\n", bw / 1e9);
     for (int i = 0; i < n; i++)
-        rows[i].bound_tps = bound_tps(&sh, strcmp(rows[i].engine, "landmark") ? "llama" : "landmark",
+        rows[i].bound_tps = bound_tps(&sh, &o, strcmp(rows[i].engine, "landmark") ? "llama" : "landmark",
                                       rows[i].depth, bw);
     printf("| engine | depth | prefill tok/s | decode tok/s | decode none+sync tok/s | bound tok/s "
            "| prefill tok/cpu-s | decode tok/cpu-s | peak RSS MB | session / KV MB | status |\n"
@@ -1153,8 +1186,9 @@ int main(int argc, char **argv)
             return 1;
         }
         fprintf(f, "{\"model\":\"%s\",\"threads\":%d,\"read_bandwidth_gbs\":%.2f,\"time_limit_s\":%d,"
-                   "\"n_decode\":%d,\"rows\":[",
-                o.model, o.threads, bw / 1e9, o.time_limit, N_DECODE);
+                   "\"n_decode\":%d,\"landmark_index\":\"%s\",\"nprobe\":%d,\"rows\":[",
+                o.model, o.threads, bw / 1e9, o.time_limit, N_DECODE,
+                o.index_spec ? o.index_spec : "Flat", o.nprobe);
         for (int i = 0; i < n; i++) {
             const row *r = &rows[i];
             fprintf(f, "%s\n{\"engine\":\"%s\",\"depth\":%lld,\"status\":\"%s\",\"prefill_tps\":%.3f,"
