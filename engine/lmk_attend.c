@@ -83,9 +83,19 @@ static int plan_call(lmk_attend_plan *p)
         if (nt > max_tok)
             max_tok = nt;
     }
-    for (int64_t i = 0; i < nq; i++)
+    int64_t pmin = INT64_MAX, pmax = 0;
+    for (int64_t i = 0; i < nq; i++) {
         if (g[i].k > kmax)
             kmax = g[i].k;
+        if (g[i].k > 0) {
+            pmin = g[i].C - g[i].F < pmin ? g[i].C - g[i].F : pmin;
+            pmax = g[i].C - g[i].F > pmax ? g[i].C - g[i].F : pmax;
+        }
+    }
+    /* chunk retrieval searches every query of the call at once over the largest pool, with
+     * as many more results per row as the pools differ (lmk_search.c) */
+    if (p->o->retrieve == LMK_RETRIEVE_CHUNK && nq > 1 && pmax > pmin)
+        kmax += pmax - pmin;
     p->max_sel = max_sel;
     p->kmax = kmax;
     p->max_tok = max_tok;

@@ -63,8 +63,24 @@ typedef struct rctx {
     int64_t kmax;
 } rctx;
 
+/* The end of the run of queries from i0 that share one candidate pool and k. */
+static int64_t run_end(const rctx *r, int64_t i0)
+{
+    int64_t pool = r->g[i0].C - r->g[i0].F, i1 = i0 + 1;
+    while (i1 < r->nq && r->g[i1].C - r->g[i1].F == pool && r->g[i1].k == r->g[i0].k)
+        i1++;
+    return i1;
+}
+
 /* Search for KV head kvh and fill sel/nsel of its query heads. Runs on a worker thread:
- * a failure is described in msg (the caller's, one per thread), never in shared state. */
+ * a failure is described in msg (the caller's, one per thread), never in shared state.
+ *
+ * Queries are searched a batch at a time: one run otherwise, but under chunk retrieval every
+ * run of the call in one pass over the index. A chunk's runs differ only in the few blocks
+ * sealed inside it, so one search over the largest pool, asking each row for as many more
+ * results as the pools differ and keeping those inside the row's own pool, gives each row
+ * the exact top k of its own pool (at most that many results can fall outside it); searching
+ * each run apart scanned every landmark once per block sealed in the chunk. */
 static int retrieve_kvh(rctx *r, int kvh, char *msg, size_t msg_cap)
 {
     lmk_session *s = r->s;
@@ -75,84 +91,97 @@ static int retrieve_kvh(rctx *r, int kvh, char *msg, size_t msg_cap)
     float *qs = r->qs + (size_t)kvh * r->nq * G * D;
     int64_t *ids = r->ids + (size_t)kvh * r->nq * G * r->kmax;
     int per_head = o->retrieve != LMK_RETRIEVE_KVHEAD;
+    int chunk = o->retrieve == LMK_RETRIEVE_CHUNK && r->nq > 1;
 
-    for (int64_t i0 = 0; i0 < r->nq;) {
-        const qgeo *x0 = &r->g[i0];
-        int64_t pool = x0->C - x0->F;
-        int64_t i1 = i0 + 1;
-        while (i1 < r->nq && r->g[i1].C - r->g[i1].F == pool && r->g[i1].k == x0->k)
-            i1++;
-        int64_t k = x0->k;
-        for (int64_t i = i0; i < i1; i++)
-            for (int g = 0; g < G; g++)
-                r->nsel[i * NH + kvh * G + g] = 0;
-        if (k > 0 && k == pool) {
-            /* top_k covers every candidate: the index is bypassed. */
+    for (int64_t b0 = 0; b0 < r->nq;) {
+        int64_t b1 = chunk ? r->nq : run_end(r, b0);
+        /* pass 1: every run's bypass, and the rows to search */
+        int64_t nrow = 0, kmax = 0, pmin = INT64_MAX, pmax = 0;
+        for (int64_t i0 = b0; i0 < b1;) {
+            int64_t i1 = run_end(r, i0), k = r->g[i0].k, pool = r->g[i0].C - r->g[i0].F;
             for (int64_t i = i0; i < i1; i++)
-                for (int g = 0; g < G; g++) {
-                    int64_t *dst = r->sel + ((size_t)i * NH + kvh * G + g) * r->max_sel;
-                    for (int64_t b = 0; b < pool; b++)
-                        dst[b] = b;
-                    r->nsel[i * NH + kvh * G + g] = (int)pool;
-                }
-        } else if (k > 0) {
-            int64_t nrow = 0;
-            rctx_geo rg = {i0, i1, o->retrieve == LMK_RETRIEVE_CHUNK && r->nq > 1};
-            for (int64_t i = i0; i < i1; i++) {
-                if (!chunk_searched(&rg, i))
-                    continue;
-                if (per_head) {
-                    for (int g = 0; g < G; g++)
-                        ranking_query(s, o, &r->g[i],
-                                      r->q + ((size_t)i * NH + kvh * G + g) * D,
-                                      qs + (size_t)nrow++ * D);
-                } else {
-                    float *dst = qs + (size_t)nrow++ * D;
-                    float *tmp = r->qsum + (size_t)kvh * D; /* this head's thread only */
-                    memset(dst, 0, (size_t)D * 4);
+                for (int g = 0; g < G; g++)
+                    r->nsel[i * NH + kvh * G + g] = 0;
+            if (k > 0 && k == pool) {
+                /* top_k covers every candidate: the index is bypassed. */
+                for (int64_t i = i0; i < i1; i++)
                     for (int g = 0; g < G; g++) {
-                        ranking_query(s, o, &r->g[i],
-                                      r->q + ((size_t)i * NH + kvh * G + g) * D, tmp);
-                        for (int d = 0; d < D; d++)
-                            dst[d] += tmp[d];
+                        int64_t *dst = r->sel + ((size_t)i * NH + kvh * G + g) * r->max_sel;
+                        for (int64_t b = 0; b < pool; b++)
+                            dst[b] = b;
+                        r->nsel[i * NH + kvh * G + g] = (int)pool;
+                    }
+            } else if (k > 0) {
+                kmax = k > kmax ? k : kmax;
+                pmin = pool < pmin ? pool : pmin;
+                pmax = pool > pmax ? pool : pmax;
+                rctx_geo rg = {i0, i1, chunk};
+                for (int64_t i = i0; i < i1; i++) {
+                    if (!chunk_searched(&rg, i))
+                        continue;
+                    if (per_head) {
+                        for (int g = 0; g < G; g++)
+                            ranking_query(s, o, &r->g[i],
+                                          r->q + ((size_t)i * NH + kvh * G + g) * D,
+                                          qs + (size_t)nrow++ * D);
+                    } else {
+                        float *dst = qs + (size_t)nrow++ * D;
+                        float *tmp = r->qsum + (size_t)kvh * D; /* this head's thread only */
+                        memset(dst, 0, (size_t)D * 4);
+                        for (int g = 0; g < G; g++) {
+                            ranking_query(s, o, &r->g[i],
+                                          r->q + ((size_t)i * NH + kvh * G + g) * D, tmp);
+                            for (int d = 0; d < D; d++)
+                                dst[d] += tmp[d];
+                        }
                     }
                 }
             }
+            i0 = i1;
+        }
+        int64_t kk = kmax + (nrow ? pmax - pmin : 0); /* <= r->kmax (plan_call) */
+        if (nrow) {
             int fault = kvh < 64 && (lmk_fault_search_kvh >> kvh & 1);
             int rc = fault ? LMK_EINDEX
-                           : lmk_index_search_groups(idx, nrow, qs, (int)k, s->R, pool, &sp,
+                           : lmk_index_search_groups(idx, nrow, qs, (int)kk, s->R, pmax, &sp,
                                                      ids, NULL);
             if (rc) {
                 snprintf(msg, msg_cap, "searching layer %d head %d: %s", r->layer, kvh,
                          fault ? "injected fault" : lmk_index_errmsg(idx));
                 return rc;
             }
-            int64_t row = 0;
-            for (int64_t i = i0; i < i1; i++) {
+        }
+        /* pass 2: each searched row's results inside its own pool, then the forced blocks */
+        int64_t row = 0;
+        for (int64_t i0 = b0; i0 < b1;) {
+            int64_t i1 = run_end(r, i0), k = r->g[i0].k, pool = r->g[i0].C - r->g[i0].F;
+            rctx_geo rg = {i0, i1, chunk};
+            for (int64_t i = i0; i < i1 && k > 0 && k < pool; i++) {
                 if (!chunk_searched(&rg, i))
                     continue;
                 for (int g = 0; g < G; g++) {
-                    const int64_t *res = ids + (size_t)(per_head ? row + g : row) * k;
+                    const int64_t *res = ids + (size_t)(per_head ? row + g : row) * kk;
                     int64_t *dst = r->sel + ((size_t)i * NH + kvh * G + g) * r->max_sel;
                     int n = 0;
-                    for (int64_t j = 0; j < k; j++)
+                    for (int64_t j = 0; j < kk && n < k; j++)
                         if (res[j] >= 0 && res[j] < pool)
                             dst[n++] = res[j];
                     r->nsel[i * NH + kvh * G + g] = n;
                 }
                 row += per_head ? G : 1;
             }
-        }
-        for (int64_t i = i0; i < i1; i++) {
-            const qgeo *x = &r->g[i];
-            for (int g = 0; g < G; g++) {
-                int64_t *dst = r->sel + ((size_t)i * NH + kvh * G + g) * r->max_sel;
-                int *n = &r->nsel[i * NH + kvh * G + g];
-                for (int64_t b = x->C - x->F; b < x->C; b++)
-                    dst[(*n)++] = b;
+            for (int64_t i = i0; i < i1; i++) {
+                const qgeo *x = &r->g[i];
+                for (int g = 0; g < G; g++) {
+                    int64_t *dst = r->sel + ((size_t)i * NH + kvh * G + g) * r->max_sel;
+                    int *n = &r->nsel[i * NH + kvh * G + g];
+                    for (int64_t b = x->C - x->F; b < x->C; b++)
+                        dst[(*n)++] = b;
+                }
             }
+            i0 = i1;
         }
-        i0 = i1;
+        b0 = b1;
     }
     return LMK_OK;
 }

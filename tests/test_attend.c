@@ -652,11 +652,164 @@ static int bad_arguments(void)
     return 0;
 }
 
+/* Chunk retrieval's selection against a naive statement of its rule: of each run of queries
+ * sharing a candidate pool, every 16th and the run's last search exactly (ref_select); the
+ * union of what a head's searched queries found is ranked by the best exact score over the
+ * chunk's queries that can see each block; every query takes the best k it can see, then
+ * its forced blocks. The calls span many blocks (the pools differ inside a call), which the
+ * engine searches in one pass with extra results per row (lmk_search.c). */
+static int chunk_selection(uint64_t seed0, int iters)
+{
+    uint64_t seed = seed0;
+    static const int lens[] = {2, 3, 5, 8};
+    char dir[4096];
+    int64_t checked = 0, differ = 0;
+    for (int it = 0; it < iters; it++) {
+        cfg c;
+        c.n_layers = 1;
+        c.n_kv_heads = 1 + (int)(lmk_test_rand(&seed) % 2);
+        c.n_heads = c.n_kv_heads * (1 + (int)(lmk_test_rand(&seed) % 2));
+        c.head_dim = 8;
+        c.block_len = lens[lmk_test_rand(&seed) % 4];
+        c.dtype = LMK_DTYPE_F32;
+        c.landmark = lmk_test_rand(&seed) % 2 ? LMK_LANDMARK_TOKEN : LMK_LANDMARK_MEAN;
+        lmk_test_dir(dir, sizeof dir, "chunksel");
+        lmk_session *s = NULL;
+        REQUIRE_OK(open_session(dir, &c, "Flat", 1 + (int)(lmk_test_rand(&seed) % 2), &s));
+        size_t row = (size_t)c.n_kv_heads * c.head_dim;
+        int64_t T = 150 + (int64_t)(lmk_test_rand(&seed) % 100);
+        float *k = malloc((size_t)T * row * 4), *v = malloc((size_t)T * row * 4);
+        fill(&seed, k, (size_t)T * row, 1.5f);
+        fill(&seed, v, (size_t)T * row, 1.0f);
+        REQUIRE_OK(lmk_session_append(s, 0, T, k, v));
+        int64_t nq = 20 + (int64_t)(lmk_test_rand(&seed) % 40);
+        float *q = malloc((size_t)nq * c.n_heads * c.head_dim * 4);
+        fill(&seed, q, (size_t)nq * c.n_heads * c.head_dim, 2.0f);
+        lmk_attend_opts o = lmk_attend_opts_default();
+        o.mode = LMK_MODE_GROUPED;
+        o.top_k = 1 + (int)(lmk_test_rand(&seed) % 4);
+        o.n_recent = (int)(lmk_test_rand(&seed) % 3);
+        o.n_local = (int)(lmk_test_rand(&seed) % 2) * (c.block_len + 1);
+        o.retrieve = LMK_RETRIEVE_CHUNK;
+        int cap = 256;
+        int64_t *blocks = malloc((size_t)nq * c.n_heads * cap * sizeof(int64_t));
+        float *out = malloc((size_t)nq * c.n_heads * c.head_dim * 4);
+        float *K = malloc((size_t)T * row * 4), *V = malloc((size_t)T * row * 4);
+        REQUIRE_OK(lmk_session_read_kv(s, 0, 0, T, K, V));
+        lmk_attend_stats st = {0};
+        st.blocks = blocks;
+        st.blocks_cap = cap;
+        REQUIRE_OK(lmk_session_attend(s, 0, nq, q, &o, out, &st));
+        refin in = {&c, K, V, T};
+        int64_t nb = T / c.block_len + 1;
+        int64_t *R = malloc(sizeof(int64_t) * (size_t)(nb + 8)), *pool = malloc(8 * (size_t)nq),
+                *kq = malloc(8 * (size_t)nq), *Cq = malloc(8 * (size_t)nq);
+        int *found = calloc((size_t)nb, sizeof(int));
+        double *best = malloc(sizeof(double) * (size_t)nb), lm[64];
+        for (int h = 0; h < c.n_heads; h++) {
+            int kvh = h / (c.n_heads / c.n_kv_heads);
+            /* each query's pool, k and candidates (ref_select's geometry) */
+            for (int64_t i = 0; i < nq; i++) {
+                int n = ref_select(&in, T - nq + i, h, q + ((size_t)i * c.n_heads + h) * c.head_dim,
+                                   &o, R);
+                int64_t L = c.block_len, p = T - nq + i, ls = p / L * L;
+                if (o.n_local > 0) {
+                    int64_t lw = p - o.n_local + 1;
+                    lw = lw < 0 ? 0 : lw / L * L;
+                    ls = lw < ls ? lw : ls;
+                }
+                Cq[i] = ls / L;
+                int64_t F = o.n_recent < Cq[i] ? o.n_recent : Cq[i];
+                pool[i] = Cq[i] - F;
+                kq[i] = n - F;
+            }
+            memset(found, 0, sizeof(int) * (size_t)nb);
+            for (int64_t i0 = 0; i0 < nq;) {
+                int64_t i1 = i0 + 1;
+                while (i1 < nq && pool[i1] == pool[i0] && kq[i1] == kq[i0])
+                    i1++;
+                if (kq[i0] > 0 && kq[i0] < pool[i0])
+                    for (int64_t i = i0; i < i1; i++)
+                        if ((i - i0) % 16 == 15 || i == i1 - 1) {
+                            int n = ref_select(&in, T - nq + i, h,
+                                               q + ((size_t)i * c.n_heads + h) * c.head_dim, &o, R);
+                            for (int j = 0; j < n - (Cq[i] - pool[i]); j++)
+                                found[R[j]] = 1;
+                        }
+                i0 = i1;
+            }
+            for (int64_t b = 0; b < nb; b++) {
+                best[b] = -INFINITY;
+                if (!found[b])
+                    continue;
+                ref_landmark(&in, kvh, b, lm);
+                for (int64_t i = 0; i < nq; i++)
+                    if (b < pool[i]) {
+                        double sc = 0;
+                        for (int d = 0; d < c.head_dim; d++)
+                            sc += (double)q[((size_t)i * c.n_heads + h) * c.head_dim + d] * lm[d];
+                        best[b] = sc > best[b] ? sc : best[b];
+                    }
+            }
+            for (int64_t i = 0; i < nq; i++) {
+                int64_t want[512];
+                int nw = 0;
+                if (kq[i] > 0 && kq[i] == pool[i]) { /* every candidate: no search */
+                    for (int64_t b = 0; b < pool[i]; b++)
+                        want[nw++] = b;
+                } else {
+                    for (int j = 0; j < kq[i]; j++) {
+                        int64_t arg = -1;
+                        for (int64_t b = 0; b < pool[i]; b++) {
+                            int used = 0;
+                            for (int a = 0; a < nw; a++)
+                                used |= want[a] == b;
+                            if (found[b] && !used && (arg < 0 || best[b] > best[arg]))
+                                arg = b;
+                        }
+                        if (arg >= 0)
+                            want[nw++] = arg;
+                    }
+                }
+                for (int64_t b = pool[i]; b < Cq[i]; b++)
+                    want[nw++] = b;
+                const int64_t *got = blocks + ((size_t)i * c.n_heads + h) * cap;
+                int ng = 0;
+                while (ng < cap && got[ng] >= 0)
+                    ng++;
+                int same = ng == nw;
+                for (int a = 0; same && a < nw; a++) {
+                    int hit = 0;
+                    for (int b = 0; b < ng; b++)
+                        hit |= got[b] == want[a];
+                    same &= hit;
+                }
+                checked++;
+                if (!same) {
+                    differ++;
+                    if (differ <= 3)
+                        fprintf(stderr, "chunk selection: iter %d query %lld head %d: %d blocks, "
+                                "want %d\n", it, (long long)i, h, ng, nw);
+                }
+            }
+        }
+        free(R), free(pool), free(kq), free(Cq), free(found), free(best);
+        free(blocks), free(out), free(K), free(V), free(q), free(k), free(v);
+        lmk_session_close(s);
+        lmk_test_rmdir(dir);
+    }
+    printf("chunk selection: %lld (query, head) sets, %lld differ from the rule\n",
+           (long long)checked, (long long)differ);
+    CHECK(checked > 0 && differ == 0);
+    return 0;
+}
+
 int main(void)
 {
     uint64_t seed = lmk_test_seed("test_attend", 20261122);
     int iters = getenv("LMK_ITERS") ? atoi(getenv("LMK_ITERS")) : 60;
     random_config_test(seed, iters);
+    chunk_selection(seed + 4, iters);
     chunk_equals_steps(seed + 1);
     slots_policy(seed + 2);
     bad_arguments();
