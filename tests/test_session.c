@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "../engine/lmk_internal.h"
+#include "lmk_f16.h"
 #include "lmk_index.h"
 #include "lmk_session.h"
 #include "lmk_store.h"
@@ -391,9 +392,56 @@ static int read_only(void)
     return 0;
 }
 
+/* f16 storage: what a session stores and reads back is the portable round to nearest even
+ * (lmk_f32_to_f16), whichever conversion the CPU offers (appends round with F16C when it can):
+ * a dense sample of every float within the half range, subnormal halves and ties included,
+ * through sealed blocks and the unsealed tail. */
+static int f16_storage(void)
+{
+    char dir[4096];
+    lmk_test_dir(dir, sizeof dir, "f16store");
+    lmk_session *s = NULL;
+    REQUIRE_OK(open_s(dir, "Flat", NULL, 1, &s));
+    static const float extra[] = {65504.0f, 65519.99f, 5.9604645e-8f, 2.9802322e-8f,
+                                  4.4703484e-8f, 1e-8f, -0.0f, 0.0f, 6.1035156e-5f, 6.1e-5f};
+    size_t cap = 400000, n = 0;
+    float *vals = malloc(cap * 4);
+    for (uint32_t b = 0; b <= 0x477FEFFFu && n + 2 < cap; b += 8191)
+        for (int sg = 0; sg < 2; sg++) {
+            uint32_t bits = b | (sg ? 0x80000000u : 0);
+            memcpy(&vals[n++], &bits, 4);
+        }
+    for (size_t i = 0; i < sizeof extra / sizeof *extra; i++)
+        vals[n++] = extra[i];
+    int64_t T = (int64_t)((n + 2 * ROW - 1) / (2 * ROW)) + BL / 2; /* a partial tail too */
+    float *k = malloc((size_t)T * ROW * 4), *v = malloc((size_t)T * ROW * 4);
+    float *K = malloc((size_t)T * ROW * 4), *V = malloc((size_t)T * ROW * 4);
+    for (size_t i = 0; i < (size_t)T * ROW; i++) {
+        k[i] = vals[(2 * i) % n];
+        v[i] = vals[(2 * i + 1) % n];
+    }
+    for (int l = 0; l < NL; l++)
+        REQUIRE_OK(lmk_session_append(s, l, T, k, v));
+    REQUIRE_OK(lmk_session_read_kv(s, 1, 0, T, K, V));
+    size_t bad = 0;
+    for (size_t i = 0; i < (size_t)T * ROW; i++) {
+        float wk = lmk_f16_to_f32(lmk_f32_to_f16(k[i])), wv = lmk_f16_to_f32(lmk_f32_to_f16(v[i]));
+        bad += memcmp(&wk, &K[i], 4) != 0;
+        bad += memcmp(&wv, &V[i], 4) != 0;
+    }
+    printf("f16 storage: %zu values (%lld tokens), %zu differ from the portable rounding\n",
+           (size_t)T * ROW * 2, (long long)T, bad);
+    CHECK(bad == 0);
+    free(vals), free(k), free(v), free(K), free(V);
+    lmk_session_close(s);
+    lmk_test_rmdir(dir);
+    return 0;
+}
+
 int main(void)
 {
     lmk_test_seed("test_session", 0);
+    f16_storage();
     reopen_and_branch();
     damaged_index_files();
     other_version();
