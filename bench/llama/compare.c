@@ -68,6 +68,7 @@ typedef struct {
     const char *model, *text, *workdir, *json, *plot, *lib, *model_dir;
     const char *index_spec; /* landmark's FAISS index (NULL: the default, Flat) */
     int nprobe;             /* landmark's IVF nprobe (0: the index's default) */
+    int64_t llama_max;      /* llama.cpp runs only at depths up to this (0: every depth) */
     int model_1b, make_only;
     int64_t depths[MAX_DEPTHS];
     int n_depths;
@@ -1011,10 +1012,12 @@ static void usage(void)
             "usage: landmark-compare (--model GGUF | --model-1b [--model-dir DIR] [--make-only])\n"
             "         [--depths 1k,4k,16k,64k] [-t N] [--text FILE] [--engines landmark,llama]\n"
             "         [--time-limit S] [--workdir DIR] [--json FILE] [--plot FILE.png] [--lib DIR]\n"
-            "         [--index SPEC] [--nprobe N]\n"
+            "         [--index SPEC] [--nprobe N] [--llama-max DEPTH]\n"
             "Without --text the tokens are random ids (fixed seed).\n"
             "--index, --nprobe: landmark's FAISS index spec (default Flat) and IVF nprobe, for\n"
             "  the prefill and the decode; the bound column counts an IVF index's share scanned.\n"
+            "--llama-max: run llama.cpp only up to this depth (its prefill grows with the square\n"
+            "  of the depth; a skipped row says so).\n"
             "--model-1b: a random-weight model shaped like Llama-3.2-1B (16 layers, width 2048,\n"
             "  32/8 heads of 64, FFN 8192, tied embeddings, rope base 500000 with llama3 factors,\n"
             "  llama.cpp's llama-bpe vocabulary), written as F16 by a streaming writer and\n"
@@ -1056,6 +1059,8 @@ int main(int argc, char **argv)
             o.index_spec = v, i++;
         else if (!strcmp(a, "--nprobe") && v && atoi(v) > 0)
             o.nprobe = atoi(v), i++;
+        else if (!strcmp(a, "--llama-max") && v && parse_count(v) > 0)
+            o.llama_max = parse_count(v), i++;
         else if (!strcmp(a, "--model-1b"))
             o.model_1b = 1;
         else if (!strcmp(a, "--model-dir") && v)
@@ -1139,7 +1144,9 @@ int main(int argc, char **argv)
             r->depth = o.depths[i];
             double kv = 2.0 * sh.n_layers * sh.n_kv_heads * sh.head_dim * 2.0 *
                         (double)(r->depth + N_DECODE);
-            if (e == 1 && kv > avail / 2) {
+            if (e == 1 && o.llama_max > 0 && r->depth > o.llama_max) {
+                snprintf(r->status, sizeof r->status, "skip: over --llama-max");
+            } else if (e == 1 && kv > avail / 2) {
                 snprintf(r->status, sizeof r->status, "skip: KV %.1f GB", kv / 1e9);
             } else if (run_child(self, &o, e ? "llama" : "landmark", r->depth, r)) {
                 snprintf(r->status, sizeof r->status, "spawn failed");
