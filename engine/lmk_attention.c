@@ -299,7 +299,13 @@ static void attend_one(const actx *a, int64_t i, int h, const float *q, float *o
     int nb = a->nsel[i * s->n_heads + h];
     memcpy(w.blk, a->sel + ((size_t)i * s->n_heads + h) * a->max_sel,
            (size_t)nb * sizeof *w.blk);
-    qsort(w.blk, (size_t)nb, sizeof *w.blk, lmk_cmp_i64);
+    for (int a = 1; a < nb; a++) { /* insertion sort: a handful of blocks */
+        int64_t v = w.blk[a];
+        int b = a - 1;
+        for (; b >= 0 && w.blk[b] > v; b--)
+            w.blk[b + 1] = w.blk[b];
+        w.blk[b + 1] = v;
+    }
 
     int64_t nsinks;
     int64_t nt = direct_tokens(a, x, kvh, nb, &w, &nsinks);

@@ -77,17 +77,28 @@ static int64_t list_needed(const lmk_attend_plan *p)
     for (int kvh = 0; kvh < H; kvh++) {
         int64_t start = nn;
         s->need_off[kvh] = start;
+        /* A query whose selection, sinks or local window repeat the previous query's adds
+         * nothing new (under chunk retrieval a chunk's queries share one selection): those
+         * are skipped before the sort, which then sees a few entries per block, not one per
+         * query. */
         for (int64_t i = 0; i < p->nq; i++) {
             for (int gg = 0; gg < G; gg++) {
                 int h = kvh * G + gg;
                 const int64_t *sl = p->sel + ((size_t)i * NH + h) * p->max_sel;
-                for (int j = 0; j < p->nsel[i * NH + h]; j++)
+                int n = p->nsel[i * NH + h];
+                if (i > 0 && p->nsel[(i - 1) * NH + h] == n &&
+                    !memcmp(sl, sl - (size_t)NH * p->max_sel, (size_t)n * sizeof *sl))
+                    continue;
+                for (int j = 0; j < n; j++)
                     need[nn++] = sl[j];
             }
-            for (int64_t b = 0; b * L < g[i].n_sink; b++)
-                need[nn++] = b;
-            int64_t top = g[i].p / L; /* block of the query itself */
-            for (int64_t b = g[i].local_start / L; b <= top && b < p->sealed_T; b++)
+            if (i == 0 || g[i].n_sink != g[i - 1].n_sink)
+                for (int64_t b = 0; b * L < g[i].n_sink; b++)
+                    need[nn++] = b;
+            int64_t lo = g[i].local_start / L, top = g[i].p / L; /* block of the query itself */
+            if (i > 0 && lo == g[i - 1].local_start / L && top == g[i - 1].p / L)
+                continue;
+            for (int64_t b = lo; b <= top && b < p->sealed_T; b++)
                 need[nn++] = b;
         }
         qsort(need + start, (size_t)(nn - start), sizeof *need, lmk_cmp_i64);
