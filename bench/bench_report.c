@@ -85,13 +85,16 @@ void lmk_bench_write_table(FILE *f, const lmk_bench_report *rep)
             (long long)r->blocks, r->kv_bytes / 1048576.0, r->ingest_s,
             r->ingest_s > 0 ? c->tokens / r->ingest_s : 0.0);
     fprintf(f, "dense baseline: all K/V as f32 in RAM (%.1f MiB), OpenBLAS, %d thread%s: "
-               "step p50 %.3f ms, p99 %.3f ms\n\n",
+               "step p50 %.3f ms, p99 %.3f ms\n",
             d->memory_mb, d->threads, d->threads > 1 ? "s" : "", d->step_ms_p50,
             d->step_ms_p99);
+    fprintf(f, "read bandwidth %.2f GB/s (%d thread%s); bound_ms: a step's landmark bytes "
+               "scanned plus block bytes fetched at that bandwidth\n\n",
+            r->read_gbs, c->threads, c->threads > 1 ? "s" : "");
     const char *hdr[] = {"index", "params", "recall@k", "needle", "attn_err", "p50_ms",
-                         "p99_ms", "speedup", "search_ms", "fetch_ms", "attn_ms",
+                         "bound_ms", "p99_ms", "speedup", "search_ms", "fetch_ms", "attn_ms",
                          "ingest_tok/s", "build_s", "anon_MB", "file_MB", "disk_MB"};
-    enum { NC = 16 };
+    enum { NC = 17 };
     int wdt[NC];
     for (int j = 0; j < NC; j++)
         wdt[j] = (int)strlen(hdr[j]);
@@ -108,16 +111,17 @@ void lmk_bench_write_table(FILE *f, const lmk_bench_report *rep)
         num(cell[i][3], 48, "%.4f", x->needle_hit_rate);
         num(cell[i][4], 48, "%.2e", x->attn_rel_err);
         num(cell[i][5], 48, "%.3f", x->step_ms_p50);
-        num(cell[i][6], 48, "%.3f", x->step_ms_p99);
-        num(cell[i][7], 48, "%.1fx", x->speedup);
-        num(cell[i][8], 48, "%.3f", x->search_ms);
-        num(cell[i][9], 48, "%.3f", x->fetch_ms);
-        num(cell[i][10], 48, "%.3f", x->attn_ms);
-        num(cell[i][11], 48, "%.0f", x->ingest_tokens_per_s);
-        num(cell[i][12], 48, "%.2f", x->build_s);
-        num(cell[i][13], 48, "%.1f", x->rss_anon_mb);
-        num(cell[i][14], 48, "%.1f", x->rss_file_mb);
-        num(cell[i][15], 48, "%.1f", x->disk_mb);
+        num(cell[i][6], 48, "%.3f", x->bound_ms);
+        num(cell[i][7], 48, "%.3f", x->step_ms_p99);
+        num(cell[i][8], 48, "%.1fx", x->speedup);
+        num(cell[i][9], 48, "%.3f", x->search_ms);
+        num(cell[i][10], 48, "%.3f", x->fetch_ms);
+        num(cell[i][11], 48, "%.3f", x->attn_ms);
+        num(cell[i][12], 48, "%.0f", x->ingest_tokens_per_s);
+        num(cell[i][13], 48, "%.2f", x->build_s);
+        num(cell[i][14], 48, "%.1f", x->rss_anon_mb);
+        num(cell[i][15], 48, "%.1f", x->rss_file_mb);
+        num(cell[i][16], 48, "%.1f", x->disk_mb);
         for (int j = 0; j < NC; j++) {
             int l = (int)strlen(cell[i][j]);
             if (l > wdt[j])
@@ -215,9 +219,9 @@ int lmk_bench_write_json(const char *path, const lmk_bench_report *rep, char *er
                 c->probes ? "probe" : "ordinary");
     }
     fprintf(f, ", \"landmarks_per_head\": %lld, \"kv_bytes\": %.0f, \"ingest_s\": %.3f, "
-               "\"wall_s\": %.1f, \"ncpu\": %ld},\n",
+               "\"wall_s\": %.1f, \"ncpu\": %ld, \"read_gbs\": %.3f},\n",
             (long long)r->blocks, r->kv_bytes, r->ingest_s, r->wall_s,
-            sysconf(_SC_NPROCESSORS_ONLN));
+            sysconf(_SC_NPROCESSORS_ONLN), r->read_gbs);
     fputs(" \"dense\": {", f);
     jnum(f, "step_ms_p50", d->step_ms_p50, "%.4f", 1);
     jnum(f, "step_ms_p99", d->step_ms_p99, "%.4f", 1);
@@ -252,6 +256,7 @@ int lmk_bench_write_json(const char *path, const lmk_bench_report *rep, char *er
         jnum(f, "attn_rel_err", x->attn_rel_err, "%.4e", 1);
         jnum(f, "attn_rel_err_p50", x->attn_rel_err_p50, "%.4e", 1);
         jnum(f, "step_ms_p50", x->step_ms_p50, "%.4f", 1);
+        jnum(f, "bound_ms", x->bound_ms, "%.4f", 1);
         jnum(f, "step_ms_p99", x->step_ms_p99, "%.4f", 1);
         jnum(f, "search_ms", x->search_ms, "%.4f", 1);
         jnum(f, "fetch_ms", x->fetch_ms, "%.4f", 1);

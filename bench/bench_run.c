@@ -430,6 +430,7 @@ static int ingest(bench_state *b, lmk_dense **dense)
     run->ingest_s += lmk_clock_s() - t0;
     run->kv_bytes = 2.0 * (double)T * row * (c->dtype_f16 ? 2 : 4) * c->n_layers;
     run->blocks = (T - 1) / c->block_len;
+    run->read_gbs = lmk_bench_read_bandwidth(c->threads) / 1e9;
     run->n_needles = b->w.gen ? lmk_synth_n_needles(b->w.gen, T) : 0;
     b->x.cand = run->blocks;
     b->x.k = c->top_k < b->x.cand ? c->top_k : (int)b->x.cand;
@@ -505,6 +506,31 @@ static int baseline(bench_state *b)
                            &warm, "warm-up", b->err, b->cap);
 }
 
+/* The memory-bandwidth bound of a step: the f32 landmarks a search scans (all of them for
+ * Flat; for IVFn,Flat once trained, the nprobe lists' share plus the n centroids) and the
+ * K/V of the blocks fetched, over the measured read bandwidth. NAN for other index types,
+ * whose bytes per scanned vector and share scanned this does not model. */
+static double step_bound_ms(const lmk_bench_cfg *c, const lmk_bench_facts *run,
+                            const char *spec, const lmk_bench_result *o)
+{
+    double D = c->head_dim, nb = (double)run->blocks, scanned;
+    int nlist = 0;
+    char tail[LMK_BENCH_SPEC_LEN] = "";
+    if (!strcmp(spec, "Flat")) {
+        scanned = nb;
+    } else if (sscanf(spec, "IVF%d,%31s", &nlist, tail) == 2 && nlist > 0 &&
+               !strcmp(tail, "Flat")) {
+        int np = o->nprobe > 0 ? o->nprobe : 1;
+        /* FAISS trains at 39 vectors per list; before that the search is exact */
+        scanned = nb >= 39.0 * nlist ? nb * (np < nlist ? np : nlist) / nlist + nlist : nb;
+    } else {
+        return NAN;
+    }
+    double bytes = (double)c->n_layers * c->n_kv_heads * scanned * D * 4 +
+                   o->blocks_fetched * 2.0 * c->block_len * D * (c->dtype_f16 ? 2 : 4);
+    return run->read_gbs > 0 ? 1e3 * bytes / (run->read_gbs * 1e9) : NAN;
+}
+
 /* Rebuild the indices as spec (timed, with cfg.threads for FAISS), then measure every
  * value of its sweep into the next records. */
 static int measure_spec(bench_state *b, const char *spec)
@@ -545,6 +571,7 @@ static int measure_spec(bench_state *b, const char *spec)
         o->build_s = build;
         o->disk_mb = info.disk_bytes / 1048576.0;
         o->speedup = o->step_ms_p50 > 0 ? rep->dense.step_ms_p50 / o->step_ms_p50 : NAN;
+        o->bound_ms = step_bound_ms(c, &rep->run, spec, o);
         o->ingest_tokens_per_s = (double)c->tokens / (rep->run.ingest_s + build);
         progress(c, label, 1, 2);
         bench_child_measure(c, b->sdir, o->ef_search, o->nprobe, o);
@@ -608,4 +635,32 @@ void lmk_bench_report_free(lmk_bench_report *r)
     free(r->results);
     r->results = NULL;
     r->n_results = 0;
+}
+
+LMK_API double lmk_bench_read_bandwidth(int threads)
+{
+    size_t n = (size_t)256 << 20, words = n / 8;
+    uint64_t *b = malloc(n);
+    if (!b)
+        return 0;
+    if (threads < 1)
+        threads = 1;
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (size_t i = 0; i < words; i++) /* first touch by the thread that reads it */
+        b[i] = 0x0101010101010101ull;
+    double best = 0;
+    volatile uint64_t sink = 0;
+    for (int r = 0; r < 3; r++) {
+        uint64_t total = 0;
+        double t0 = lmk_clock_s();
+#pragma omp parallel for num_threads(threads) schedule(static) reduction(+ : total)
+        for (size_t i = 0; i < words; i += 4)
+            total += b[i] + b[i + 1] + b[i + 2] + b[i + 3];
+        double bw = (double)n / (lmk_clock_s() - t0);
+        sink += total;
+        if (bw > best)
+            best = bw;
+    }
+    free(b);
+    return best;
 }

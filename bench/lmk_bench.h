@@ -100,6 +100,10 @@ typedef struct lmk_bench_result {
     double child_step_ms_p50;
     double disk_mb;
     double blocks_fetched;        /* mean per step */
+    double bound_ms;              /* a step's bytes (landmarks scanned plus blocks fetched)
+                                   * at the run's read bandwidth: the memory-bandwidth bound
+                                   * of step_ms_p50; NAN for index types whose scan is not
+                                   * modelled (all but Flat and IVFn,Flat) */
 } lmk_bench_result;
 
 /* The dense baseline: all K/V as f32 in RAM, OpenBLAS with `threads` threads. */
@@ -116,6 +120,7 @@ typedef struct lmk_bench_facts {
     int64_t blocks;      /* sealed blocks (landmarks) per (layer, KV head) */
     int n_needles;       /* planted needles (0 for a recorded stream) */
     double wall_s;       /* the whole run */
+    double read_gbs;     /* read bandwidth with cfg.threads threads (lmk_bench_read_bandwidth) */
 } lmk_bench_facts;
 
 typedef struct lmk_bench_report {
@@ -175,6 +180,11 @@ LMK_API int lmk_bench_write_json(const char *path, const lmk_bench_report *r, ch
  * gnuplot is not on PATH, EIO when gnuplot fails, or another errno value; err set. */
 LMK_API int lmk_bench_write_plot(const char *path, const lmk_bench_report *r, char *err,
                                  size_t err_cap);
+
+/* Read bandwidth of this machine in bytes/s: `threads` threads (>= 1) each summing its share
+ * of a 256 MiB buffer, best of three passes (about a second). 0 when the buffer cannot be
+ * allocated. */
+LMK_API double lmk_bench_read_bandwidth(int threads);
 
 /* 1 when an executable `gnuplot` is on PATH, else 0. */
 LMK_API int lmk_bench_have_gnuplot(void);

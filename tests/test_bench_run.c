@@ -154,6 +154,22 @@ static int test_run(const char *dir)
     CHECK(rep.results[3].recall_at_k == 1.0); /* every list probed: exact */
     CHECK(rep.dense.step_ms_p50 > 0 && rep.dense.memory_mb > 0);
     CHECK(rep.run.blocks == (4096 - 1) / 32 && rep.run.n_needles > 0 && rep.run.ingest_s > 0);
+    /* the bandwidth bound: Flat (and an IVF index too small to train, searched exactly)
+     * scans every f32 landmark and reads the K/V of the blocks fetched; HNSW's scan is not
+     * modelled */
+    CHECK(rep.run.read_gbs > 0);
+    for (int i = 0; i < rep.n_results; i++) {
+        const lmk_bench_result *r = &rep.results[i];
+        const lmk_bench_cfg *rc = &rep.cfg;
+        double bytes = (double)rc->n_layers * rc->n_kv_heads * rep.run.blocks * rc->head_dim * 4 +
+                       r->blocks_fetched * 2.0 * rc->block_len * rc->head_dim *
+                           (rc->dtype_f16 ? 2 : 4);
+        double want = 1e3 * bytes / (rep.run.read_gbs * 1e9);
+        if (strncmp(r->index, "HNSW", 4) == 0)
+            CHECK(isnan(r->bound_ms));
+        else
+            CHECK(r->blocks_fetched > 0 && fabs(r->bound_ms - want) <= 1e-9 * want);
+    }
     /* the writers */
     FILE *f = tmpfile();
     REQUIRE(f != NULL);

@@ -32,6 +32,7 @@
  * (weights that stay in cache can beat it), printed beside each row. */
 #include <llama_ref_path.h> /* generated in the build tree: LMK_LLAMA_REF and llama.h */
 
+#include "lmk_bench.h"
 #include "lmk_clock.h"
 #include "lmk_error.h"
 #include "lmk_fs.h"
@@ -776,34 +777,6 @@ static int read_shape(const char *path, shape *sh)
     return 0;
 }
 
-/* Read bandwidth over 256 MiB with `threads` threads (the children's count: a decoding
- * step scans landmarks on that many), best of 3, bytes/s. */
-static double read_bandwidth(int threads)
-{
-    size_t n = (size_t)256 << 20, words = n / 8;
-    uint64_t *b = malloc(n);
-    if (!b)
-        return 1e10;
-#pragma omp parallel for num_threads(threads) schedule(static)
-    for (size_t i = 0; i < words; i++) /* first touch by the thread that reads it */
-        b[i] = 0x0101010101010101ull;
-    double best = 0;
-    volatile uint64_t sink = 0;
-    for (int r = 0; r < 3; r++) {
-        uint64_t total = 0;
-        double t0 = lmk_clock_s();
-#pragma omp parallel for num_threads(threads) schedule(static) reduction(+ : total)
-        for (size_t i = 0; i < words; i += 4)
-            total += b[i] + b[i + 1] + b[i + 2] + b[i + 3];
-        double bw = n / (lmk_clock_s() - t0);
-        sink += total;
-        if (bw > best)
-            best = bw;
-    }
-    free(b);
-    return best;
-}
-
 static double bound_tps(const shape *sh, const opts *o, const char *engine, int64_t depth,
                         double bw)
 {
@@ -1159,7 +1132,7 @@ int main(int argc, char **argv)
         }
 
     /* measured after the children: ru_maxrss survives exec, so the parent stays small */
-    double bw = read_bandwidth(o.threads);
+    double bw = lmk_bench_read_bandwidth(o.threads);
     printf("read bandwidth %.2f GB/s (%d thread%s, 256 MiB, best of 3)\n", bw / 1e9, o.threads,
            o.threads == 1 ? "" : "s");
     for (int i = 0; i < n; i++)
