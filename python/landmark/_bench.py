@@ -157,7 +157,8 @@ def bench(keys, values, queries, indexes=("HNSW32", "IVF256,Flat"), ef_search=()
 _RESULT_FIELDS = ("ef_search", "nprobe", "recall_at_k", "needle_hit_rate", "attn_rel_err",
                   "attn_rel_err_p50", "step_ms_p50", "step_ms_p99", "search_ms", "fetch_ms",
                   "attn_ms", "speedup", "ingest_tokens_per_s", "build_s", "rss_anon_mb",
-                  "rss_file_mb", "child_step_ms_p50", "disk_mb", "blocks_fetched")
+                  "rss_file_mb", "child_step_ms_p50", "disk_mb", "blocks_fetched",
+                  "bound_ms")
 
 
 def _report(rep, shape, specs, ef, nprobe):
@@ -176,7 +177,8 @@ def _report(rep, shape, specs, ef, nprobe):
                        steps=c.steps, indexes=list(specs), ef_search=list(ef),
                        nprobe=list(nprobe)),
         "run": {"ingest_s": rep.run.ingest_s, "kv_bytes": rep.run.kv_bytes,
-                "blocks": rep.run.blocks, "wall_s": rep.run.wall_s},
+                "blocks": rep.run.blocks, "wall_s": rep.run.wall_s,
+                "read_gbs": rep.run.read_gbs},
         "dense": {"step_ms_p50": rep.dense.step_ms_p50, "step_ms_p99": rep.dense.step_ms_p99,
                   "memory_mb": rep.dense.memory_mb, "threads": rep.dense.threads},
         "results": results,

@@ -168,6 +168,7 @@ typedef struct lmk_bench_result {
     double child_step_ms_p50;
     double disk_mb;
     double blocks_fetched;
+    double bound_ms;
 } lmk_bench_result;
 
 typedef struct lmk_bench_dense {
@@ -182,6 +183,7 @@ typedef struct lmk_bench_facts {
     int64_t blocks;
     int n_needles;
     double wall_s;
+    double read_gbs;
 } lmk_bench_facts;
 
 typedef struct lmk_bench_report {

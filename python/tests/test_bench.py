@@ -37,6 +37,10 @@ def test_bench_records(tmp_path, rng):
     assert rep["config"]["layers"] == 2 and rep["config"]["tokens"] == 2048
     assert rep["config"]["mode"] == "grouped" and rep["run"]["blocks"] == 2048 // 32 - 1  # the last is not sealed
     assert rep["dense"]["step_ms_p50"] > 0
+    # the bandwidth bound: measured for Flat and IVF, not modelled for HNSW
+    assert rep["run"]["read_gbs"] > 0
+    assert [math.isfinite(r["bound_ms"]) for r in rep["results"]] == [True, False, False, True]
+    assert flat["bound_ms"] > 0
     with open(tmp_path / "b.json") as f:
         doc = json.load(f)
     assert set(doc) == {"config", "dense", "targets", "results"}

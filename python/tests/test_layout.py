@@ -25,7 +25,8 @@ STRUCTS = {
                       "preset", "n_specs", "specs", "n_ef", "n_nprobe", "ef", "nprobe", "dir",
                       "child_exe", "child_timeout_s", "log", "progress", "ud"],
     "lmk_bench_result": ["index", "ef_search", "nprobe", "recall_at_k", "speedup",
-                         "rss_anon_mb", "disk_mb", "blocks_fetched"],
+                         "rss_anon_mb", "disk_mb", "blocks_fetched", "bound_ms"],
+    "lmk_bench_facts": ["ingest_s", "kv_bytes", "blocks", "n_needles", "wall_s", "read_gbs"],
     "lmk_bench_report": ["cfg", "run", "dense", "results", "n_results"],
 }
 
