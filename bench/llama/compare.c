@@ -1146,6 +1146,12 @@ int main(int argc, char **argv)
         char none[32] = "-";
         if (!strcmp(r->engine, "landmark"))
             snprintf(none, sizeof none, "%.1f", r->decode_none_tps);
+        if (strcmp(r->status, "ok")) { /* skipped, killed or failed: nothing measured */
+            printf("| %s | %lld | | | %s | %.*f | | | | %.1f | %s |\n", r->engine,
+                   (long long)r->depth, strcmp(r->engine, "landmark") ? "-" : "",
+                   r->bound_tps < 100 ? 1 : 0, r->bound_tps, r->disk_mb, r->status);
+            continue;
+        }
         /* one decimal under 100 (a 1B model prefills tens of tokens a second here) */
         printf("| %s | %lld | %.*f | %.1f | %s | %.*f | %.*f | %.1f | %.0f | %.1f | %s |\n",
                r->engine, (long long)r->depth, r->prefill_tps < 100 ? 1 : 0, r->prefill_tps,
