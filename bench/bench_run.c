@@ -506,26 +506,29 @@ static int baseline(bench_state *b)
                            &warm, "warm-up", b->err, b->cap);
 }
 
-/* The memory-bandwidth bound of a step: the f32 landmarks a search scans (all of them for
- * Flat; for IVFn,Flat once trained, the nprobe lists' share plus the n centroids) and the
- * K/V of the blocks fetched, over the measured read bandwidth. NAN for other index types,
- * whose bytes per scanned vector and share scanned this does not model. */
+LMK_API double lmk_bench_landmarks_scanned(const char *spec, int nprobe, double n_landmarks)
+{
+    int nlist = 0;
+    char tail[32] = "";
+    if (!strcmp(spec, "Flat"))
+        return n_landmarks;
+    if (sscanf(spec, "IVF%d,%31s", &nlist, tail) != 2 || nlist <= 0 || strcmp(tail, "Flat"))
+        return NAN;
+    int np = nprobe > 0 ? nprobe : 1;
+    if (n_landmarks < 39.0 * nlist)
+        return n_landmarks;
+    return n_landmarks * (np < nlist ? np : nlist) / nlist + nlist;
+}
+
+/* The memory-bandwidth bound of a step: the f32 landmarks a search scans and the K/V of the
+ * blocks fetched, over the measured read bandwidth; NAN where the scan is not modelled. */
 static double step_bound_ms(const lmk_bench_cfg *c, const lmk_bench_facts *run,
                             const char *spec, const lmk_bench_result *o)
 {
-    double D = c->head_dim, nb = (double)run->blocks, scanned;
-    int nlist = 0;
-    char tail[LMK_BENCH_SPEC_LEN] = "";
-    if (!strcmp(spec, "Flat")) {
-        scanned = nb;
-    } else if (sscanf(spec, "IVF%d,%31s", &nlist, tail) == 2 && nlist > 0 &&
-               !strcmp(tail, "Flat")) {
-        int np = o->nprobe > 0 ? o->nprobe : 1;
-        /* FAISS trains at 39 vectors per list; before that the search is exact */
-        scanned = nb >= 39.0 * nlist ? nb * (np < nlist ? np : nlist) / nlist + nlist : nb;
-    } else {
+    double D = c->head_dim;
+    double scanned = lmk_bench_landmarks_scanned(spec, o->nprobe, (double)run->blocks);
+    if (isnan(scanned))
         return NAN;
-    }
     double bytes = (double)c->n_layers * c->n_kv_heads * scanned * D * 4 +
                    o->blocks_fetched * 2.0 * c->block_len * D * (c->dtype_f16 ? 2 : 4);
     return run->read_gbs > 0 ? 1e3 * bytes / (run->read_gbs * 1e9) : NAN;

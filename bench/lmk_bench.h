@@ -186,6 +186,12 @@ LMK_API int lmk_bench_write_plot(const char *path, const lmk_bench_report *r, ch
  * allocated. */
 LMK_API double lmk_bench_read_bandwidth(int threads);
 
+/* Landmarks one search of `spec` scans among n_landmarks: all of them for "Flat"; for
+ * "IVF<n>,Flat" once trained (FAISS trains at 39 vectors per list; exact search before) the
+ * share of nprobe (<= 0: 1) of its n lists plus the n centroids. NAN for other specs, whose
+ * bytes per vector and share scanned are not modelled. */
+LMK_API double lmk_bench_landmarks_scanned(const char *spec, int nprobe, double n_landmarks);
+
 /* 1 when an executable `gnuplot` is on PATH, else 0. */
 LMK_API int lmk_bench_have_gnuplot(void);
 

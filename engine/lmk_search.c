@@ -266,17 +266,13 @@ int lmk_attend_search(lmk_attend_plan *p)
     if ((double)p->nq * s->n_heads * (double)n_cand * s->head_dim < (double)(1 << 20))
         nth = 1;
     int rc_any = 0, kvh_err = H;
-    /* chunk retrieval re-ranks each head's union on the thread that searched it (scratch
-     * per thread) */
+    /* chunk retrieval re-ranks each head's union on the thread that searched it, in that
+     * thread's work buffer (the attention phase, which runs after, carves it anew) */
     int chunk = p->o->retrieve == LMK_RETRIEVE_CHUNK && p->nq > 1;
     size_t cap = chunk ? lmk_szmul((size_t)p->nq, (size_t)p->max_sel) : 0;
-    size_t per = (lmk_szmul(cap, sizeof(int64_t) + sizeof(float)) + 7) & ~(size_t)7;
-    int64_t *cand = NULL;
-    if (chunk) {
-        cand = malloc(lmk_szmul(per, (size_t)nth));
-        if (!cand)
+    for (int t = 0; chunk && t < nth; t++)
+        if (lmk_buf_reserve(&s->work[t], lmk_szmul(cap, sizeof(int64_t) + sizeof(float))))
             return lmk_sess_fail(s, ENOMEM, "out of memory");
-    }
     /* FAISS opens its own OpenMP regions inside a search. Ours is the one level of
      * parallelism: setting the thread count inside our region changes only that region's
      * data environment (not the caller's), so FAISS runs single-threaded here instead of
@@ -284,8 +280,7 @@ int lmk_attend_search(lmk_attend_plan *p)
 #pragma omp parallel num_threads(nth) if (nth > 1)
     {
         omp_set_num_threads(1);
-        int64_t *mine = chunk ? (int64_t *)((char *)cand + (size_t)omp_get_thread_num() * per)
-                              : NULL;
+        int64_t *mine = chunk ? (int64_t *)s->work[omp_get_thread_num()].p : NULL;
 #pragma omp for schedule(static)
         for (int kvh = 0; kvh < H; kvh++) {
             char msg[512];
@@ -305,7 +300,6 @@ int lmk_attend_search(lmk_attend_plan *p)
             }
         }
     }
-    free(cand);
     if (rc_any)
         return rc_any;
     return LMK_OK;

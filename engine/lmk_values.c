@@ -6,6 +6,13 @@
 #include "lmk_f16.h"
 #include "lmk_internal.h"
 
+/* f32 -> f16 -> f32, round to nearest even: what an f16 session stores. */
+static void round_portable(const float *src, float *dst, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        dst[i] = lmk_f16_to_f32(lmk_f32_to_f16(src[i]));
+}
+
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 /* Decoding retrieved blocks is on the decode path: use the F16C instruction when the CPU has
@@ -44,14 +51,12 @@ __attribute__((target("f16c,avx"))) static void round_f16c(const float *src, flo
     for (; i + 8 <= n; i += 8) {
         __m256 x = _mm256_loadu_ps(src + i);
         if (_mm256_movemask_ps(_mm256_cmp_ps(x, x, _CMP_UNORD_Q))) {
-            for (size_t j = i; j < i + 8; j++)
-                dst[j] = lmk_f16_to_f32(lmk_f32_to_f16(src[j]));
+            round_portable(src + i, dst + i, 8);
             continue;
         }
         _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm256_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT)));
     }
-    for (; i < n; i++)
-        dst[i] = lmk_f16_to_f32(lmk_f32_to_f16(src[i]));
+    round_portable(src + i, dst + i, n - i);
 }
 #include <cpuid.h>
 static int have_f16c(void)
@@ -83,8 +88,7 @@ static void f32_to_f16_f16c(const float *src, uint16_t *dst, size_t n)
 }
 static void round_f16c(const float *src, float *dst, size_t n)
 {
-    for (size_t i = 0; i < n; i++)
-        dst[i] = lmk_f16_to_f32(lmk_f32_to_f16(src[i]));
+    round_portable(src, dst, n);
 }
 #endif
 
@@ -115,12 +119,10 @@ void lmk_values_decode(const lmk_session *s, const void *src, size_t n, float *d
 void lmk_values_round(const lmk_session *s, const float *src, size_t n, float *dst)
 {
     if (s->dtype == LMK_DTYPE_F16) {
-        if (have_f16c()) {
+        if (have_f16c())
             round_f16c(src, dst, n);
-            return;
-        }
-        for (size_t i = 0; i < n; i++)
-            dst[i] = lmk_f16_to_f32(lmk_f32_to_f16(src[i]));
+        else
+            round_portable(src, dst, n);
     } else {
         memcpy(dst, src, n * 4);
     }

@@ -158,6 +158,13 @@ static int test_run(const char *dir)
      * scans every f32 landmark and reads the K/V of the blocks fetched; HNSW's scan is not
      * modelled */
     CHECK(rep.run.read_gbs > 0);
+    CHECK(lmk_bench_landmarks_scanned("Flat", 0, 1000) == 1000);
+    CHECK(lmk_bench_landmarks_scanned("IVF8,Flat", 2, 1000) == 1000.0 * 2 / 8 + 8);
+    CHECK(lmk_bench_landmarks_scanned("IVF8,Flat", 0, 1000) == 1000.0 / 8 + 8);
+    CHECK(lmk_bench_landmarks_scanned("IVF8,Flat", 64, 1000) == 1000 + 8); /* nprobe capped */
+    CHECK(lmk_bench_landmarks_scanned("IVF8,Flat", 2, 100) == 100); /* untrained: exact */
+    CHECK(isnan(lmk_bench_landmarks_scanned("HNSW16", 0, 1000)));
+    CHECK(isnan(lmk_bench_landmarks_scanned("IVF8,SQ8", 2, 1000)));
     for (int i = 0; i < rep.n_results; i++) {
         const lmk_bench_result *r = &rep.results[i];
         const lmk_bench_cfg *rc = &rep.cfg;

@@ -784,15 +784,12 @@ static double bound_tps(const shape *sh, const opts *o, const char *engine, int6
     double kvdim = (double)sh->n_kv_heads * sh->head_dim;
     if (!strcmp(engine, "landmark")) {
         double blocks = (double)depth / (sh->block_len - (sh->n_recent ? 1 : 0));
-        double scanned = blocks;
-        int nlist = 0;
-        /* an IVF index scans nprobe of its nlist lists (about that share of the landmarks)
-         * plus the nlist centroids; other specs are counted as a full scan */
-        if (o->index_spec && sscanf(o->index_spec, "IVF%d", &nlist) == 1 && nlist > 0 &&
-            blocks >= 39.0 * nlist) { /* FAISS trains at 39 per list: exact search before */
-            int np = o->nprobe > 0 ? o->nprobe : 1;
-            scanned = blocks * (np < nlist ? np : nlist) / nlist + nlist;
-        }
+        /* an IVF index's share of landmarks scanned; specs the bench does not model are
+         * counted as a full scan */
+        double scanned = lmk_bench_landmarks_scanned(o->index_spec ? o->index_spec : "Flat",
+                                                     o->nprobe, blocks);
+        if (isnan(scanned))
+            scanned = blocks;
         double fetched = (double)sh->n_heads * sh->top_k + sh->n_kv_heads * (sh->n_recent + 1);
         if (fetched * sh->block_len > depth * (double)sh->n_kv_heads)
             fetched = blocks * sh->n_kv_heads;
